@@ -1,0 +1,38 @@
+# Everyday commands. `make run` and `make test` work on a fresh clone: they create
+# the virtualenv and install everything from pyproject.toml first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-long lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/axis-relay dev
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+test-long: $(STAMP)
+	$(BIN)/pytest -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check relay tests bench
+	$(BIN)/ruff format --check relay tests bench
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format relay tests bench
+	$(BIN)/ruff check --fix relay tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache

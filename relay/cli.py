@@ -1,0 +1,103 @@
+"""``axis-relay``: a thin shell that parses arguments and calls into the package."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+from relay import logs
+from relay.config import ConfigError, RelayConfig, load_config
+from relay.server import RelayError, serve
+from relay.spool import META, REASON, Spool
+
+DEFAULT_CONFIG = Path("/etc/axis-relay/relay.toml")
+
+EXIT_CONFIG = 2  # the config file is wrong: the message says which field and how to fix it
+EXIT_STARTUP = 3  # valid config, but the relay cannot run with it (port taken, no credentials, ...)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="axis-relay", description="Relay AXIS camera clips to Amazon S3.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the relay")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config", type=Path)
+    dev = sub.add_parser("dev", help="run the relay with an embedded S3 server (make run)")
+    dev.add_argument("--state", type=Path, default=Path(".dev"))
+    dev.add_argument("--port", type=int, default=8443)
+    spool = sub.add_parser("spool", help="inspect or act on the spool")
+    spool.add_argument("action", choices=["list", "retry"])
+    spool.add_argument("clip_ids", nargs="*", help="with retry: only these clips")
+    spool.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    return parser
+
+
+def _load(path: Path) -> RelayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"axis-relay: configuration error in {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+async def _run(config: RelayConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(config, stop.wait)
+
+
+def _spool_command(config: RelayConfig, action: str, clip_ids: list[str]) -> None:
+    spool = Spool(config.spool.dir)
+    if action == "retry":
+        moved = spool.retry_quarantined(clip_ids or None)
+        print(f"{len(moved)} clip(s) moved back to the queue; a running relay picks them up within seconds.")
+        for clip_id in moved:
+            print(f"  {clip_id}")
+        return
+    print(f"{'STATE':<12} {'CLIP':<34} {'DEVICE':<16} {'BYTES':>12}  FILE / REASON")
+    for state, clip_id, directory in spool.entries():
+        try:
+            meta = json.loads((directory / META).read_text())
+        except (OSError, ValueError):
+            meta = {}
+        line = f"{state:<12} {clip_id:<34} {str(meta.get('camera', '?')):<16} {meta.get('size', '?'):>12}  "
+        line += str(meta.get("filename", "?"))
+        if state == "quarantined":
+            try:
+                line += "  -- " + json.loads((directory / REASON).read_text()).get("reason", "")
+            except (OSError, ValueError):
+                pass
+        print(line)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        config = _load(args.config)
+        print(f"{args.config}: OK ({len(config.devices)} device(s), bucket {config.s3.bucket})")
+        return
+    if args.command == "spool":
+        _spool_command(_load(args.config), args.action, args.clip_ids)
+        return
+    try:
+        if args.command == "dev":
+            from relay import devstack
+
+            logs.configure("auto", "info")
+            asyncio.run(devstack.run(args.state, args.port))
+        else:
+            config = _load(args.config)
+            logs.configure(config.log.format, config.log.level)
+            asyncio.run(_run(config))
+    except RelayError as exc:
+        print(f"axis-relay: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_STARTUP) from None
+    except KeyboardInterrupt:
+        pass

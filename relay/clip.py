@@ -1,0 +1,77 @@
+"""A clip as the relay knows it: metadata kept beside the bytes, and safe names."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+MAX_FILENAME_BYTES = 200  # leaves room in a 255-byte name for a disambiguating suffix
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=@,-]+")
+
+
+def new_clip_id(now: datetime) -> str:
+    """Sortable by arrival, unique without coordination: 20261126T225200.123456Z-3f9a1c2b."""
+    return now.strftime("%Y%m%dT%H%M%S.%fZ") + "-" + os.urandom(4).hex()
+
+
+def safe_filename(name: str | None, fallback_stem: str, default_ext: str = ".mkv") -> str:
+    """A name that is safe as one path component and one S3 key segment.
+
+    Devices build names from templates (``video%y-%m-%d_..._#s.mkv``), so real names are
+    already tame; this guards against a hostile or broken sender: no separators, no
+    ``..``, no control characters or NUL, bounded length.
+    """
+    if name:
+        name = unicodedata.normalize("NFKC", name)
+        # Keep only the last path component, whichever separator the sender used.
+        name = re.split(r"[/\\]", name)[-1]
+        name = _UNSAFE.sub("_", name).strip("._")
+        name = re.sub(r"\.{2,}", ".", name)
+    if not name:
+        return fallback_stem + default_ext
+    if len(name.encode()) > MAX_FILENAME_BYTES:
+        stem, dot, ext = name.rpartition(".")
+        ext = dot + ext if dot and len(ext) <= 10 else ""
+        name = (stem if dot else name)[: MAX_FILENAME_BYTES - len(ext)] + ext
+    return name
+
+
+def crc32c_b64(value: int) -> str:
+    """The form S3 expects in ``x-amz-checksum-crc32c``."""
+    return base64.b64encode(value.to_bytes(4, "big")).decode()
+
+
+@dataclass(frozen=True)
+class ClipMeta:
+    clip_id: str
+    camera: str
+    filename: str
+    content_type: str
+    size: int
+    crc32c: str  # base64, big-endian, as S3 reports it
+    received_at: str  # ISO 8601 UTC
+    query: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def received(self) -> datetime:
+        return datetime.fromisoformat(self.received_at).astimezone(UTC)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ClipMeta:
+        raw = json.loads(data)
+        if not isinstance(raw, dict):
+            raise ValueError("metadata is not a JSON object")
+        meta = cls(**raw)
+        if not isinstance(meta.size, int) or meta.size < 0:
+            raise ValueError(f"bad size {meta.size!r}")
+        return meta

@@ -1,0 +1,188 @@
+"""The relay's one configuration file: strict models, one per concern.
+
+Unknown keys are refused so that a typo never silently falls back to a default,
+and every error names the field and the fix (see ``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+MiB = 1024 * 1024
+
+# Secrets may come from the environment instead of the file, so that the file
+# can be world-readable and the secret can live in a systemd credential or
+# EnvironmentFile. The names are fixed and documented in the example config.
+ENV_PREFIX = "AXIS_RELAY_"
+
+
+class ConfigError(Exception):
+    """A configuration mistake, phrased for the operator: field, problem, fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestConfig(_Strict):
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8443
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # A device streams a clip at real-time speed through its post-buffer, so
+    # there is no total body deadline; only silence this long ends a request.
+    idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    # Bounds how long shutdown waits for devices that are still sending.
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = 30.0
+    max_body_bytes: Annotated[int, Field(gt=0)] = 4096 * MiB
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> IngestConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key for HTTPS, or neither for plain HTTP")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+class SpoolConfig(_Strict):
+    # Not /tmp: that may be tmpfs and is wiped at boot, taking clips with it.
+    dir: Path = Path("/var/lib/axis-relay/spool")
+
+
+class Device(_Strict):
+    """One camera or encoder allowed to send clips as /upload/<name>."""
+
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _has_credentials(self) -> Device:
+        if self.token is None and self.password is None:
+            raise ValueError("give the device a token (query accessToken=...) or a username and password")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+
+KEY_FIELDS = {"camera", "filename", "date", "clip_id", "stem", "ext"}
+
+
+class S3Config(_Strict):
+    bucket: Annotated[str, Field(min_length=3, max_length=63)]
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    # A CA bundle for an S3-compatible endpoint with a private certificate.
+    ca_bundle: Path | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    key_template: str = "{camera}/{date:%Y/%m/%d}/{filename}"
+    multipart_threshold_bytes: Annotated[int, Field(ge=5 * MiB, le=5 * 1024 * MiB)] = 16 * MiB
+    part_size_bytes: Annotated[int, Field(ge=5 * MiB, le=5 * 1024 * MiB)] = 8 * MiB
+    workers: Annotated[int, Field(ge=1, le=64)] = 2
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    read_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+
+    @field_validator("key_template")
+    @classmethod
+    def _known_fields(cls, template: str) -> str:
+        used = {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name}
+        unknown = used - KEY_FIELDS
+        if unknown:
+            raise ValueError(f"unknown field(s) {sorted(unknown)}; use any of {sorted(KEY_FIELDS)}")
+        if "filename" not in used and "clip_id" not in used and "stem" not in used:
+            raise ValueError("the key must contain {filename}, {stem} or {clip_id}, or every clip lands on one key")
+        try:
+            template.format(camera="c", filename="f.mkv", date=datetime.now(UTC), clip_id="x", stem="f", ext=".mkv")
+        except (ValueError, IndexError, KeyError, AttributeError) as exc:
+            raise ValueError(f"cannot be formatted: {exc}") from exc
+        return template
+
+
+class RetryConfig(_Strict):
+    # Full-jitter exponential backoff: each wait is uniform in [0, min(cap, initial * 2**n)].
+    initial_s: Annotated[float, Field(gt=0)] = 1.0
+    max_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+class LogConfig(_Strict):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class RelayConfig(_Strict):
+    ingest: IngestConfig = IngestConfig()
+    spool: SpoolConfig = SpoolConfig()
+    s3: S3Config
+    retry: RetryConfig = RetryConfig()
+    log: LogConfig = LogConfig()
+    devices: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")], Device] = Field(min_length=1)
+
+
+def _env_name(*parts: str) -> str:
+    return ENV_PREFIX + "_".join(re.sub(r"[^A-Za-z0-9]", "_", p).upper() for p in parts)
+
+
+def _apply_env(raw: dict[str, object], environ: dict[str, str]) -> None:
+    """Let secrets come from the environment (they win over the file)."""
+    s3 = raw.get("s3")
+    if isinstance(s3, dict):
+        for key in ("access_key_id", "secret_access_key"):
+            if (value := environ.get(_env_name("s3", key))) is not None:
+                s3[key] = value
+    devices = raw.get("devices")
+    if isinstance(devices, dict):
+        for name, device in devices.items():
+            if not isinstance(device, dict):
+                continue
+            for key in ("token", "password"):
+                if (value := environ.get(_env_name("device", name, key))) is not None:
+                    device[key] = value
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for e in error.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key; remove it or check its spelling against config/relay.example.toml")
+        elif e["type"] == "missing":
+            lines.append(f"{where}: required; add it (see config/relay.example.toml)")
+        else:
+            lines.append(f"{where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict[str, object], environ: dict[str, str] | None = None) -> RelayConfig:
+    _apply_env(raw, dict(os.environ) if environ is None else environ)
+    try:
+        return RelayConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def load_config(path: Path, environ: dict[str, str] | None = None) -> RelayConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror}); pass an existing file") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return parse_config(raw, environ)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}:\n{exc}") from None

@@ -1,0 +1,55 @@
+"""Who may send clips: a device is named by its URL and proven by its credentials.
+
+AXIS recipients carry either a login/password (HTTP Basic here) or, as in Axis' own
+integration examples, a token appended to the URL as ``accessToken=...``.
+Secrets are compared in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from relay.config import Device
+
+TOKEN_PARAMS = ("accessToken", "access_token", "token")
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    ok: bool
+    reason: str = ""
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def authenticate(device: Device, query: Mapping[str, str], authorization: str | None) -> AuthResult:
+    if device.token is not None:
+        for name in TOKEN_PARAMS:
+            if name in query:
+                if _same(query[name], device.token.get_secret_value()):
+                    return AuthResult(True)
+                return AuthResult(False, "wrong token")
+    if device.password is not None and authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return AuthResult(False, "malformed Basic credentials")
+            user_ok = _same(user, device.username or "")
+            password_ok = _same(password, device.password.get_secret_value())
+            if user_ok and password_ok:
+                return AuthResult(True)
+            return AuthResult(False, "wrong username or password")
+    return AuthResult(False, "no credentials")
+
+
+def public_query(query: Mapping[str, str]) -> dict[str, str]:
+    """The query parameters worth keeping with a clip: everything but secrets."""
+    return {k: v for k, v in query.items() if k not in TOKEN_PARAMS}

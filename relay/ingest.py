@@ -1,0 +1,185 @@
+"""The HTTP(S) endpoint AXIS devices send clips to: ``/upload/<device>``.
+
+A device POSTs the raw clip (``Content-Type: video/x-matroska``, name in
+``Content-Disposition``), fixed-length or chunked, often at real-time speed. The body
+streams to the spool in batches; the device gets 200 only once the clip is durable,
+and never a 2xx for anything that is not. ``PUT`` and ``multipart/form-data`` (one
+file part) are accepted for other clients; ``GET``/``HEAD`` answer the recipient's
+"Test" button.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+import structlog
+from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+
+from relay.clip import ClipMeta, safe_filename
+from relay.config import Device, IngestConfig
+from relay.devices import authenticate, public_query
+from relay.spool import ClipWriter, Spool
+from relay.stats import RelayStats
+
+log = structlog.get_logger("relay.ingest")
+
+READ_SIZE = 256 * 1024
+MAX_FORM_FIELD = 4096
+
+
+class Rejected(Exception):
+    """An upload refused with an HTTP status and a message the sender can act on."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def filename_from(disposition: str | None) -> str | None:
+    if not disposition:
+        return None
+    _, params = parse_content_disposition(disposition)
+    return content_disposition_filename(params, "filename")
+
+
+class Ingest:
+    def __init__(self, config: IngestConfig, devices: Mapping[str, Device], spool: Spool, stats: RelayStats) -> None:
+        self._config = config
+        self._devices = devices
+        self._spool = spool
+        self._stats = stats
+
+    def app(self) -> web.Application:
+        # client_max_size only limits request.read()/post(), which we never use: bodies
+        # are streamed, and their size is checked against max_body_bytes as they arrive.
+        app = web.Application()
+        app.router.add_route("*", "/upload/{device}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["device"]
+        started = time.monotonic()
+        try:
+            self._authenticate(name, request)
+            if request.method in (hdrs.METH_GET, hdrs.METH_HEAD):
+                return web.json_response({"status": "ready", "device": name})
+            if request.method not in (hdrs.METH_POST, hdrs.METH_PUT):
+                raise Rejected(405, "use POST or PUT to send a clip", {"Allow": "GET, HEAD, POST, PUT"})
+            declared = request.content_length
+            if declared is not None and declared > self._config.max_body_bytes:
+                raise Rejected(413, f"body of {declared} bytes exceeds ingest.max_body_bytes")
+            meta = await self._receive(name, request)
+        except Rejected as exc:
+            self._stats.clips_rejected += 1
+            log.warning(
+                "clip_rejected",
+                device=name,
+                source=request.remote,
+                status=exc.status,
+                reason=exc.message,
+                method=request.method,
+            )
+            return web.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
+        self._stats.clips_accepted += 1
+        self._stats.bytes_accepted += meta.size
+        log.info(
+            "clip_accepted",
+            clip_id=meta.clip_id,
+            device=name,
+            filename=meta.filename,
+            content_type=meta.content_type,
+            bytes=meta.size,
+            seconds=round(time.monotonic() - started, 3),
+            source=request.remote,
+        )
+        return web.json_response({"clip_id": meta.clip_id, "bytes": meta.size, "crc32c": meta.crc32c})
+
+    def _authenticate(self, name: str, request: web.Request) -> None:
+        device = self._devices.get(name)
+        if device is None:
+            raise Rejected(404, f"no device named {name!r} is configured on this relay")
+        result = authenticate(device, request.query, request.headers.get(hdrs.AUTHORIZATION))
+        if not result.ok:
+            challenge = {"WWW-Authenticate": 'Basic realm="axis-relay"'} if device.password else {}
+            raise Rejected(401, f"authentication failed: {result.reason}", challenge)
+
+    async def _receive(self, name: str, request: web.Request) -> ClipMeta:
+        common = {"camera": name, "query": public_query(request.query), "source": request.remote or ""}
+        try:
+            if request.content_type == "multipart/form-data":
+                return await self._receive_form(request, common)
+            filename = safe_filename(filename_from(request.headers.get(hdrs.CONTENT_DISPOSITION)), _fallback(name))
+            content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+            async with self._spool.receiving(filename=filename, content_type=content_type, **common) as writer:
+                await self._copy(request.content.readany, writer)
+                if request.content_length is not None and writer.pending_size != request.content_length:
+                    raise Rejected(400, f"body ended after {writer.pending_size} of {request.content_length} bytes")
+                return await writer.commit()
+        except TimeoutError:
+            raise Rejected(408, f"no data for {self._config.idle_timeout_s:g} s (ingest.idle_timeout_s)") from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise Rejected(507, "the relay's spool disk is full; the clip was not stored") from None
+            if isinstance(exc, ConnectionError):
+                raise Rejected(400, f"connection lost while receiving: {exc}") from None
+            log.error("spool_write_failed", error=str(exc), errno=exc.errno)
+            raise Rejected(503, "the relay could not store the clip") from None
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            # aiohttp signals a truncated body or broken chunking with payload errors.
+            if "Payload" in type(exc).__name__ or "ContentLength" in type(exc).__name__:
+                raise Rejected(400, f"incomplete body: {exc}") from None
+            raise
+
+    async def _receive_form(self, request: web.Request, common: dict[str, object]) -> ClipMeta:
+        reader = await request.multipart()
+        fields: dict[str, str] = {}
+        meta: ClipMeta | None = None
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise Rejected(400, "nested multipart bodies are not supported")
+            if part.filename is None:
+                value = await part.read_chunk(MAX_FORM_FIELD)
+                if part.name:
+                    fields[part.name] = value.decode(errors="replace")
+                continue
+            if meta is not None:
+                raise Rejected(400, "send one file part per request")
+            filename = safe_filename(part.filename, _fallback(str(common["camera"])))
+            content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+            async with self._spool.receiving(filename=filename, content_type=content_type, **common) as writer:  # type: ignore[arg-type]
+                await self._copy(lambda: part.read_chunk(READ_SIZE), writer)
+                # Later parts can only be small fields; read them before committing so a
+                # second file part refuses the whole request.
+                while (extra := await reader.next()) is not None:
+                    if not isinstance(extra, BodyPartReader) or extra.filename is not None:
+                        raise Rejected(400, "send one file part per request")
+                    if extra.name:
+                        fields[extra.name] = (await extra.read_chunk(MAX_FORM_FIELD)).decode(errors="replace")
+                meta = await writer.commit(extra_query=fields)
+        if meta is None:
+            raise Rejected(400, "the multipart body has no file part")
+        return meta
+
+    async def _copy(self, read: Callable[[], Awaitable[bytes]], writer: ClipWriter) -> None:
+        limit = self._config.max_body_bytes
+        while True:
+            async with asyncio.timeout(self._config.idle_timeout_s):
+                chunk = await read()
+            if not chunk:
+                return
+            if writer.pending_size + len(chunk) > limit:
+                raise Rejected(413, f"body exceeds ingest.max_body_bytes ({limit} bytes)")
+            await writer.write(chunk)
+
+
+def _fallback(device: str) -> str:
+    """A name for a clip sent without Content-Disposition: device and arrival time."""
+    return f"{device}_{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"

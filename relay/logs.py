@@ -1,0 +1,33 @@
+"""structlog set-up: JSON lines for journald, readable lines on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+import structlog
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
+    stream = sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if use_json:
+        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        processors += [structlog.dev.ConsoleRenderer()]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries log through the standard library; keep their chatter out unless it matters.
+    logging.basicConfig(stream=stream, level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")

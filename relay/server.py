@@ -1,0 +1,146 @@
+"""``serve()``: the relay's lifetime, from spool recovery to the summary line.
+
+Start-up: recover the spool, open the S3 client, start upload workers, listen.
+Shutdown, in order: stop listening, let devices that are mid-upload finish (bounded
+by ingest.shutdown_grace_s), stop the upload workers (their clips stay queued and are
+resumed at the next start), close the S3 client, log one summary line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from relay.config import IngestConfig, RelayConfig
+from relay.ingest import Ingest
+from relay.s3 import S3Destination
+from relay.spool import Spool
+from relay.stats import RelayStats
+from relay.uploader import Uploader
+
+log = structlog.get_logger("relay.server")
+
+# How often the spool is checked for clips an operator put back with 'spool retry'.
+REQUEUE_SCAN_S = 10.0
+
+
+class RelayError(Exception):
+    """The relay cannot run as configured, or a part of it failed; the message says what to fix."""
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise RelayError(f"ingest.tls_cert/tls_key: cannot load {cert} / {key}: {exc}") from None
+    return context
+
+
+async def _listen(ingest: Ingest, config: IngestConfig) -> web.AppRunner:
+    runner = web.AppRunner(
+        ingest.app(),
+        shutdown_timeout=config.shutdown_grace_s,
+        access_log=None,  # one structured event per clip instead
+        handler_cancellation=False,
+    )
+    await runner.setup()
+    context = tls_context(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=context, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise RelayError(f"ingest.host/port: cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+    return runner
+
+
+async def _rescan(spool: Spool) -> None:
+    while True:
+        await asyncio.sleep(REQUEUE_SCAN_S)
+        await asyncio.to_thread(spool.adopt_requeued)
+
+
+async def serve(
+    config: RelayConfig,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    *,
+    on_started: Callable[[list[str]], None] | None = None,
+) -> RelayStats:
+    """Run the relay until ``shutdown_trigger()`` returns; returns what it counted."""
+    stats = RelayStats()
+    spool = Spool(config.spool.dir)
+    try:
+        await asyncio.to_thread(spool.recover)
+    except OSError as exc:
+        raise RelayError(f"spool.dir: cannot use {config.spool.dir}: {exc.strerror}") from None
+
+    async with contextlib.AsyncExitStack() as stack:
+        destination = await stack.enter_async_context(S3Destination.open(config.s3, spool))
+        if not destination.has_credentials:
+            raise RelayError(
+                "s3: no AWS credentials found; set s3.access_key_id/secret_access_key, "
+                "AXIS_RELAY_S3_ACCESS_KEY_ID/AXIS_RELAY_S3_SECRET_ACCESS_KEY, or the standard AWS chain"
+            )
+        uploader = Uploader(spool, destination, config.retry, stats, config.s3.workers)
+        background = [
+            asyncio.create_task(uploader.run(), name="uploader"),
+            asyncio.create_task(_rescan(spool), name="requeue-scan"),
+        ]
+        stack.push_async_callback(_stop, background)
+
+        runner = await _listen(Ingest(config.ingest, config.devices, spool, stats), config.ingest)
+        addresses = [_url(config.ingest, a) for a in runner.addresses]
+        log.info("relay_started", listen=addresses, queued=spool.queued.clips, queued_bytes=spool.queued.bytes)
+        if on_started:
+            on_started(addresses)
+
+        await _until_shutdown_or_failure(shutdown_trigger, background)
+        log.info("relay_stopping", uploads_in_flight=len(uploader.in_flight))
+        await runner.cleanup()  # stops listening, waits for device uploads in progress
+        stats_left = (spool.queued.clips, len(uploader.in_flight))
+    log.info(
+        "relay_stopped",
+        uptime_s=round(time.time() - stats.started_at, 1),
+        left_queued=stats_left[0],
+        uploads_interrupted=stats_left[1],
+        **stats.summary(),
+    )
+    return stats
+
+
+async def _until_shutdown_or_failure(
+    shutdown_trigger: Callable[[], Awaitable[object]], background: list[asyncio.Task[None]]
+) -> None:
+    """Wait for the trigger; a background task that dies is a bug, and ends the relay
+    (under systemd it restarts, and start-up recovers the spool) rather than leaving a
+    relay that accepts clips it will never upload."""
+    trigger = asyncio.ensure_future(shutdown_trigger())
+    try:
+        done, _ = await asyncio.wait([trigger, *background], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        trigger.cancel()
+    for task in done:
+        if task is not trigger and not task.cancelled() and task.exception() is not None:
+            raise RelayError(f"relay task {task.get_name()} failed: {task.exception()!r}") from task.exception()
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _url(config: IngestConfig, address: object) -> str:
+    host, port = address[:2] if isinstance(address, tuple) else (str(address), 0)
+    scheme = "https" if config.tls else "http"
+    host = f"[{host}]" if ":" in str(host) else host
+    return f"{scheme}://{host}:{port}"

@@ -1,0 +1,114 @@
+"""A bounded pool of workers that takes queued clips, oldest first, to the destination.
+
+Transient failures are retried without limit (exponential backoff, full jitter, a
+cap); permanent ones send the clip to quarantine. A clip leaves the queue only after
+the destination confirmed it. Cancelling a worker (shutdown) leaves its clip queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
+
+from relay.clip import ClipMeta
+from relay.config import RetryConfig
+from relay.failures import PermanentUploadError, classify, error_code
+from relay.s3 import Delivered
+from relay.spool import Spool
+from relay.stats import RelayStats
+
+log = structlog.get_logger("relay.uploader")
+
+
+class Destination(Protocol):
+    async def deliver(self, meta: ClipMeta) -> Delivered: ...
+
+
+class Uploader:
+    def __init__(
+        self, spool: Spool, destination: Destination, retry: RetryConfig, stats: RelayStats, workers: int
+    ) -> None:
+        self._spool = spool
+        self._destination = destination
+        self._retry = retry
+        self._stats = stats
+        self._workers = workers
+        self.in_flight: set[str] = set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for n in range(self._workers):
+                group.create_task(self._work(), name=f"upload-worker-{n}")
+
+    async def _work(self) -> None:
+        while True:
+            clip_id = await self._spool.pending.get()
+            self.in_flight.add(clip_id)
+            try:
+                with structlog.contextvars.bound_contextvars(clip_id=clip_id):
+                    await self._upload(clip_id)
+            except Exception:
+                # Spool I/O failed around the upload (e.g. EIO). The clip is still on
+                # disk: try it again later rather than lose the worker.
+                log.exception("upload_worker_error", clip_id=clip_id)
+                await asyncio.sleep(self._retry.max_s)
+                self._spool.pending.put_nowait(clip_id)
+            finally:
+                self.in_flight.discard(clip_id)
+
+    async def _upload(self, clip_id: str) -> None:
+        try:
+            meta = await asyncio.to_thread(self._spool.meta, clip_id)
+        except (OSError, ValueError, TypeError) as exc:
+            await self._quarantine(clip_id, f"metadata is unreadable: {exc}", {})
+            return
+        started = time.monotonic()
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(lambda e: classify(e) is None),
+                wait=wait_random_exponential(multiplier=self._retry.initial_s, max=self._retry.max_s),
+                before_sleep=self._log_retry,
+                reraise=True,
+            ):
+                with attempt:
+                    attempts = attempt.retry_state.attempt_number
+                    delivered = await self._destination.deliver(meta)
+        except Exception as exc:  # noqa: BLE001 - only permanent errors get here
+            verdict = classify(exc) or PermanentUploadError(str(exc))
+            await self._quarantine(clip_id, verdict.reason, {**verdict.detail, "attempts": str(attempts)})
+            return
+        await asyncio.to_thread(self._spool.remove, clip_id)
+        self._stats.clips_uploaded += 1
+        self._stats.bytes_uploaded += meta.size
+        self._stats.last_upload_at = time.time()
+        log.info(
+            "clip_uploaded",
+            camera=meta.camera,
+            key=delivered.key,
+            bytes=meta.size,
+            attempts=attempts,
+            seconds=round(time.monotonic() - started, 3),
+            already_present=delivered.already_present,
+        )
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        reason = error_code(exc) if exc else "unknown"
+        self._stats.upload_retries += 1
+        self._stats.retries_by_reason[reason] += 1
+        log.warning(
+            "upload_retry",
+            attempt=state.attempt_number,
+            reason=reason,
+            error=str(exc)[:300],
+            wait_s=round(state.upcoming_sleep, 2),
+        )
+
+    async def _quarantine(self, clip_id: str, reason: str, detail: dict[str, str]) -> None:
+        await asyncio.to_thread(self._spool.quarantine, clip_id, reason, detail)
+        self._stats.clips_quarantined += 1
