@@ -32,6 +32,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the parent dies, so a killed test run leaves no server."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def weed_binary() -> str:
     # The venv's bin/ first: `make run` does not require the venv to be activated.
     beside = Path(sys.executable).parent / "weed"
@@ -82,7 +91,10 @@ class LocalS3:
             f"-ip.bind={self.host}",
             f"-master.port={p['master']}",
             f"-master.port.grpc={p['master.grpc']}",
-            "-master.volumeSizeLimitMB=1024",
+            # Every bucket is a collection with volumes of its own: small volumes and an
+            # automatic volume count keep many buckets (one per test) from running out.
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=0",
             f"-volume.port={p['volume']}",
             f"-volume.port.grpc={p['volume.grpc']}",
             "-filer",
@@ -93,6 +105,7 @@ class LocalS3:
             f"-s3.port.grpc={p['s3.grpc']}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
+            "-s3.autoCreateBucket=false",  # as AWS: a missing bucket is an error
             f"-s3.config={self.data_dir / 's3.json'}",
         ]
         if self.tls_cert and self.tls_key:
@@ -102,7 +115,9 @@ class LocalS3:
     async def start(self, timeout: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - handed to the child
-        self.process = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self._command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
+        )
         log.close()
         await self._wait_ready(timeout)
 
@@ -135,7 +150,9 @@ class LocalS3:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=15)
+                # SeaweedFS can take minutes to finish on SIGTERM; its data is fsynced
+                # as written, so a short grace and then SIGKILL loses nothing we keep.
+                self.process.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()

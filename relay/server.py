@@ -63,9 +63,9 @@ async def _listen(ingest: Ingest, config: IngestConfig) -> web.AppRunner:
     return runner
 
 
-async def _rescan(spool: Spool) -> None:
+async def _rescan(spool: Spool, interval_s: float) -> None:
     while True:
-        await asyncio.sleep(REQUEUE_SCAN_S)
+        await asyncio.sleep(interval_s)
         await asyncio.to_thread(spool.adopt_requeued)
 
 
@@ -74,9 +74,12 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[object]],
     *,
     on_started: Callable[[list[str]], None] | None = None,
+    requeue_scan_s: float = REQUEUE_SCAN_S,
+    stats: RelayStats | None = None,
 ) -> RelayStats:
-    """Run the relay until ``shutdown_trigger()`` returns; returns what it counted."""
-    stats = RelayStats()
+    """Run the relay until ``shutdown_trigger()`` returns; returns what it counted
+    (into ``stats`` when given, so a caller can watch the counts while it runs)."""
+    stats = stats if stats is not None else RelayStats()
     spool = Spool(config.spool.dir)
     try:
         await asyncio.to_thread(spool.recover)
@@ -93,7 +96,7 @@ async def serve(
         uploader = Uploader(spool, destination, config.retry, stats, config.s3.workers)
         background = [
             asyncio.create_task(uploader.run(), name="uploader"),
-            asyncio.create_task(_rescan(spool), name="requeue-scan"),
+            asyncio.create_task(_rescan(spool, requeue_scan_s), name="requeue-scan"),
         ]
         stack.push_async_callback(_stop, background)
 

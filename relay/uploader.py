@@ -70,7 +70,9 @@ class Uploader:
         attempts = 0
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception(lambda e: classify(e) is None),
+                # tenacity sees BaseException too: a cancelled upload (shutdown) must
+                # end here, not be "retried" forever.
+                retry=retry_if_exception(lambda e: isinstance(e, Exception) and classify(e) is None),
                 wait=wait_random_exponential(multiplier=self._retry.initial_s, max=self._retry.max_s),
                 before_sleep=self._log_retry,
                 reraise=True,

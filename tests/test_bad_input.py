@@ -1,0 +1,109 @@
+"""Bad requests get a clear 4xx, never a 2xx for something not stored, never a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.local_s3 import LocalS3
+from tests.conftest import DEVICE, PATH, TLS, RunningRelay, list_keys, relay_config, running_relay, wait_until
+from tests.device import read_answer
+
+
+def spool_is_empty(relay: RunningRelay) -> bool:
+    incoming = relay.spool / "incoming"
+    return not relay.queued() and not (incoming.exists() and any(incoming.iterdir()))
+
+
+async def assert_still_serving(relay: RunningRelay) -> None:
+    answer = await relay.device.post_clip(PATH, b"still-alive")
+    assert answer.status == 200
+
+
+async def test_unknown_device_is_404(relay: RunningRelay, s3: Any, bucket: str) -> None:
+    answer = await relay.device.post_clip("/upload/no-such-cam?accessToken=x", b"data")
+    assert answer.status == 404
+    assert b"no-such-cam" in answer.body
+    assert spool_is_empty(relay)
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        (f"/upload/{DEVICE}?accessToken=wrong", {}),
+        (f"/upload/{DEVICE}", {}),
+        (f"/upload/{DEVICE}", {"Authorization": "Basic " + base64.b64encode(b"root:nope").decode()}),
+        (f"/upload/{DEVICE}", {"Authorization": "Basic !!!notbase64"}),
+    ],
+    ids=["wrong-token", "no-credentials", "wrong-password", "garbled-basic"],
+)
+async def test_wrong_credentials_are_401_and_store_nothing(
+    relay: RunningRelay, path: str, headers: dict[str, str]
+) -> None:
+    answer = await relay.device.post_clip(path, os.urandom(5000), extra_headers=headers)
+    assert answer.status == 401
+    assert answer.headers.get("www-authenticate", "").startswith("Basic")
+    assert spool_is_empty(relay)
+    get = await relay.device.request("GET", path, headers=headers)
+    assert get.status == 401
+
+
+async def test_body_shorter_than_content_length_gets_no_2xx(relay: RunningRelay, s3: Any, bucket: str) -> None:
+    reader, writer = await relay.device.start_clip(PATH, b"a" * 10_000, total_length=50_000)
+    await wait_until(lambda: any((relay.spool / "incoming").iterdir()), what="the partial clip to be in incoming/")
+    writer.close()  # the device goes away mid-body
+    await wait_until(lambda: spool_is_empty(relay), what="the partial clip to be removed")
+    await assert_still_serving(relay)
+    await wait_until(lambda: not relay.queued(), what="queue to drain")
+    assert [k.rsplit("/", 1)[1] for k in await list_keys(s3, bucket)] == ["video23-04-13_21-50-27-63_00001.mkv"]
+
+
+async def test_body_over_the_limit_is_413(tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str) -> None:
+    config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket, ingest={"max_body_bytes": 100_000})
+    async with running_relay(config, tls) as relay:
+        declared = await relay.device.post_clip(PATH, os.urandom(100_001))
+        assert declared.status == 413
+        streamed = await relay.device.post_clip(PATH, os.urandom(150_000), chunked=True, pieces=10)
+        assert streamed.status == 413
+        assert spool_is_empty(relay)
+        await assert_still_serving(relay)
+
+
+async def test_silent_sender_hits_the_idle_timeout(tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str) -> None:
+    config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket, ingest={"idle_timeout_s": 0.5})
+    async with running_relay(config, tls) as relay:
+        reader, writer = await relay.device.start_clip(PATH, b"b" * 1000, total_length=10_000)
+        answer = await asyncio.wait_for(read_answer(reader), 10)
+        writer.close()
+        assert answer.status == 408
+        assert spool_is_empty(relay)
+        # A slow device that keeps sending is not cut off: only silence is.
+        slow = await relay.device.post_clip(PATH, os.urandom(4000), chunked=True, pieces=8, pace_s=0.2)
+        assert slow.status == 200
+
+
+async def test_broken_chunked_encoding_is_rejected(relay: RunningRelay) -> None:
+    reader, writer = await relay.device._open()
+    writer.write(
+        f"POST {PATH} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnot-hex\r\n0\r\n\r\n".encode()
+    )
+    await writer.drain()
+    try:
+        answer = await asyncio.wait_for(read_answer(reader), 10)
+        assert 400 <= answer.status < 500
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass  # closing the connection without a 2xx is an acceptable refusal too
+    finally:
+        writer.close()
+    await wait_until(lambda: spool_is_empty(relay), what="nothing left in the spool")
+    await assert_still_serving(relay)
+
+
+async def test_other_methods_are_405(relay: RunningRelay) -> None:
+    answer = await relay.device.request("DELETE", PATH)
+    assert answer.status == 405

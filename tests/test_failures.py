@@ -1,0 +1,107 @@
+"""S3 failures: permanent ones quarantine with a reason, transient ones are waited out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from relay.local_s3 import LocalS3
+from relay.config import parse_config
+from tests.conftest import (
+    PATH,
+    TLS,
+    list_keys,
+    object_bytes,
+    raw_config,
+    relay_config,
+    running_relay,
+    s3_client,
+    wait_until,
+    write_config,
+)
+
+
+async def test_missing_bucket_quarantines_then_spool_retry_delivers(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any
+) -> None:
+    bucket = f"not-yet-{os.urandom(4).hex()}"
+    raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket)
+    config = parse_config(raw, environ={})
+    clip = os.urandom(20_000)
+    async with running_relay(config, tls, requeue_scan_s=0.2) as relay:
+        assert (await relay.device.post_clip(PATH, clip)).status == 200
+        await wait_until(lambda: len(relay.quarantined()) == 1, what="the clip to be quarantined")
+        [clip_id] = relay.quarantined()
+        reason = json.loads((relay.spool / "quarantine" / clip_id / "reason.json").read_text())
+        assert "NoSuchBucket" in reason["reason"]
+        assert "create the bucket" in reason["fix"]
+
+        await s3.create_bucket(Bucket=bucket)
+        toml = write_config(tmp_path / "relay.toml", raw)
+        listed = subprocess.run(
+            [sys.executable, "-m", "relay", "spool", "list", "--config", str(toml)], capture_output=True, text=True
+        )
+        assert listed.returncode == 0 and "quarantined" in listed.stdout and "NoSuchBucket" in listed.stdout
+        retried = subprocess.run(
+            [sys.executable, "-m", "relay", "spool", "retry", "--config", str(toml)], capture_output=True, text=True
+        )
+        assert retried.returncode == 0 and clip_id in retried.stdout
+
+        async def arrived() -> bool:
+            return len(await list_keys(s3, bucket)) == 1
+
+        await wait_until(arrived, what="the retried clip in S3")
+        [key] = await list_keys(s3, bucket)
+        assert await object_bytes(s3, bucket, key) == clip
+        assert relay.quarantined() == []
+
+
+async def test_wrong_s3_secret_quarantines_with_the_fix(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket, s3={"secret_access_key": "wrong"})
+    async with running_relay(config, tls) as relay:
+        assert (await relay.device.post_clip(PATH, b"c" * 1000)).status == 200
+        await wait_until(lambda: len(relay.quarantined()) == 1, what="the clip to be quarantined")
+        [clip_id] = relay.quarantined()
+        reason = json.loads((relay.spool / "quarantine" / clip_id / "reason.json").read_text())
+        assert reason["code"] in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied")
+        # The clip itself is untouched, ready for 'spool retry'.
+        assert (relay.spool / "quarantine" / clip_id / "data").read_bytes() == b"c" * 1000
+
+
+async def test_s3_down_then_up_delivers_everything(tmp_path: Path, tls: TLS) -> None:
+    server = LocalS3(data_dir=tmp_path / "s3", tls_cert=tls.cert_file, tls_key=tls.key_file)
+    await server.start()
+    try:
+        async with s3_client(server.endpoint_url, tls) as s3:
+            await s3.create_bucket(Bucket="outage")
+        server.stop()  # the WAN goes down
+        config = relay_config(tmp_path, tls, server.endpoint_url, "outage")
+        clips = [os.urandom(30_000 + i) for i in range(3)]
+        async with running_relay(config, tls) as relay:
+            for n, clip in enumerate(clips):
+                # Devices are answered at LAN speed while S3 is unreachable.
+                answer = await relay.device.post_clip(PATH, clip, filename=f"clip{n}.mkv")
+                assert answer.status == 200
+            await wait_until(
+                lambda: relay.stats.upload_retries >= 3, what="the relay to retry against the dead endpoint"
+            )
+            assert len(relay.queued()) == 3 and relay.quarantined() == []
+            await server.start()  # the WAN comes back
+            await wait_until(lambda: not relay.queued(), timeout=60, what="the queue to drain")
+            stats = await relay.stop()
+        assert stats.clips_uploaded == 3 and stats.upload_retries >= 3
+        async with s3_client(server.endpoint_url, tls) as s3:
+            keys = await list_keys(s3, "outage")
+            assert [k.rsplit("/", 1)[1] for k in keys] == ["clip0.mkv", "clip1.mkv", "clip2.mkv"]
+            for key, clip in zip(keys, clips, strict=True):
+                assert await object_bytes(s3, "outage", key) == clip
+    finally:
+        server.stop()
+
+

@@ -1,0 +1,32 @@
+"""File names from devices become safe single path components."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay.clip import MAX_FILENAME_BYTES, safe_filename
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("video23-04-13_21-50-27-63_00001.mkv", "video23-04-13_21-50-27-63_00001.mkv"),
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\windows\\evil.mkv", "evil.mkv"),
+        ("clip\x00.mkv", "clip_.mkv"),
+        ("a..b...mkv", "a.b.mkv"),
+        ("..", "fallback.mkv"),
+        ("", "fallback.mkv"),
+        (None, "fallback.mkv"),
+        ("  spaced name .mkv", "spaced_name_.mkv"),
+        ("caméra-1.mkv", "cam_ra-1.mkv"),
+    ],
+)
+def test_safe_filename(given: str | None, expected: str) -> None:
+    assert safe_filename(given, "fallback") == expected
+
+
+def test_long_names_are_bounded_and_keep_their_extension() -> None:
+    name = safe_filename("x" * 1000 + ".mkv", "fallback")
+    assert len(name.encode()) <= MAX_FILENAME_BYTES
+    assert name.endswith(".mkv")
