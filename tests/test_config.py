@@ -1,0 +1,108 @@
+"""The config is strict, and every error names the field and the fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relay.config import ConfigError, load_config, parse_config
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "relay.example.toml"
+
+
+def minimal() -> dict[str, object]:
+    return {"s3": {"bucket": "clips"}, "devices": {"cam1": {"token": "t"}}}
+
+
+def test_example_config_is_valid_and_documents_every_key() -> None:
+    config = load_config(EXAMPLE, environ={})
+    assert config.s3.bucket == "my-site-clips"
+    text = EXAMPLE.read_text()
+    for section in ("ingest", "spool", "s3", "retry", "log"):
+        model = getattr(config, section)
+        for key in type(model).model_fields:
+            assert f"{key} =" in text, f"{section}.{key} is not documented in the example config"
+
+
+def test_unknown_key_is_refused_by_name() -> None:
+    raw = minimal()
+    raw["s3"] = {"bucket": "clips", "bucekt_region": "x"}
+    with pytest.raises(ConfigError, match=r"s3\.bucekt_region: unknown key"):
+        parse_config(raw, environ={})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"s3": {}}, r"s3\.bucket: required"),
+        ({"devices": {}}, r"devices: .*at least 1"),
+        ({"devices": {"cam1": {}}}, r"devices\.cam1: .*token"),
+        ({"devices": {"../x": {"token": "t"}}}, r"devices\.\.\./x"),
+        ({"s3": {"bucket": "b", "key_template": "{camera}/{nope}"}}, r"unknown field\(s\) \['nope'\]"),
+        ({"s3": {"bucket": "b", "key_template": "{camera}/fixed.mkv"}}, r"every clip lands on one key"),
+        ({"s3": {"bucket": "b", "part_size_bytes": 1000}}, r"s3\.part_size_bytes"),
+        ({"ingest": {"tls_cert": "/x.pem"}}, r"set both tls_cert and tls_key"),
+    ],
+)
+def test_errors_name_the_field(change: dict[str, object], message: str) -> None:
+    raw = minimal()
+    raw.update(change)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw, environ={})
+
+
+def test_secrets_come_from_the_environment() -> None:
+    raw = minimal()
+    raw["devices"] = {"cam-1": {"username": "u", "password": "file"}}
+    env = {
+        "AXIS_RELAY_S3_SECRET_ACCESS_KEY": "from-env",
+        "AXIS_RELAY_S3_ACCESS_KEY_ID": "AKIAENV",
+        "AXIS_RELAY_DEVICE_CAM_1_PASSWORD": "env-password",
+    }
+    config = parse_config(raw, environ=env)
+    assert config.s3.secret_access_key is not None
+    assert config.s3.secret_access_key.get_secret_value() == "from-env"
+    assert config.devices["cam-1"].password is not None
+    assert config.devices["cam-1"].password.get_secret_value() == "env-password"
+    assert "env-password" not in repr(config) and "from-env" not in repr(config)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "relay", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    ok = run_cli("check-config", str(EXAMPLE))
+    assert ok.returncode == 0 and "OK" in ok.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[s3]\nbucket = "clips"\nworkers = 0\n[devices.cam1]\ntoken = "t"\n')
+    result = run_cli("check-config", str(bad))
+    assert result.returncode == 2
+    assert "s3.workers" in result.stderr and "Traceback" not in result.stderr
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[s3\n")
+    result = run_cli("check-config", str(broken))
+    assert result.returncode == 2 and "not valid TOML" in result.stderr
+    missing = run_cli("check-config", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_run_refuses_a_port_in_use_with_exit_3(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = tmp_path / "relay.toml"
+        cfg.write_text(
+            f'[ingest]\nhost = "127.0.0.1"\nport = {port}\n[spool]\ndir = "{tmp_path / "spool"}"\n'
+            '[s3]\nbucket = "clips"\naccess_key_id = "a"\nsecret_access_key = "b"\n'
+            '[devices.cam1]\ntoken = "t"\n'
+        )
+        result = run_cli("run", "--config", str(cfg))
+    assert result.returncode == 3
+    assert "ingest.host/port" in result.stderr and "Traceback" not in result.stderr
