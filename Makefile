@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-long lint format bench clean
+.PHONY: run test lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,6 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
-
-test-long: $(STAMP)
-	$(BIN)/pytest -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check relay tests bench

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -67,13 +68,11 @@ def _spool_command(config: RelayConfig, action: str, clip_ids: list[str]) -> Non
             meta = json.loads((directory / META).read_text())
         except (OSError, ValueError):
             meta = {}
-        line = f"{state:<12} {clip_id:<34} {str(meta.get('camera', '?')):<16} {meta.get('size', '?'):>12}  "
+        line = f"{state:<12} {clip_id:<34} {meta.get('camera', '?')!s:<16} {meta.get('size', '?'):>12}  "
         line += str(meta.get("filename", "?"))
         if state == "quarantined":
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 line += "  -- " + json.loads((directory / REASON).read_text()).get("reason", "")
-            except (OSError, ValueError):
-                pass
         print(line)
 
 

@@ -48,6 +48,15 @@ def crc32c_b64(value: int) -> str:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a clip came from: the device's name, its query parameters, its address."""
+
+    camera: str
+    query: dict[str, str]
+    source: str
+
+
+@dataclass(frozen=True)
 class ClipMeta:
     clip_id: str
     camera: str

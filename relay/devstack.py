@@ -8,6 +8,7 @@ the relay's spool, a self-signed TLS certificate and the demo device's token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import signal
 import socket
@@ -26,10 +27,8 @@ BUCKET = "axis-clips"
 
 def _addresses() -> list[str]:
     names = {"127.0.0.1", "localhost", socket.gethostname()}
-    try:
+    with contextlib.suppress(OSError):
         names |= {str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
-    except OSError:
-        pass
     return sorted(names)
 
 
@@ -117,4 +116,6 @@ async def run(state: Path, port: int) -> None:
     async with local.running():
         await _create_bucket(local.endpoint_url)
         config = dev_config(state, local.endpoint_url, port)
-        await serve(config, stop.wait, on_started=lambda _: print(_banner(config, local.endpoint_url, state), flush=True))
+        await serve(
+            config, stop.wait, on_started=lambda _: print(_banner(config, local.endpoint_url, state), flush=True)
+        )

@@ -19,7 +19,7 @@ import structlog
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
-from relay.clip import ClipMeta, safe_filename
+from relay.clip import ClipMeta, Origin, safe_filename
 from relay.config import Device, IngestConfig
 from relay.devices import authenticate, public_query
 from relay.spool import ClipWriter, Spool
@@ -110,13 +110,13 @@ class Ingest:
             raise Rejected(401, f"authentication failed: {result.reason}", challenge)
 
     async def _receive(self, name: str, request: web.Request) -> ClipMeta:
-        common = {"camera": name, "query": public_query(request.query), "source": request.remote or ""}
+        origin = Origin(camera=name, query=public_query(request.query), source=request.remote or "")
         try:
             if request.content_type == "multipart/form-data":
-                return await self._receive_form(request, common)
+                return await self._receive_form(request, origin)
             filename = safe_filename(filename_from(request.headers.get(hdrs.CONTENT_DISPOSITION)), _fallback(name))
             content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
-            async with self._spool.receiving(filename=filename, content_type=content_type, **common) as writer:
+            async with self._spool.receiving(origin, filename=filename, content_type=content_type) as writer:
                 await self._copy(request.content.readany, writer)
                 if request.content_length is not None and writer.pending_size != request.content_length:
                     raise Rejected(400, f"body ended after {writer.pending_size} of {request.content_length} bytes")
@@ -138,7 +138,7 @@ class Ingest:
                 raise Rejected(400, f"incomplete body: {exc}") from None
             raise
 
-    async def _receive_form(self, request: web.Request, common: dict[str, object]) -> ClipMeta:
+    async def _receive_form(self, request: web.Request, origin: Origin) -> ClipMeta:
         reader = await request.multipart()
         fields: dict[str, str] = {}
         meta: ClipMeta | None = None
@@ -152,9 +152,9 @@ class Ingest:
                 continue
             if meta is not None:
                 raise Rejected(400, "send one file part per request")
-            filename = safe_filename(part.filename, _fallback(str(common["camera"])))
+            filename = safe_filename(part.filename, _fallback(origin.camera))
             content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
-            async with self._spool.receiving(filename=filename, content_type=content_type, **common) as writer:  # type: ignore[arg-type]
+            async with self._spool.receiving(origin, filename=filename, content_type=content_type) as writer:
                 await self._copy(lambda: part.read_chunk(READ_SIZE), writer)
                 # Later parts can only be small fields; read them before committing so a
                 # second file part refuses the whole request.

@@ -115,7 +115,9 @@ class LocalS3:
     async def start(self, timeout: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - handed to the child
-        self.process = subprocess.Popen(
+        # Popen, not asyncio's subprocess: stop() is synchronous (usable from finally
+        # blocks and fixtures), and starting a process does not block for long.
+        self.process = subprocess.Popen(  # noqa: ASYNC220
             self._command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
         )
         log.close()

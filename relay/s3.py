@@ -94,9 +94,7 @@ class S3Destination:
         # Resolved once here so a site without any credentials fails at start-up with a
         # clear message, instead of quarantining every clip later.
         has_credentials = await session.get_credentials() is not None
-        async with session.client(
-            "s3", endpoint_url=config.endpoint_url, config=boto_config, verify=verify
-        ) as client:
+        async with session.client("s3", endpoint_url=config.endpoint_url, config=boto_config, verify=verify) as client:
             yield cls(client, config, spool, has_credentials)
 
     async def deliver(self, meta: ClipMeta) -> Delivered:
@@ -154,10 +152,11 @@ class S3Destination:
         state = self._spool.load_upload_state(clip_id)
         parts: dict[int, dict[str, str]] = {}
         if state and state.get("key") == key:
-            parts = await self._reconcile(key, state)
-            if parts is None:  # S3 no longer knows the upload: start over cleanly
+            kept = await self._reconcile(key, state)
+            if kept is None:  # S3 no longer knows the upload: start over cleanly
                 state = None
-                parts = {}
+            else:
+                parts = kept
         if not state or state.get("key") != key:
             created = await self._client.create_multipart_upload(
                 ChecksumAlgorithm="CRC32C", ChecksumType="FULL_OBJECT", **self._object_args(meta, key)

@@ -29,7 +29,7 @@ from typing import Any
 import crc32c
 import structlog
 
-from relay.clip import ClipMeta, crc32c_b64, new_clip_id
+from relay.clip import ClipMeta, Origin, crc32c_b64, new_clip_id
 
 log = structlog.get_logger("relay.spool")
 
@@ -216,21 +216,19 @@ class Spool:
     # ----- ingest ---------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def receiving(
-        self, *, camera: str, filename: str, content_type: str, query: dict[str, str], source: str
-    ) -> AsyncIterator[ClipWriter]:
+    async def receiving(self, origin: Origin, *, filename: str, content_type: str) -> AsyncIterator[ClipWriter]:
         """A writer for one incoming clip; anything not committed is removed on exit."""
         now = datetime.now(UTC)
         clip_id = new_clip_id(now)
         directory = self.incoming_dir / clip_id
         directory.mkdir()
         fields = dict(
-            camera=camera,
+            camera=origin.camera,
             filename=filename,
             content_type=content_type,
             received_at=now.isoformat(),
-            query=query,
-            source=source,
+            query=origin.query,
+            source=origin.source,
         )
         writer = ClipWriter(self, clip_id, directory, fields)
         try:

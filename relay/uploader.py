@@ -80,14 +80,16 @@ class Uploader:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
                     delivered = await self._destination.deliver(meta)
-        except Exception as exc:  # noqa: BLE001 - only permanent errors get here
+        except Exception as exc:
             verdict = classify(exc) or PermanentUploadError(str(exc))
             await self._quarantine(clip_id, verdict.reason, {**verdict.detail, "attempts": str(attempts)})
             return
-        await asyncio.to_thread(self._spool.remove, clip_id)
+        # Counted before the spool forgets it: S3 has confirmed, whatever happens next
+        # (a cancelled removal only means the next start finds it already present).
         self._stats.clips_uploaded += 1
         self._stats.bytes_uploaded += meta.size
         self._stats.last_upload_at = time.time()
+        await asyncio.to_thread(self._spool.remove, clip_id)
         log.info(
             "clip_uploaded",
             camera=meta.camera,

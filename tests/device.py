@@ -7,6 +7,7 @@ fixed Content-Length or chunked, a slow real-time pace, a body that stops short.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -63,10 +64,8 @@ class Device:
             return await read_answer(reader, with_body=method != "HEAD")
         finally:
             writer.close()
-            try:
+            with contextlib.suppress(OSError, ssl.SSLError):
                 await writer.wait_closed()
-            except (OSError, ssl.SSLError):
-                pass
 
     async def post_clip(
         self,

@@ -54,7 +54,7 @@ async def test_wrong_credentials_are_401_and_store_nothing(
 
 
 async def test_body_shorter_than_content_length_gets_no_2xx(relay: RunningRelay, s3: Any, bucket: str) -> None:
-    reader, writer = await relay.device.start_clip(PATH, b"a" * 10_000, total_length=50_000)
+    _reader, writer = await relay.device.start_clip(PATH, b"a" * 10_000, total_length=50_000)
     await wait_until(lambda: any((relay.spool / "incoming").iterdir()), what="the partial clip to be in incoming/")
     writer.close()  # the device goes away mid-body
     await wait_until(lambda: spool_is_empty(relay), what="the partial clip to be removed")

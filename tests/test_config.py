@@ -67,7 +67,8 @@ def test_secrets_come_from_the_environment() -> None:
     assert config.s3.secret_access_key.get_secret_value() == "from-env"
     assert config.devices["cam-1"].password is not None
     assert config.devices["cam-1"].password.get_secret_value() == "env-password"
-    assert "env-password" not in repr(config) and "from-env" not in repr(config)
+    assert "env-password" not in repr(config)
+    assert "from-env" not in repr(config)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -76,18 +77,22 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_check_config_cli(tmp_path: Path) -> None:
     ok = run_cli("check-config", str(EXAMPLE))
-    assert ok.returncode == 0 and "OK" in ok.stdout
+    assert ok.returncode == 0
+    assert "OK" in ok.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text('[s3]\nbucket = "clips"\nworkers = 0\n[devices.cam1]\ntoken = "t"\n')
     result = run_cli("check-config", str(bad))
     assert result.returncode == 2
-    assert "s3.workers" in result.stderr and "Traceback" not in result.stderr
+    assert "s3.workers" in result.stderr
+    assert "Traceback" not in result.stderr
     broken = tmp_path / "broken.toml"
     broken.write_text("[s3\n")
     result = run_cli("check-config", str(broken))
-    assert result.returncode == 2 and "not valid TOML" in result.stderr
+    assert result.returncode == 2
+    assert "not valid TOML" in result.stderr
     missing = run_cli("check-config", str(tmp_path / "nope.toml"))
-    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    assert missing.returncode == 2
+    assert "cannot read" in missing.stderr
 
 
 def test_run_refuses_a_port_in_use_with_exit_3(tmp_path: Path) -> None:
@@ -105,4 +110,5 @@ def test_run_refuses_a_port_in_use_with_exit_3(tmp_path: Path) -> None:
         )
         result = run_cli("run", "--config", str(cfg))
     assert result.returncode == 3
-    assert "ingest.host/port" in result.stderr and "Traceback" not in result.stderr
+    assert "ingest.host/port" in result.stderr
+    assert "Traceback" not in result.stderr

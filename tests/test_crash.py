@@ -30,7 +30,7 @@ async def test_kill_mid_body_uploads_nothing_partial(
     spool = Path(raw["spool"]["dir"])
     try:
         await relay.start()
-        reader, writer = await device_for(raw, tls).start_clip(PATH, os.urandom(2_000_000), total_length=8_000_000)
+        _reader, writer = await device_for(raw, tls).start_clip(PATH, os.urandom(2_000_000), total_length=8_000_000)
         await wait_until(
             lambda: any(p.stat().st_size > 0 for p in (spool / "incoming").glob("*/data")),
             what="part of the body on disk",

@@ -28,7 +28,8 @@ async def test_fixed_length_clip_arrives_byte_identical(relay: RunningRelay, s3:
     answer = await relay.device.post_clip(PATH, clip)
     assert answer.status == 200, answer.body
     [key] = await delivered(s3, bucket)
-    assert key.startswith(f"{DEVICE}/") and key.endswith("/video23-04-13_21-50-27-63_00001.mkv")
+    assert key.startswith(f"{DEVICE}/")
+    assert key.endswith("/video23-04-13_21-50-27-63_00001.mkv")
     assert await object_bytes(s3, bucket, key) == clip
     head = await s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     assert head["ChecksumCRC32C"] == crc(clip)
@@ -58,7 +59,8 @@ async def test_clip_above_threshold_goes_multipart(relay: RunningRelay, s3: Any,
 async def test_test_button_get_and_head_answer_200(relay: RunningRelay, bucket: str, s3: Any) -> None:
     assert (await relay.device.request("GET", PATH)).status == 200
     assert (await relay.device.request("HEAD", PATH)).status == 200
-    assert relay.queued() == [] and await list_keys(s3, bucket) == []
+    assert relay.queued() == []
+    assert await list_keys(s3, bucket) == []
 
 
 async def test_put_and_multipart_form_are_accepted(relay: RunningRelay, s3: Any, bucket: str) -> None:
@@ -72,10 +74,14 @@ async def test_put_and_multipart_form_are_accepted(relay: RunningRelay, s3: Any,
     assert answer.status == 200, answer.body
     boundary = "xYzZY"
     form = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="subfolder"\r\n\r\nlobby\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="form.mkv"\r\n'
-        f"Content-Type: video/x-matroska\r\n\r\n"
-    ).encode() + clip_b + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="subfolder"\r\n\r\nlobby\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="form.mkv"\r\n'
+            f"Content-Type: video/x-matroska\r\n\r\n"
+        ).encode()
+        + clip_b
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     answer = await relay.device.request(
         "POST", PATH, body=form, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
     )
@@ -86,34 +92,34 @@ async def test_put_and_multipart_form_are_accepted(relay: RunningRelay, s3: Any,
     assert await object_bytes(s3, bucket, by_name["form.mkv"]) == clip_b
 
 
-async def test_missing_content_disposition_gets_a_timestamped_name(
-    relay: RunningRelay, s3: Any, bucket: str
-) -> None:
+async def test_missing_content_disposition_gets_a_timestamped_name(relay: RunningRelay, s3: Any, bucket: str) -> None:
     answer = await relay.device.post_clip(PATH, b"x" * 1000, filename=None)
     assert answer.status == 200
     [key] = await delivered(s3, bucket)
     name = key.rsplit("/", 1)[1]
-    assert name.startswith(f"{DEVICE}_") and name.endswith(".mkv")
+    assert name.startswith(f"{DEVICE}_")
+    assert name.endswith(".mkv")
 
 
 async def test_traversal_file_name_is_made_safe(relay: RunningRelay, s3: Any, bucket: str) -> None:
     answer = await relay.device.post_clip(PATH, b"y" * 1000, filename="../../../etc/evil.mkv")
     assert answer.status == 200
     [key] = await delivered(s3, bucket)
-    assert ".." not in key and key.endswith("/evil.mkv")
+    assert ".." not in key
+    assert key.endswith("/evil.mkv")
     assert not (relay.spool.parent / "etc").exists()
 
 
 async def test_basic_auth_is_accepted(relay: RunningRelay, s3: Any, bucket: str) -> None:
     auth = base64.b64encode(b"root:pass-word").decode()
-    answer = await relay.device.post_clip(f"/upload/{DEVICE}", b"z" * 100, extra_headers={"Authorization": f"Basic {auth}"})
+    answer = await relay.device.post_clip(
+        f"/upload/{DEVICE}", b"z" * 100, extra_headers={"Authorization": f"Basic {auth}"}
+    )
     assert answer.status == 200
     await delivered(s3, bucket)
 
 
-async def test_existing_key_with_other_content_is_never_overwritten(
-    relay: RunningRelay, s3: Any, bucket: str
-) -> None:
+async def test_existing_key_with_other_content_is_never_overwritten(relay: RunningRelay, s3: Any, bucket: str) -> None:
     clip = os.urandom(10_000)
     first = await relay.device.post_clip(PATH, clip, filename="same.mkv")
     assert first.status == 200
@@ -124,7 +130,8 @@ async def test_existing_key_with_other_content_is_never_overwritten(
     keys = await delivered(s3, bucket, 2)
     assert await object_bytes(s3, bucket, key) == clip
     [second] = [k for k in keys if k != key]
-    assert await object_bytes(s3, bucket, second) == other and "~" in second
+    assert await object_bytes(s3, bucket, second) == other
+    assert "~" in second
     # The very same bytes again: recognised, not stored a third time.
     assert (await relay.device.post_clip(PATH, clip, filename="same.mkv")).status == 200
     await wait_until(lambda: not relay.queued(), what="queue to drain")

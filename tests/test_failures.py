@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from relay.local_s3 import LocalS3
 from relay.config import parse_config
+from relay.local_s3 import LocalS3
 from tests.conftest import (
     PATH,
     TLS,
@@ -23,6 +23,15 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
+
+
+async def cli(*args: str) -> tuple[int, str]:
+    """Run the axis-relay CLI without blocking the loop the relay under test runs on."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    return int(proc.returncode or 0), out.decode()
 
 
 async def test_missing_bucket_quarantines_then_spool_retry_delivers(
@@ -42,14 +51,13 @@ async def test_missing_bucket_quarantines_then_spool_retry_delivers(
 
         await s3.create_bucket(Bucket=bucket)
         toml = write_config(tmp_path / "relay.toml", raw)
-        listed = subprocess.run(
-            [sys.executable, "-m", "relay", "spool", "list", "--config", str(toml)], capture_output=True, text=True
-        )
-        assert listed.returncode == 0 and "quarantined" in listed.stdout and "NoSuchBucket" in listed.stdout
-        retried = subprocess.run(
-            [sys.executable, "-m", "relay", "spool", "retry", "--config", str(toml)], capture_output=True, text=True
-        )
-        assert retried.returncode == 0 and clip_id in retried.stdout
+        code, listed = await cli("spool", "list", "--config", str(toml))
+        assert code == 0
+        assert "quarantined" in listed
+        assert "NoSuchBucket" in listed
+        code, retried = await cli("spool", "retry", "--config", str(toml))
+        assert code == 0
+        assert clip_id in retried
 
         async def arrived() -> bool:
             return len(await list_keys(s3, bucket)) == 1
@@ -91,11 +99,14 @@ async def test_s3_down_then_up_delivers_everything(tmp_path: Path, tls: TLS) -> 
             await wait_until(
                 lambda: relay.stats.upload_retries >= 3, what="the relay to retry against the dead endpoint"
             )
-            assert len(relay.queued()) == 3 and relay.quarantined() == []
+            assert len(relay.queued()) == 3
+            assert relay.quarantined() == []
             await server.start()  # the WAN comes back
-            await wait_until(lambda: not relay.queued(), timeout=60, what="the queue to drain")
+            await wait_until(lambda: relay.stats.clips_uploaded == 3, timeout=60, what="3 uploads")
+            await wait_until(lambda: not relay.queued(), what="the queue to drain")
             stats = await relay.stop()
-        assert stats.clips_uploaded == 3 and stats.upload_retries >= 3
+        assert stats.clips_uploaded == 3
+        assert stats.upload_retries >= 3
         async with s3_client(server.endpoint_url, tls) as s3:
             keys = await list_keys(s3, "outage")
             assert [k.rsplit("/", 1)[1] for k in keys] == ["clip0.mkv", "clip1.mkv", "clip2.mkv"]
@@ -103,5 +114,3 @@ async def test_s3_down_then_up_delivers_everything(tmp_path: Path, tls: TLS) -> 
                 assert await object_bytes(s3, "outage", key) == clip
     finally:
         server.stop()
-
-
