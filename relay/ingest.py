@@ -54,6 +54,23 @@ class Ingest:
         self._devices = devices
         self._spool = spool
         self._stats = stats
+        self._in_progress = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def drain(self, timeout: float) -> int:
+        """Wait until no device is mid-upload, at most ``timeout`` s; returns how many still are.
+
+        aiohttp's own graceful shutdown stops reading request bodies at once, which
+        would cut off a device that is still streaming; so the listener is closed
+        first and the relay waits here before aiohttp's cleanup runs.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            pass
+        return self._in_progress
 
     def app(self) -> web.Application:
         # client_max_size only limits request.read()/post(), which we never use: bodies
@@ -74,7 +91,7 @@ class Ingest:
             declared = request.content_length
             if declared is not None and declared > self._config.max_body_bytes:
                 raise Rejected(413, f"body of {declared} bytes exceeds ingest.max_body_bytes")
-            meta = await self._receive(name, request)
+            meta = await self._receive_tracked(name, request)
         except Rejected as exc:
             self._stats.clips_rejected += 1
             log.warning(
@@ -108,6 +125,16 @@ class Ingest:
         if not result.ok:
             challenge = {"WWW-Authenticate": 'Basic realm="axis-relay"'} if device.password else {}
             raise Rejected(401, f"authentication failed: {result.reason}", challenge)
+
+    async def _receive_tracked(self, name: str, request: web.Request) -> ClipMeta:
+        self._in_progress += 1
+        self._idle.clear()
+        try:
+            return await self._receive(name, request)
+        finally:
+            self._in_progress -= 1
+            if not self._in_progress:
+                self._idle.set()
 
     async def _receive(self, name: str, request: web.Request) -> ClipMeta:
         origin = Origin(camera=name, query=public_query(request.query), source=request.remote or "")

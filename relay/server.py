@@ -100,7 +100,8 @@ async def serve(
         ]
         stack.push_async_callback(_stop, background)
 
-        runner = await _listen(Ingest(config.ingest, config.devices, spool, stats), config.ingest)
+        ingest = Ingest(config.ingest, config.devices, spool, stats)
+        runner = await _listen(ingest, config.ingest)
         addresses = [_url(config.ingest, a) for a in runner.addresses]
         log.info("relay_started", listen=addresses, queued=spool.queued.clips, queued_bytes=spool.queued.bytes)
         if on_started:
@@ -108,7 +109,12 @@ async def serve(
 
         await _until_shutdown_or_failure(shutdown_trigger, background)
         log.info("relay_stopping", uploads_in_flight=len(uploader.in_flight))
-        await runner.cleanup()  # stops listening, waits for device uploads in progress
+        for site in list(runner.sites):
+            await site.stop()  # no new connections
+        cut_off = await ingest.drain(config.ingest.shutdown_grace_s)
+        if cut_off:
+            log.warning("device_uploads_cut_off", count=cut_off, grace_s=config.ingest.shutdown_grace_s)
+        await runner.cleanup()
         stats_left = (spool.queued.clips, len(uploader.in_flight))
     log.info(
         "relay_stopped",

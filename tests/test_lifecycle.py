@@ -1,0 +1,60 @@
+"""Shutdown is ordered: devices mid-upload finish, the rest stays queued, exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from relay.local_s3 import LocalS3, free_port
+from tests.conftest import PATH, TLS, TOKEN, raw_config, relay_config, running_relay, wait_until, write_config
+from tests.device import Device
+from tests.relay_process import RelayProcess
+
+
+async def test_device_mid_upload_finishes_during_shutdown(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket)
+    async with running_relay(config, tls) as relay:
+        sending = asyncio.create_task(
+            relay.device.post_clip(PATH, os.urandom(200_000), chunked=True, pieces=20, pace_s=0.05)
+        )
+        await wait_until(lambda: any((relay.spool / "incoming").iterdir()), what="the upload to be in progress")
+        relay.stop_event.set()  # SIGTERM arrives while the device is still sending
+        answer = await asyncio.wait_for(sending, 30)
+        assert answer.status == 200
+        stats = await asyncio.wait_for(relay.task, 30)
+    assert stats.clips_accepted == 1
+    # Accepted before shutdown, so it is either uploaded or still queued: never lost.
+    assert stats.clips_uploaded + len(relay.queued()) == 1
+    # A new connection is refused once shutdown began.
+    try:
+        await relay.device.request("GET", PATH)
+        raise AssertionError("relay still listening after shutdown")
+    except OSError:
+        pass
+
+
+async def test_sigterm_exits_0_with_one_summary_line_and_no_secrets(tmp_path: Path, tls: TLS) -> None:
+    dead = f"https://127.0.0.1:{free_port()}"  # uploads keep failing: a clip stays queued
+    raw = raw_config(tmp_path, tls, dead, "clips")
+    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
+    try:
+        await relay.start()
+        device = Device("127.0.0.1", raw["ingest"]["port"], tls.client_context())
+        assert (await device.post_clip(PATH, os.urandom(10_000))).status == 200
+        await relay.wait_for("upload_retry")
+        assert await relay.stop() == 0
+    finally:
+        await relay.close()
+    [summary] = relay.named("relay_stopped")
+    assert summary["clips_accepted"] == 1
+    assert summary["left_queued"] == 1
+    assert summary["clips_uploaded"] == 0
+    everything: Any = json.dumps(relay.events)
+    assert TOKEN not in everything
+    assert raw["s3"]["secret_access_key"] not in everything
+    assert len(list((Path(raw["spool"]["dir"]) / "queue").iterdir())) == 1
