@@ -58,6 +58,13 @@ class IngestConfig(_Strict):
 class SpoolConfig(_Strict):
     # Not /tmp: that may be tmpfs and is wiped at boot, taking clips with it.
     dir: Path = Path("/var/lib/axis-relay/spool")
+    # Most bytes of clips waiting for upload; 0 = no limit but the disk.
+    max_bytes: Annotated[int, Field(ge=0)] = 0
+    # Disk space always left free for the OS, journald and the rest of the gateway.
+    min_free_bytes: Annotated[int, Field(ge=0)] = 256 * MiB
+    # When a new clip does not fit: "reject" answers the device 507 and keeps every
+    # clip already accepted; "evict_oldest" deletes the oldest clips not yet uploaded.
+    full_policy: Literal["reject", "evict_oldest"] = "reject"
 
 
 class Device(_Strict):

@@ -19,6 +19,7 @@ import structlog
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
+from relay import crashpoints
 from relay.clip import ClipMeta, Origin, safe_filename
 from relay.config import Device, IngestConfig
 from relay.devices import authenticate, public_query
@@ -29,6 +30,8 @@ log = structlog.get_logger("relay.ingest")
 
 READ_SIZE = 256 * 1024
 MAX_FORM_FIELD = 4096
+# How much a body of unknown length may grow between two checks of the spool limits.
+ROOM_CHECK_BYTES = 4 * 1024 * 1024
 
 
 class Rejected(Exception):
@@ -103,6 +106,7 @@ class Ingest:
                 method=request.method,
             )
             return web.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
+        crashpoints.reached(crashpoints.INGEST_BEFORE_ANSWER)
         self._stats.clips_accepted += 1
         self._stats.bytes_accepted += meta.size
         log.info(
@@ -144,7 +148,7 @@ class Ingest:
             filename = safe_filename(filename_from(request.headers.get(hdrs.CONTENT_DISPOSITION)), _fallback(name))
             content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
             async with self._spool.receiving(origin, filename=filename, content_type=content_type) as writer:
-                await self._copy(request.content.readany, writer)
+                await self._copy(request.content.readany, writer, request.content_length)
                 if request.content_length is not None and writer.pending_size != request.content_length:
                     raise Rejected(400, f"body ended after {writer.pending_size} of {request.content_length} bytes")
                 return await writer.commit()
@@ -195,8 +199,12 @@ class Ingest:
             raise Rejected(400, "the multipart body has no file part")
         return meta
 
-    async def _copy(self, read: Callable[[], Awaitable[bytes]], writer: ClipWriter) -> None:
+    async def _copy(
+        self, read: Callable[[], Awaitable[bytes]], writer: ClipWriter, declared: int | None = None
+    ) -> None:
         limit = self._config.max_body_bytes
+        await self._ensure_room(declared or 0)
+        checked = 0
         while True:
             async with asyncio.timeout(self._config.idle_timeout_s):
                 chunk = await read()
@@ -205,6 +213,17 @@ class Ingest:
             if writer.pending_size + len(chunk) > limit:
                 raise Rejected(413, f"body exceeds ingest.max_body_bytes ({limit} bytes)")
             await writer.write(chunk)
+            # A body of unknown length is checked against the limits as it grows.
+            if declared is None and writer.pending_size - checked >= ROOM_CHECK_BYTES:
+                checked = writer.pending_size
+                await self._ensure_room(ROOM_CHECK_BYTES)
+
+    async def _ensure_room(self, incoming: int) -> None:
+        if not await asyncio.to_thread(self._spool.make_room, incoming):
+            raise Rejected(
+                507,
+                "the relay's spool is full (spool.max_bytes / spool.min_free_bytes); the clip was not stored",
+            )
 
 
 def _fallback(device: str) -> str:

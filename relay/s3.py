@@ -23,9 +23,10 @@ import structlog
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from relay import crashpoints
 from relay.clip import ClipMeta, crc32c_b64
 from relay.config import S3Config
-from relay.failures import PermanentUploadError, error_code
+from relay.failures import FIXES, PermanentUploadError, error_code
 from relay.spool import Spool
 
 log = structlog.get_logger("relay.s3")
@@ -55,11 +56,12 @@ def disambiguated(key: str, clip_id: str) -> str:
     return f"{stem}~{clip_id}{ext}"
 
 
-def _read_range(path: Path, offset: int, length: int) -> tuple[bytes, str]:
+def _read_range(path: Path, offset: int, length: int, running: int = 0) -> tuple[bytes, str, int]:
+    """The block, its own CRC32C (for S3) and ``running`` extended over it (for the clip)."""
     with open(path, "rb") as f:
         f.seek(offset)
         block = f.read(length)
-    return block, crc32c_b64(crc32c.crc32c(block))
+    return block, crc32c_b64(crc32c.crc32c(block)), crc32c.crc32c(block, running)
 
 
 class S3Destination:
@@ -108,6 +110,7 @@ class S3Destination:
             else:
                 committed = await self._multipart(meta, key)
             if committed:
+                crashpoints.reached(crashpoints.UPLOAD_AFTER_COMMIT)
                 return Delivered(key)
             # Not committed: the key exists, or a multipart upload vanished. The object
             # may be ours (a commit whose answer was lost), other content, or absent.
@@ -134,7 +137,7 @@ class S3Destination:
 
     async def _put(self, meta: ClipMeta, key: str) -> bool:
         """Single PutObject; False when the key is already taken."""
-        body, _ = await asyncio.to_thread(_read_range, self._spool.data_path(meta.clip_id), 0, meta.size)
+        body, _, _ = await asyncio.to_thread(_read_range, self._spool.data_path(meta.clip_id), 0, meta.size)
         if len(body) != meta.size:
             raise PermanentUploadError(f"spooled clip is {len(body)} bytes, but {meta.size} arrived")
         try:
@@ -153,11 +156,17 @@ class S3Destination:
         parts: dict[int, dict[str, str]] = {}
         if state and state.get("key") == key:
             kept = await self._reconcile(key, state)
-            if kept is None:  # S3 no longer knows the upload: start over cleanly
+            if kept is None:
+                # S3 no longer knows the upload: completed just before a crash (then the
+                # object is there), or aborted/expired (then start over cleanly).
+                if await self._holder(key, meta) == "this clip":
+                    await asyncio.to_thread(self._spool.save_upload_state, clip_id, None)
+                    return True
                 state = None
             else:
                 parts = kept
         if not state or state.get("key") != key:
+            crashpoints.reached(crashpoints.UPLOAD_BEFORE_CREATE)
             created = await self._client.create_multipart_upload(
                 ChecksumAlgorithm="CRC32C", ChecksumType="FULL_OBJECT", **self._object_args(meta, key)
             )
@@ -168,11 +177,17 @@ class S3Destination:
         upload_id, part_size = state["upload_id"], int(state["part_size"])
         count = max(1, -(-meta.size // part_size))
         path = self._spool.data_path(clip_id)
+        # S3 checks each part against the checksum we send with it, but those are taken
+        # now, from the disk; the clip's own CRC (taken at ingest) is checked here,
+        # over every part, so a clip damaged on disk is never completed.
+        running = 0
         for number in range(1, count + 1):
+            offset = (number - 1) * part_size
+            block, checksum, running = await asyncio.to_thread(
+                _read_range, path, offset, min(part_size, meta.size - offset), running
+            )
             if number in parts:
                 continue
-            offset = (number - 1) * part_size
-            block, checksum = await asyncio.to_thread(_read_range, path, offset, min(part_size, meta.size - offset))
             answer = await self._client.upload_part(
                 Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=block, ChecksumCRC32C=checksum
             )
@@ -180,6 +195,14 @@ class S3Destination:
             parts[number] = {"etag": answer["ETag"], "crc32c": checksum}
             saved = {**state, "parts": {str(n): p for n, p in parts.items()}}
             await asyncio.to_thread(self._spool.save_upload_state, clip_id, saved)
+            crashpoints.reached(crashpoints.UPLOAD_BETWEEN_PARTS)
+        if crc32c_b64(running) != meta.crc32c:
+            await self._abort(key, upload_id, clip_id)
+            raise PermanentUploadError(
+                "the spooled clip no longer matches the checksum taken when it arrived",
+                code="BadDigest",
+                fix=FIXES["BadDigest"],
+            )
         listing = [
             {"PartNumber": n, "ETag": parts[n]["etag"], "ChecksumCRC32C": parts[n]["crc32c"]} for n in sorted(parts)
         ]
@@ -206,6 +229,14 @@ class S3Destination:
             raise
         return True
 
+    async def abandon(self, meta: ClipMeta) -> None:
+        """Abort the clip's open multipart upload, if any (it goes to quarantine):
+        parts left behind would cost money until a lifecycle rule removes them."""
+        state = self._spool.load_upload_state(meta.clip_id)
+        if state and isinstance(state.get("upload_id"), str):
+            await self._abort(str(state["key"]), state["upload_id"], meta.clip_id)
+            log.info("multipart_aborted", key=state["key"], upload_id=state["upload_id"])
+
     async def _reconcile(self, key: str, state: dict[str, Any]) -> dict[int, dict[str, str]] | None:
         """Parts recorded locally that S3 still holds; None if the upload is gone."""
         recorded = {int(n): p for n, p in (state.get("parts") or {}).items()}
@@ -231,7 +262,7 @@ class S3Destination:
         return kept
 
     async def _abort(self, key: str, upload_id: str, clip_id: str) -> None:
-        with contextlib.suppress(ClientError):
+        with contextlib.suppress(ClientError, OSError):
             await self._client.abort_multipart_upload(Bucket=self._config.bucket, Key=key, UploadId=upload_id)
         await asyncio.to_thread(self._spool.save_upload_state, clip_id, None)
 

@@ -80,7 +80,7 @@ async def serve(
     """Run the relay until ``shutdown_trigger()`` returns; returns what it counted
     (into ``stats`` when given, so a caller can watch the counts while it runs)."""
     stats = stats if stats is not None else RelayStats()
-    spool = Spool(config.spool.dir)
+    spool = Spool(config.spool.dir, config.spool)
     try:
         await asyncio.to_thread(spool.recover)
     except OSError as exc:

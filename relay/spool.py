@@ -29,7 +29,9 @@ from typing import Any
 import crc32c
 import structlog
 
+from relay import crashpoints
 from relay.clip import ClipMeta, Origin, crc32c_b64, new_clip_id
+from relay.config import SpoolConfig
 
 log = structlog.get_logger("relay.spool")
 
@@ -85,6 +87,7 @@ class ClipWriter:
         self.pending_size += len(chunk)
         if len(self._buffer) >= WRITE_BATCH:
             await self._flush()
+            crashpoints.reached(crashpoints.INGEST_MID_BODY)
 
     async def _flush(self) -> None:
         if not self._buffer:
@@ -109,6 +112,7 @@ class ClipWriter:
 
     def _make_durable(self, meta: ClipMeta) -> None:
         self._file.flush()
+        crashpoints.reached(crashpoints.INGEST_BEFORE_FSYNC)
         os.fsync(self._file.fileno())
         self._file.close()
         _write_file_durably(self._dir / META, meta.to_json())
@@ -133,8 +137,11 @@ class SpoolCounts:
 class Spool:
     """Owns the spool directories and the in-memory order of clips to upload."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, limits: SpoolConfig | None = None) -> None:
         self.root = root
+        self.limits = limits or SpoolConfig(dir=root)
+        # Clips an upload worker holds right now: never evicted from under it.
+        self.uploading: set[str] = set()
         self.incoming_dir = root / "incoming"
         self.queue_dir = root / "queue"
         self.quarantine_dir = root / "quarantine"
@@ -215,6 +222,36 @@ class Spool:
 
     # ----- ingest ---------------------------------------------------------
 
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    def make_room(self, incoming: int) -> bool:
+        """True when ``incoming`` more bytes fit the quota and the free-space floor,
+        evicting the oldest waiting clips first if the policy says so."""
+
+        def fits() -> bool:
+            if self.limits.max_bytes and self.queued.bytes + incoming > self.limits.max_bytes:
+                return False
+            return self.free_bytes() - incoming >= self.limits.min_free_bytes
+
+        if fits():
+            return True
+        if self.limits.full_policy != "evict_oldest":
+            return False
+        for clip_id in sorted(self._sizes):
+            if clip_id in self.uploading:
+                continue
+            size = self._sizes[clip_id]
+            shutil.rmtree(self.queue_dir / clip_id, ignore_errors=True)
+            self._forget(clip_id)
+            log.warning("clip_evicted", clip_id=clip_id, bytes=size, policy="evict_oldest")
+            if fits():
+                _fsync_dir(self.queue_dir)
+                return True
+        _fsync_dir(self.queue_dir)
+        return fits()
+
     @contextlib.asynccontextmanager
     async def receiving(self, origin: Origin, *, filename: str, content_type: str) -> AsyncIterator[ClipWriter]:
         """A writer for one incoming clip; anything not committed is removed on exit."""
@@ -289,19 +326,17 @@ class Spool:
 
     def _move_to_quarantine(self, clip_id: str, reason: str, detail: dict[str, Any]) -> None:
         source = self.queue_dir / clip_id
-        record = {"reason": reason, "at": datetime.now(UTC).isoformat(), **detail}
+        record = {
+            "reason": reason,
+            "at": datetime.now(UTC).isoformat(),
+            "fix": "fix the cause, then run 'axis-relay spool retry' to queue it again",
+            **detail,
+        }
         _write_file_durably(source / REASON, json.dumps(record, indent=1).encode())
         os.rename(source, self.quarantine_dir / clip_id)
         _fsync_dir(self.quarantine_dir)
         _fsync_dir(self.queue_dir)
-        log.error(
-            "clip_quarantined",
-            clip_id=clip_id,
-            reason=reason,
-            path=str(self.quarantine_dir / clip_id),
-            fix="fix the cause, then run 'axis-relay spool retry' to queue it again",
-            **detail,
-        )
+        log.error("clip_quarantined", clip_id=clip_id, path=str(self.quarantine_dir / clip_id), **record)
 
     # ----- operator -------------------------------------------------------
 

@@ -8,6 +8,7 @@ the destination confirmed it. Cancelling a worker (shutdown) leaves its clip que
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Protocol
 
@@ -27,6 +28,8 @@ log = structlog.get_logger("relay.uploader")
 class Destination(Protocol):
     async def deliver(self, meta: ClipMeta) -> Delivered: ...
 
+    async def abandon(self, meta: ClipMeta) -> None: ...
+
 
 class Uploader:
     def __init__(
@@ -37,7 +40,10 @@ class Uploader:
         self._retry = retry
         self._stats = stats
         self._workers = workers
-        self.in_flight: set[str] = set()
+
+    @property
+    def in_flight(self) -> set[str]:
+        return self._spool.uploading
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -61,6 +67,8 @@ class Uploader:
                 self.in_flight.discard(clip_id)
 
     async def _upload(self, clip_id: str) -> None:
+        if not self._spool.clip_dir(clip_id).exists():
+            return  # evicted (spool.full_policy) while it waited
         try:
             meta = await asyncio.to_thread(self._spool.meta, clip_id)
         except (OSError, ValueError, TypeError) as exc:
@@ -82,6 +90,8 @@ class Uploader:
                     delivered = await self._destination.deliver(meta)
         except Exception as exc:
             verdict = classify(exc) or PermanentUploadError(str(exc))
+            with contextlib.suppress(Exception):  # best effort: the clip matters, not the parts
+                await self._destination.abandon(meta)
             await self._quarantine(clip_id, verdict.reason, {**verdict.detail, "attempts": str(attempts)})
             return
         # Counted before the spool forgets it: S3 has confirmed, whatever happens next

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 class RelayProcess:
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
+        self.env: dict[str, str] = {}
         self.events: list[dict[str, Any]] = []
         self._changed = asyncio.Condition()
         self._proc: asyncio.subprocess.Process | None = None
@@ -30,6 +32,7 @@ class RelayProcess:
             str(self.config_path),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **self.env},
         )
         self._reader = asyncio.create_task(self._read(self._proc))
         await self.wait_for("relay_started", timeout=60)
@@ -64,6 +67,14 @@ class RelayProcess:
 
     def named(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("event") == name]
+
+    async def exited(self, timeout: float = 30.0) -> int:
+        """Wait for the process to end by itself (e.g. at a crash point)."""
+        assert self._proc is not None
+        code = await asyncio.wait_for(self._proc.wait(), timeout)
+        if self._reader:
+            await self._reader
+        return code
 
     async def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a power cut or an OOM kill."""

@@ -1,0 +1,116 @@
+"""Quota, a full disk and damaged spool files: the daemon keeps running, accepted clips survive."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.local_s3 import LocalS3, free_port
+from tests.conftest import PATH, TLS, list_keys, relay_config, running_relay, wait_until
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str) -> Iterator[Path]:
+    """A size-limited tmpfs (needs root, as CI has)."""
+    path.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+async def test_full_disk_answers_507_and_keeps_accepted_clips(tmp_path: Path, tls: TLS) -> None:
+    dead = f"https://127.0.0.1:{free_port()}"  # nothing uploads: the spool only fills
+    with small_filesystem(tmp_path / "small", "6m") as fs:
+        config = relay_config(tmp_path, tls, dead, "clips", spool={"dir": str(fs / "spool")})
+        async with running_relay(config, tls) as relay:
+            kept = {}
+            for n in range(2):
+                clip = os.urandom(2 * 1024 * 1024)
+                answer = await relay.device.post_clip(PATH, clip, filename=f"ok{n}.mkv")
+                assert answer.status == 200
+                kept[json.loads(answer.body)["clip_id"]] = clip
+            # Announced size that cannot fit: refused before a byte is written.
+            too_big = await relay.device.post_clip(PATH, os.urandom(3 * 1024 * 1024))
+            assert too_big.status == 507
+            # Unknown size (chunked): runs into ENOSPC mid-write.
+            chunked = await relay.device.post_clip(PATH, os.urandom(3 * 1024 * 1024), chunked=True, pieces=30)
+            assert chunked.status == 507
+            assert list((fs / "spool" / "incoming").iterdir()) == []
+            assert (await relay.device.request("GET", PATH)).status == 200  # still serving
+            for clip_id, clip in kept.items():
+                assert (fs / "spool" / "queue" / clip_id / "data").read_bytes() == clip
+            assert relay.stats.clips_accepted == 2
+
+
+async def test_quota_policies(tmp_path: Path, tls: TLS) -> None:
+    dead = f"https://127.0.0.1:{free_port()}"
+    for policy in ("reject", "evict_oldest"):
+        config = relay_config(
+            tmp_path / policy,
+            tls,
+            dead,
+            "clips",
+            spool={"max_bytes": 250_000, "full_policy": policy},
+            s3={"workers": 1},  # the clip a worker holds is never evicted
+        )
+        async with running_relay(config, tls) as relay:
+            statuses = []
+            for n in range(3):
+                answer = await relay.device.post_clip(PATH, os.urandom(100_000), filename=f"c{n}.mkv")
+                statuses.append(answer.status)
+            names = {
+                json.loads((relay.spool / "queue" / c / "meta.json").read_text())["filename"] for c in relay.queued()
+            }
+        if policy == "reject":
+            assert statuses == [200, 200, 507]
+            assert names == {"c0.mkv", "c1.mkv"}
+        else:
+            assert statuses == [200, 200, 200]
+            assert names == {"c0.mkv", "c2.mkv"}  # c1 made room; c0 is held by the worker
+
+
+async def test_damaged_spool_entries_are_quarantined_not_uploaded(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket)
+    dead = relay_config(tmp_path, tls, f"https://127.0.0.1:{free_port()}", bucket)
+    clips = {"truncated": os.urandom(50_000), "flipped": os.urandom(60_000), "badmeta": os.urandom(1000)}
+    clips["flipped_multipart"] = os.urandom(11 * 1024 * 1024)
+    ids = {}
+    async with running_relay(dead, tls) as relay:  # S3 unreachable: the clips wait
+        for name, clip in clips.items():
+            answer = await relay.device.post_clip(PATH, clip, filename=f"{name}.mkv")
+            assert answer.status == 200
+            ids[name] = json.loads(answer.body)["clip_id"]
+    queue = config.spool.dir / "queue"
+    with open(queue / ids["truncated"] / "data", "r+b") as f:
+        f.truncate(10_000)
+    for name in ("flipped", "flipped_multipart"):
+        with open(queue / ids[name] / "data", "r+b") as f:
+            f.seek(7 * 1024 * 1024 if name == "flipped_multipart" else 1234)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0x01]))
+    (queue / ids["badmeta"] / "meta.json").write_text("{not json")
+    async with running_relay(config, tls) as relay:
+        await wait_until(lambda: len(relay.quarantined()) == 4, timeout=60, what="4 quarantined clips")
+        reasons = {
+            name: json.loads((relay.spool / "quarantine" / ids[name] / "reason.json").read_text())["reason"]
+            for name in ids
+        }
+    assert "metadata says" in reasons["truncated"]
+    assert "unreadable" in reasons["badmeta"]
+    assert "BadDigest" in reasons["flipped"] or "checksum" in reasons["flipped"]
+    assert "checksum" in reasons["flipped_multipart"]
+    assert await list_keys(s3, bucket) == []
