@@ -82,7 +82,7 @@ class S3Destination:
         boto_config = BotoConfig(
             # One attempt per call: our own policy retries, with backoff the operator
             # configured and a log line per retry; botocore's retries would hide both.
-            retries={"max_attempts": 1, "mode": "standard"},
+            retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=config.connect_timeout_s,
             read_timeout=config.read_timeout_s,
             max_pool_connections=max(10, config.workers * 2),

@@ -14,8 +14,8 @@ from typing import Any
 from relay.local_s3 import LocalS3, free_port
 from tests.conftest import PATH, TLS, list_keys, object_bytes, raw_config, wait_until, write_config
 from tests.device import Device
+from tests.faultproxy import throttled
 from tests.relay_process import RelayProcess
-from tests.throttle import throttled
 
 
 def device_for(raw: dict[str, Any], tls: TLS) -> Device:

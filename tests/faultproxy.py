@@ -1,0 +1,110 @@
+"""A user-space TCP proxy between the relay and S3 that misbehaves on purpose.
+
+`tc netem` is not available here, so faults are injected in user space: added
+latency, a bandwidth cap, connections reset after some bytes, connections that stall.
+TLS passes through untouched (the relay still verifies S3's certificate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Faults:
+    bytes_per_s: float | None = None  # upstream bandwidth cap
+    latency_s: float = 0.0  # added before each upstream chunk
+    reset_connections: int = 0  # this many next connections are reset ...
+    stall_connections: int = 0  # ... or stalled (forward nothing more, close nothing) ...
+    after_bytes: int = 256 * 1024  # ... after this many upstream bytes
+    injected: list[str] = field(default_factory=list)  # what actually happened
+
+
+class FaultProxy:
+    def __init__(self, target_host: str, target_port: int, faults: Faults) -> None:
+        self.target = (target_host, target_port)
+        self.faults = faults
+        self.port = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _upstream(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        fault: str | None,
+        client: asyncio.StreamWriter,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        started, sent = loop.time(), 0
+        f = self.faults
+        try:
+            while chunk := await reader.read(64 * 1024):
+                if fault and sent + len(chunk) > f.after_bytes:
+                    f.injected.append(fault)
+                    if fault == "reset":
+                        client.transport.abort()
+                        writer.transport.abort()
+                        return
+                    await asyncio.Event().wait()  # stall: hold the connection open, silent
+                if f.latency_s:
+                    await asyncio.sleep(f.latency_s)
+                writer.write(chunk)
+                await writer.drain()
+                sent += len(chunk)
+                if f.bytes_per_s and (ahead := sent / f.bytes_per_s - (loop.time() - started)) > 0:
+                    await asyncio.sleep(ahead)  # pacing is what makes the link slow
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _downstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await reader.read(64 * 1024):
+                writer.write(chunk)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        fault = None
+        if self.faults.reset_connections > 0:
+            self.faults.reset_connections -= 1
+            fault = "reset"
+        elif self.faults.stall_connections > 0:
+            self.faults.stall_connections -= 1
+            fault = "stall"
+        try:
+            server_r, server_w = await asyncio.open_connection(*self.target)
+        except OSError:
+            client_w.close()
+            return
+        for coro in (self._upstream(client_r, server_w, fault, client_w), self._downstream(server_r, client_w)):
+            task = asyncio.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[FaultProxy]:
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = int(server.sockets[0].getsockname()[1])
+        try:
+            yield self
+        finally:
+            server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def throttled(target_host: str, target_port: int, bytes_per_s: float) -> AsyncIterator[int]:
+    """A proxy that only caps bandwidth; yields its port."""
+    async with FaultProxy(target_host, target_port, Faults(bytes_per_s=bytes_per_s)).running() as proxy:
+        yield proxy.port
