@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -108,3 +109,59 @@ async def throttled(target_host: str, target_port: int, bytes_per_s: float) -> A
     """A proxy that only caps bandwidth; yields its port."""
     async with FaultProxy(target_host, target_port, Faults(bytes_per_s=bytes_per_s)).running() as proxy:
         yield proxy.port
+
+
+SLOW_DOWN = (
+    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+)
+SLOW_DOWN_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+@dataclass
+class SlowDownProxy:
+    """Terminates TLS, answers the first ``count`` requests with S3's 503 SlowDown, and
+    passes the rest through (re-encrypted) to the real server, bytes untouched."""
+
+    target_port: int
+    server_ssl: Any
+    client_ssl: Any
+    count: int
+    answered: int = 0
+    port: int = 0
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            if self.answered < self.count:
+                self.answered += 1
+                head = await client_r.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                if b"100-continue" not in head.lower():
+                    await client_r.readexactly(length)  # else the client waits for our verdict first
+                client_w.write(SLOW_DOWN % (len(SLOW_DOWN_BODY), SLOW_DOWN_BODY))
+                await client_w.drain()
+                return
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port, ssl=self.client_ssl)
+            await asyncio.gather(FaultProxy._downstream(client_r, server_w), FaultProxy._downstream(server_r, client_w))
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            client_w.close()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[SlowDownProxy]:
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.server_ssl)
+        self.port = int(server.sockets[0].getsockname()[1])
+        try:
+            yield self
+        finally:
+            server.close()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
 from relay.local_s3 import LocalS3
 from tests.conftest import PATH, TLS, list_keys, object_bytes, relay_config, running_relay, wait_until
-from tests.faultproxy import FaultProxy, Faults
+from tests.faultproxy import FaultProxy, Faults, SlowDownProxy
 
 
 async def test_resets_stalls_and_latency_delay_but_never_lose(
@@ -41,3 +42,23 @@ async def test_resets_stalls_and_latency_delay_but_never_lose(
     assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted(clips)
     for key in keys:
         assert await object_bytes(s3, bucket, key) == clips[key.rsplit("/", 1)[1]]
+
+
+async def test_slow_down_503_is_backed_off_and_retried(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ssl.load_cert_chain(tls.cert_file, tls.key_file)
+    s3_port = int(s3_server.endpoint_url.rsplit(":", 1)[1])
+    async with SlowDownProxy(s3_port, server_ssl, tls.client_context(), count=4).running() as proxy:
+        config = relay_config(tmp_path, tls, f"https://127.0.0.1:{proxy.port}", bucket)
+        clip = os.urandom(100_000)
+        async with running_relay(config, tls) as relay:
+            assert (await relay.device.post_clip(PATH, clip, filename="slow.mkv")).status == 200
+            await wait_until(lambda: relay.stats.clips_uploaded == 1, timeout=60, what="the upload")
+            stats = await relay.stop()
+    assert proxy.answered == 4
+    assert stats.retries_by_reason["SlowDown"] == 4
+    assert stats.clips_quarantined == 0
+    [key] = await list_keys(s3, bucket)
+    assert await object_bytes(s3, bucket, key) == clip
