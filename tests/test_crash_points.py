@@ -61,3 +61,31 @@ async def test_crash_point(point: str, tmp_path: Path, tls: TLS, s3_server: Loca
     assert list((spool / "quarantine").iterdir()) == []
     open_uploads = await s3.list_multipart_uploads(Bucket=bucket)
     assert not open_uploads.get("Uploads"), json.dumps(open_uploads.get("Uploads"), default=str)
+
+
+async def test_upload_that_s3_forgot_starts_over_cleanly(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """Killed between parts; meanwhile the upload is aborted on the S3 side (a lifecycle
+    rule, an operator). The restarted relay sees NoSuchUpload and uploads afresh."""
+    raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket)
+    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
+    relay.env = {crashpoints.ENV: crashpoints.UPLOAD_BETWEEN_PARTS}
+    clip = os.urandom(CLIP_BYTES)
+    device = Device("127.0.0.1", raw["ingest"]["port"], tls.client_context())
+    try:
+        await relay.start()
+        assert (await device.post_clip(PATH, clip, filename="forgotten.mkv")).status == 200
+        assert await relay.exited() != 0
+        [upload] = (await s3.list_multipart_uploads(Bucket=bucket))["Uploads"]
+        await s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        relay.env = {}
+        await relay.start()
+        await relay.wait_for("multipart_gone")
+        await relay.wait_for("clip_uploaded", timeout=60)
+    finally:
+        await relay.close()
+    [key] = await list_keys(s3, bucket)
+    assert await object_bytes(s3, bucket, key) == clip
+    assert len(relay.named("multipart_started")) == 1  # the fresh upload
+    assert not (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads")

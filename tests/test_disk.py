@@ -114,3 +114,5 @@ async def test_damaged_spool_entries_are_quarantined_not_uploaded(
     assert "BadDigest" in reasons["flipped"] or "checksum" in reasons["flipped"]
     assert "checksum" in reasons["flipped_multipart"]
     assert await list_keys(s3, bucket) == []
+    # The damaged multipart clip's upload was aborted, not left to cost money.
+    assert not (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads")
