@@ -115,12 +115,13 @@ async def serve(
         if cut_off:
             log.warning("device_uploads_cut_off", count=cut_off, grace_s=config.ingest.shutdown_grace_s)
         await runner.cleanup()
-        stats_left = (spool.queued.clips, len(uploader.in_flight))
+        # Read before the exit stack cancels the workers: these clips stay queued.
+        left_queued, interrupted = spool.queued.clips, len(uploader.in_flight)
     log.info(
         "relay_stopped",
         uptime_s=round(time.time() - stats.started_at, 1),
-        left_queued=stats_left[0],
-        uploads_interrupted=stats_left[1],
+        left_queued=left_queued,
+        uploads_interrupted=interrupted,
         **stats.summary(),
     )
     return stats
