@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from relay import logs
 from relay.config import ConfigError, RelayConfig, load_config
 from relay.server import RelayError, serve
 from relay.spool import META, REASON, Spool
+from relay.systemd import Notifier
 
 DEFAULT_CONFIG = Path("/etc/axis-relay/relay.toml")
 
@@ -51,7 +53,7 @@ async def _run(config: RelayConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(config, stop.wait)
+    await serve(config, stop.wait, notifier=Notifier(os.environ))
 
 
 def _spool_command(config: RelayConfig, action: str, clip_ids: list[str]) -> None:

@@ -23,6 +23,7 @@ from relay.ingest import Ingest
 from relay.s3 import S3Destination
 from relay.spool import Spool
 from relay.stats import RelayStats
+from relay.systemd import Notifier
 from relay.uploader import Uploader
 
 log = structlog.get_logger("relay.server")
@@ -76,10 +77,12 @@ async def serve(
     on_started: Callable[[list[str]], None] | None = None,
     requeue_scan_s: float = REQUEUE_SCAN_S,
     stats: RelayStats | None = None,
+    notifier: Notifier | None = None,
 ) -> RelayStats:
     """Run the relay until ``shutdown_trigger()`` returns; returns what it counted
     (into ``stats`` when given, so a caller can watch the counts while it runs)."""
     stats = stats if stats is not None else RelayStats()
+    notifier = notifier or Notifier({})
     spool = Spool(config.spool.dir, config.spool)
     try:
         await asyncio.to_thread(spool.recover)
@@ -104,11 +107,16 @@ async def serve(
         runner = await _listen(ingest, config.ingest)
         addresses = [_url(config.ingest, a) for a in runner.addresses]
         log.info("relay_started", listen=addresses, queued=spool.queued.clips, queued_bytes=spool.queued.bytes)
+        # READY only now: the spool is recovered and devices can connect.
+        notifier.send(ready="1", status=status_line(spool, stats))
+        informer = asyncio.create_task(_keep_systemd_informed(notifier, background[0], spool, stats))
+        stack.push_async_callback(_stop, [informer])
         if on_started:
             on_started(addresses)
 
         await _until_shutdown_or_failure(shutdown_trigger, background)
         log.info("relay_stopping", uploads_in_flight=len(uploader.in_flight))
+        notifier.send(stopping="1", status="stopping: letting devices finish their uploads")
         for site in list(runner.sites):
             await site.stop()  # no new connections
         cut_off = await ingest.drain(config.ingest.shutdown_grace_s)
@@ -141,6 +149,32 @@ async def _until_shutdown_or_failure(
     for task in done:
         if task is not trigger and not task.cancelled() and task.exception() is not None:
             raise RelayError(f"relay task {task.get_name()} failed: {task.exception()!r}") from task.exception()
+
+
+def status_line(spool: Spool, stats: RelayStats) -> str:
+    """What `systemctl status axis-relay` shows."""
+    last = "never" if stats.last_upload_at is None else f"{time.time() - stats.last_upload_at:.0f} s ago"
+    return (
+        f"{spool.queued.clips} clip(s) queued ({spool.queued.bytes / 1e6:.1f} MB), "
+        f"{stats.clips_uploaded} uploaded, {stats.clips_quarantined} quarantined, last upload {last}"
+    )
+
+
+async def _keep_systemd_informed(
+    notifier: Notifier, uploader: asyncio.Task[None], spool: Spool, stats: RelayStats
+) -> None:
+    """STATUS every few seconds; WATCHDOG=1 only while the loop runs (this task is
+    scheduled) and the upload workers are alive. If they died, the pings stop and
+    systemd restarts the relay."""
+    if not notifier.enabled:
+        return
+    interval = min(notifier.watchdog_interval_s or 10.0, 10.0)
+    while not uploader.done():
+        fields = {"status": status_line(spool, stats)}
+        if notifier.watchdog_interval_s:
+            fields["watchdog"] = "1"
+        notifier.send(**fields)
+        await asyncio.sleep(interval)
 
 
 async def _stop(tasks: list[asyncio.Task[None]]) -> None:

@@ -1,0 +1,85 @@
+"""systemd integration: the notify protocol on a real datagram socket, and the unit file."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relay.local_s3 import LocalS3
+from tests.conftest import PATH, TLS, raw_config, wait_until, write_config
+from tests.device import Device
+from tests.relay_process import RelayProcess
+
+UNIT = Path(__file__).parent.parent / "systemd" / "axis-relay.service"
+
+
+async def test_ready_status_and_watchdog_reach_notify_socket(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.setblocking(False)
+    messages: list[str] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                messages.append(sock.recv(4096).decode())
+            except BlockingIOError:
+                return
+
+    raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket)
+    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
+    relay.env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"}
+    try:
+        await relay.start()
+
+        def seen(prefix: str, count: int = 1) -> bool:
+            drain()
+            return sum(1 for m in messages if prefix in m) >= count
+
+        await wait_until(lambda: seen("READY=1"), what="READY=1")
+        ready_at = next(i for i, m in enumerate(messages) if "READY=1" in m)
+        assert "clip(s) queued" in messages[ready_at]
+        await wait_until(lambda: seen("WATCHDOG=1", 3), what="three watchdog pings")
+        device = Device("127.0.0.1", raw["ingest"]["port"], tls.client_context())
+        assert (await device.post_clip(PATH, b"x" * 1000)).status == 200
+        await wait_until(lambda: seen("1 uploaded"), what="STATUS to count the upload")
+        assert await relay.stop() == 0
+        await wait_until(lambda: seen("STOPPING=1"), what="STOPPING=1")
+    finally:
+        await relay.close()
+        sock.close()
+
+
+def test_notify_is_silent_without_systemd() -> None:
+    from relay.systemd import Notifier
+
+    notifier = Notifier({})
+    assert not notifier.enabled
+    notifier.send(ready="1")  # no socket: nothing happens, nothing raises
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_unit_file_verifies(tmp_path: Path) -> None:
+    # verify checks that ExecStart exists: point it at this checkout's entry point.
+    exe = Path(sys.executable).parent / "axis-relay"
+    unit = tmp_path / "axis-relay.service"
+    unit.write_text(UNIT.read_text().replace("/opt/axis-relay/.venv/bin/axis-relay", str(exe)))
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Unknown" not in result.stderr, result.stderr
+    assert "Ignoring" not in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_unit_file_is_hardened() -> None:
+    result = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(UNIT)], capture_output=True, text=True)
+    line = next(x for x in result.stdout.splitlines() if "Overall exposure level" in x)
+    score = float(line.split(":", 1)[1].split()[0])
+    assert score <= 2.0, line
