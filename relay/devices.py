@@ -1,6 +1,6 @@
 """Who may send clips: a device is named by its URL and proven by its credentials.
 
-AXIS recipients carry either a login/password (HTTP Basic here) or, as in Axis' own
+AXIS recipients carry either a login/password (HTTP Basic or Digest here) or, as in Axis' own
 integration examples, a token appended to the URL as ``accessToken=...``.
 Secrets are compared in constant time and never logged.
 """
@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from relay.config import Device
+from relay.digest import DigestAuth, parse_digest
 
 TOKEN_PARAMS = ("accessToken", "access_token", "token")
 
@@ -22,13 +23,22 @@ TOKEN_PARAMS = ("accessToken", "access_token", "token")
 class AuthResult:
     ok: bool
     reason: str = ""
+    stale: bool = False  # a Digest nonce that was ours but expired: challenge again
 
 
 def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def authenticate(device: Device, query: Mapping[str, str], authorization: str | None) -> AuthResult:
+def authenticate(
+    device: Device,
+    query: Mapping[str, str],
+    authorization: str | None,
+    *,
+    digest: DigestAuth | None = None,
+    method: str = "",
+    uri: str = "",
+) -> AuthResult:
     if device.token is not None:
         for name in TOKEN_PARAMS:
             if name in query:
@@ -47,6 +57,15 @@ def authenticate(device: Device, query: Mapping[str, str], authorization: str | 
             if user_ok and password_ok:
                 return AuthResult(True)
             return AuthResult(False, "wrong username or password")
+        if scheme.lower() == "digest" and digest is not None:
+            verdict = digest.verify(
+                parse_digest(authorization), method, uri, device.username or "", device.password.get_secret_value()
+            )
+            if verdict == "ok":
+                return AuthResult(True)
+            return AuthResult(
+                False, "Digest nonce expired" if verdict == "stale" else verdict, stale=verdict == "stale"
+            )
     return AuthResult(False, "no credentials")
 
 

@@ -18,11 +18,13 @@ from collections.abc import Awaitable, Callable, Mapping
 import structlog
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+from multidict import CIMultiDict
 
 from relay import crashpoints
 from relay.clip import ClipMeta, Origin, safe_filename
 from relay.config import Device, IngestConfig
 from relay.devices import authenticate, public_query
+from relay.digest import DigestAuth
 from relay.spool import ClipWriter, Spool
 from relay.stats import RelayStats
 
@@ -41,7 +43,7 @@ class Rejected(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-        self.headers = dict(headers or {})
+        self.headers = CIMultiDict(headers or {})  # several WWW-Authenticate challenges
 
 
 def filename_from(disposition: str | None) -> str | None:
@@ -57,6 +59,7 @@ class Ingest:
         self._devices = devices
         self._spool = spool
         self._stats = stats
+        self._digest = DigestAuth()
         self._in_progress = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -125,10 +128,21 @@ class Ingest:
         device = self._devices.get(name)
         if device is None:
             raise Rejected(404, f"no device named {name!r} is configured on this relay")
-        result = authenticate(device, request.query, request.headers.get(hdrs.AUTHORIZATION))
+        result = authenticate(
+            device,
+            request.query,
+            request.headers.get(hdrs.AUTHORIZATION),
+            digest=self._digest,
+            method=request.method,
+            uri=request.path_qs,
+        )
         if not result.ok:
-            challenge = {"WWW-Authenticate": 'Basic realm="axis-relay"'} if device.password else {}
-            raise Rejected(401, f"authentication failed: {result.reason}", challenge)
+            challenges = CIMultiDict[str]()
+            if device.password:
+                for challenge in self._digest.challenges(stale=result.stale):
+                    challenges.add("WWW-Authenticate", challenge)
+                challenges.add("WWW-Authenticate", 'Basic realm="axis-relay"')
+            raise Rejected(401, f"authentication failed: {result.reason}", challenges)
 
     async def _receive_tracked(self, name: str, request: web.Request) -> ClipMeta:
         self._in_progress += 1

@@ -1,0 +1,85 @@
+"""HTTP Digest authentication for devices (RFC 7616: MD5 and SHA-256, qop=auth).
+
+Which scheme an AXIS recipient answers is not documented, so the relay offers Digest
+beside Basic. Nonces are stateless: a timestamp signed with a key that lives as long
+as the process, so they expire (``stale=true``) without a table to grow or leak.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+REALM = "axis-relay"
+NONCE_LIFETIME_S = 300.0
+ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
+
+_PARAM = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+def parse_digest(header: str) -> dict[str, str]:
+    scheme, _, rest = header.partition(" ")
+    if scheme.lower() != "digest":
+        return {}
+    return {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3) for m in _PARAM.finditer(rest)}
+
+
+@dataclass
+class DigestAuth:
+    key: bytes = field(default_factory=lambda: os.urandom(32))
+    lifetime_s: float = NONCE_LIFETIME_S
+
+    def _sign(self, stamp: str) -> str:
+        return hmac.new(self.key, stamp.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def new_nonce(self) -> str:
+        stamp = f"{time.time():.3f}"
+        return base64.b64encode(f"{stamp}:{self._sign(stamp)}".encode()).decode()
+
+    def _nonce_state(self, nonce: str) -> str:
+        """'fresh', 'stale' (ours but expired) or 'bad'."""
+        try:
+            stamp, _, signature = base64.b64decode(nonce, validate=True).decode().partition(":")
+            issued = float(stamp)
+        except ValueError:
+            return "bad"
+        if not hmac.compare_digest(signature, self._sign(stamp)):
+            return "bad"
+        return "fresh" if time.time() - issued <= self.lifetime_s else "stale"
+
+    def challenges(self, stale: bool = False) -> list[str]:
+        nonce = self.new_nonce()
+        extra = ", stale=true" if stale else ""
+        return [
+            f'Digest realm="{REALM}", qop="auth", algorithm={name}, nonce="{nonce}"{extra}'
+            for name in ("SHA-256", "MD5")
+        ]
+
+    def verify(self, params: dict[str, str], method: str, uri: str, username: str, password: str) -> str:
+        """'ok', 'stale' (ask again with a new nonce) or a reason for refusing."""
+        algorithm = params.get("algorithm", "MD5").upper()
+        digest = ALGORITHMS.get(algorithm)
+        if digest is None:
+            return f"unsupported Digest algorithm {algorithm}"
+        if params.get("qop") != "auth" or not all(params.get(k) for k in ("nonce", "nc", "cnonce", "response")):
+            return "Digest without qop=auth"
+        if params.get("uri") != uri:
+            return "Digest uri does not match the request"
+        state = self._nonce_state(params["nonce"])
+        if state != "fresh":
+            return "stale" if state == "stale" else "unknown Digest nonce"
+
+        def h(text: str) -> str:
+            return digest(text.encode()).hexdigest()
+
+        ha1 = h(f"{username}:{REALM}:{password}")
+        ha2 = h(f"{method}:{uri}")
+        expected = h(f"{ha1}:{params['nonce']}:{params['nc']}:{params['cnonce']}:auth:{ha2}")
+        user_ok = hmac.compare_digest(params.get("username", "").encode(), username.encode())
+        response_ok = hmac.compare_digest(params["response"].encode(), expected.encode())
+        return "ok" if user_ok and response_ok else "wrong username or password"

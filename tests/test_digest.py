@@ -1,0 +1,55 @@
+"""HTTP Digest (RFC 7616) checked with an independent client: aiohttp's DigestAuthMiddleware."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import aiohttp
+import pytest
+
+from relay.digest import DigestAuth, parse_digest
+from tests.conftest import DEVICE, TLS, RunningRelay, list_keys, object_bytes, wait_until
+
+
+async def post(relay: RunningRelay, tls: TLS, user: str, password: str, body: bytes) -> int:
+    url = f"https://127.0.0.1:{relay.config.ingest.port}/upload/{DEVICE}"
+    connector = aiohttp.TCPConnector(ssl=tls.client_context())
+    async with aiohttp.ClientSession(
+        connector=connector, middlewares=(aiohttp.DigestAuthMiddleware(user, password),)
+    ) as session:
+        headers = {"Content-Type": "video/x-matroska", "Content-Disposition": 'attachment; filename="digest.mkv"'}
+        async with session.post(url, data=body, headers=headers) as answer:
+            return answer.status
+
+
+async def test_digest_right_and_wrong(relay: RunningRelay, tls: TLS, s3: Any, bucket: str) -> None:
+    clip = os.urandom(50_000)
+    assert await post(relay, tls, "root", "pass-word", clip) == 200
+    assert await post(relay, tls, "root", "wrong", clip) == 401
+    assert await post(relay, tls, "nobody", "pass-word", clip) == 401
+    await wait_until(lambda: relay.stats.clips_uploaded == 1, what="the upload")
+    [key] = await list_keys(s3, bucket)
+    assert await object_bytes(s3, bucket, key) == clip
+    assert relay.stats.clips_accepted == 1
+
+
+@pytest.mark.parametrize("algorithm", ["MD5", "SHA-256"])
+def test_expired_nonce_is_stale_and_forged_nonce_is_refused(algorithm: str) -> None:
+    import hashlib
+
+    auth = DigestAuth(lifetime_s=-1)  # every nonce is already expired
+    [challenge] = [c for c in auth.challenges() if f"algorithm={algorithm}" in c]
+    nonce = parse_digest(challenge)["nonce"]
+    h = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}[algorithm]
+
+    def hexd(text: str) -> str:
+        return h(text.encode()).hexdigest()
+
+    ha1, ha2 = hexd("u:axis-relay:p"), hexd("POST:/upload/x")
+    params = {"username": "u", "nonce": nonce, "uri": "/upload/x", "qop": "auth", "nc": "00000001"}
+    params |= {"cnonce": "c", "algorithm": algorithm, "response": hexd(f"{ha1}:{nonce}:00000001:c:auth:{ha2}")}
+    assert auth.verify(params, "POST", "/upload/x", "u", "p") == "stale"
+    assert DigestAuth(key=auth.key).verify(params, "POST", "/upload/x", "u", "p") == "ok"
+    forged = dict(params, nonce="MTIzOmFiYw==")
+    assert auth.verify(forged, "POST", "/upload/x", "u", "p") == "unknown Digest nonce"
