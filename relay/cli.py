@@ -9,6 +9,8 @@ import json
 import os
 import signal
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from relay import logs
@@ -33,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run the relay with an embedded S3 server (make run)")
     dev.add_argument("--state", type=Path, default=Path(".dev"))
     dev.add_argument("--port", type=int, default=8443)
+    status = sub.add_parser("status", help="ask the running relay how it is (its /healthz)")
+    status.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     spool = sub.add_parser("spool", help="inspect or act on the spool")
     spool.add_argument("action", choices=["list", "retry"])
     spool.add_argument("clip_ids", nargs="*", help="with retry: only these clips")
@@ -78,12 +82,34 @@ def _spool_command(config: RelayConfig, action: str, clip_ids: list[str]) -> Non
         print(line)
 
 
+def _status(config: RelayConfig) -> int:
+    """Print the relay's health as a short table; exit 0 healthy, 1 unhealthy, 3 unreachable."""
+    url = f"http://{config.metrics.host}:{config.metrics.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            report = json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        report = json.loads(exc.read())
+    except (OSError, ValueError) as exc:
+        print(f"axis-relay: no answer from {url} ({exc}); is the relay running?", file=sys.stderr)
+        return EXIT_STARTUP
+    print(f"{'health':<24} {'OK' if report['healthy'] else 'UNHEALTHY'}")
+    for problem in report["problems"]:
+        print(f"{'  problem':<24} {problem}")
+    for key, value in report.items():
+        if key not in ("healthy", "problems"):
+            print(f"{key.replace('_', ' '):<24} {'-' if value is None else value}")
+    return 0 if report["healthy"] else 1
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         config = _load(args.config)
         print(f"{args.config}: OK ({len(config.devices)} device(s), bucket {config.s3.bucket})")
         return
+    if args.command == "status":
+        raise SystemExit(_status(_load(args.config)))
     if args.command == "spool":
         _spool_command(_load(args.config), args.action, args.clip_ids)
         return

@@ -124,6 +124,16 @@ class RetryConfig(_Strict):
     max_s: Annotated[float, Field(gt=0)] = 300.0
 
 
+class MetricsConfig(_Strict):
+    # Prometheus /metrics and /healthz on their own listener; loopback unless a
+    # scraper elsewhere needs it (plain HTTP, no credentials: keep it off the LAN).
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 9108
+    # /healthz turns unhealthy when clips wait and nothing was uploaded for this long.
+    upload_stall_s: Annotated[float, Field(gt=0)] = 900.0
+
+
 class LogConfig(_Strict):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -134,6 +144,7 @@ class RelayConfig(_Strict):
     spool: SpoolConfig = SpoolConfig()
     s3: S3Config
     retry: RetryConfig = RetryConfig()
+    metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     devices: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")], Device] = Field(min_length=1)
 

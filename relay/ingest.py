@@ -112,6 +112,7 @@ class Ingest:
         crashpoints.reached(crashpoints.INGEST_BEFORE_ANSWER)
         self._stats.clips_accepted += 1
         self._stats.bytes_accepted += meta.size
+        self._stats.last_clip_at[name] = time.time()
         log.info(
             "clip_accepted",
             clip_id=meta.clip_id,

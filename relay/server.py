@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 
-from relay.config import IngestConfig, RelayConfig
+from relay.config import IngestConfig, MetricsConfig, RelayConfig
+from relay.health import metrics_app
 from relay.ingest import Ingest
 from relay.s3 import S3Destination
 from relay.spool import Spool
@@ -64,6 +65,21 @@ async def _listen(ingest: Ingest, config: IngestConfig) -> web.AppRunner:
     return runner
 
 
+@contextlib.asynccontextmanager
+async def _metrics_listener(stats: RelayStats, spool: Spool, config: MetricsConfig) -> AsyncIterator[None]:
+    runner = web.AppRunner(metrics_app(stats, spool, config), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise RelayError(f"metrics.host/port: cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
 async def _rescan(spool: Spool, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
@@ -104,6 +120,8 @@ async def serve(
         stack.push_async_callback(_stop, background)
 
         ingest = Ingest(config.ingest, config.devices, spool, stats)
+        if config.metrics.enabled:
+            await stack.enter_async_context(_metrics_listener(stats, spool, config.metrics))
         runner = await _listen(ingest, config.ingest)
         addresses = [_url(config.ingest, a) for a in runner.addresses]
         log.info("relay_started", listen=addresses, queued=spool.queued.clips, queued_bytes=spool.queued.bytes)

@@ -308,6 +308,12 @@ class Spool:
         else:
             _write_file_durably(path, json.dumps(state).encode())
 
+    def oldest_pending_at(self) -> datetime | None:
+        """When the oldest clip still waiting for upload arrived (ids sort by arrival)."""
+        if not self._sizes:
+            return None
+        return datetime.strptime(min(self._sizes).split("-")[0], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+
     def _forget(self, clip_id: str) -> None:
         size = self._sizes.pop(clip_id, None)
         if size is not None:

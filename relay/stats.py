@@ -22,8 +22,21 @@ class RelayStats:
     retries_by_reason: Counter[str] = field(default_factory=Counter)
     last_upload_at: float | None = None
     started_at: float = field(default_factory=time.time)
+    last_clip_at: dict[str, float] = field(default_factory=dict)  # per device
+    # Upload durations as a histogram: cumulative counts per upper bound (seconds).
+    upload_seconds_bounds: tuple[float, ...] = (1, 5, 15, 60, 300, 900, float("inf"))
+    upload_seconds_counts: list[int] = field(default_factory=lambda: [0] * 7)
+    upload_seconds_sum: float = 0.0
+
+    def observe_upload(self, seconds: float) -> None:
+        for i, bound in enumerate(self.upload_seconds_bounds):
+            if seconds <= bound:
+                self.upload_seconds_counts[i] += 1
+        self.upload_seconds_sum += seconds
 
     def summary(self) -> dict[str, object]:
         out = asdict(self)
         out["retries_by_reason"] = dict(self.retries_by_reason)
+        for histogram_part in ("upload_seconds_bounds", "upload_seconds_counts", "upload_seconds_sum", "last_clip_at"):
+            out.pop(histogram_part)
         return out

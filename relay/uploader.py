@@ -99,6 +99,7 @@ class Uploader:
         self._stats.clips_uploaded += 1
         self._stats.bytes_uploaded += meta.size
         self._stats.last_upload_at = time.time()
+        self._stats.observe_upload(time.monotonic() - started)
         await asyncio.to_thread(self._spool.remove, clip_id)
         log.info(
             "clip_uploaded",

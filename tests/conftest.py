@@ -153,6 +153,7 @@ def raw_config(
             "multipart_threshold_bytes": 5 * 1024 * 1024,
             "part_size_bytes": 5 * 1024 * 1024,
         },
+        "metrics": {"port": free_port()},
         # Backoff stays on, but short, so retry paths run in test time.
         "retry": {"initial_s": 0.05, "max_s": 0.3},
         "devices": {DEVICE: {"token": TOKEN, "username": "root", "password": "pass-word"}},

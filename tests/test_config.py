@@ -21,7 +21,7 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     config = load_config(EXAMPLE, environ={})
     assert config.s3.bucket == "my-site-clips"
     text = EXAMPLE.read_text()
-    for section in ("ingest", "spool", "s3", "retry", "log"):
+    for section in ("ingest", "spool", "s3", "retry", "metrics", "log"):
         model = getattr(config, section)
         for key in type(model).model_fields:
             assert f"{key} =" in text, f"{section}.{key} is not documented in the example config"
@@ -106,7 +106,7 @@ def test_run_refuses_a_port_in_use_with_exit_3(tmp_path: Path) -> None:
         cfg.write_text(
             f'[ingest]\nhost = "127.0.0.1"\nport = {port}\n[spool]\ndir = "{tmp_path / "spool"}"\n'
             '[s3]\nbucket = "clips"\naccess_key_id = "a"\nsecret_access_key = "b"\n'
-            '[devices.cam1]\ntoken = "t"\n'
+            '[metrics]\nenabled = false\n[devices.cam1]\ntoken = "t"\n'
         )
         result = run_cli("run", "--config", str(cfg))
     assert result.returncode == 3

@@ -1,0 +1,113 @@
+"""Prometheus ``/metrics`` and ``/healthz`` on their own listener.
+
+Every value is read from the relay's counts and the spool at scrape time, so there
+is one bookkeeping, not two that can drift apart; the registry is the relay's own,
+not prometheus-client's process-global one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from relay.config import MetricsConfig
+from relay.spool import Spool
+from relay.stats import RelayStats
+
+
+class RelayCollector(Collector):
+    def __init__(self, stats: RelayStats, spool: Spool) -> None:
+        self._stats = stats
+        self._spool = spool
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats
+        for name, help_text, value in (
+            ("axis_relay_clips_accepted", "Clips stored durably and answered 200", s.clips_accepted),
+            ("axis_relay_bytes_accepted", "Bytes of accepted clips", s.bytes_accepted),
+            ("axis_relay_clips_rejected", "Requests refused (4xx/5xx), nothing stored", s.clips_rejected),
+            ("axis_relay_clips_uploaded", "Clips S3 confirmed", s.clips_uploaded),
+            ("axis_relay_bytes_uploaded", "Bytes of clips S3 confirmed", s.bytes_uploaded),
+            ("axis_relay_clips_quarantined", "Clips moved to quarantine", s.clips_quarantined),
+        ):
+            yield CounterMetricFamily(name, help_text, value=value)
+        retries = CounterMetricFamily("axis_relay_upload_retries", "Upload retries by reason", labels=["reason"])
+        for reason, count in sorted(s.retries_by_reason.items()):
+            retries.add_metric([reason], count)
+        yield retries
+        yield GaugeMetricFamily("axis_relay_spool_clips", "Clips waiting for upload", value=self._spool.queued.clips)
+        yield GaugeMetricFamily("axis_relay_spool_bytes", "Bytes waiting for upload", value=self._spool.queued.bytes)
+        oldest = self._spool.oldest_pending_at()
+        age = time.time() - oldest.timestamp() if oldest else 0.0
+        yield GaugeMetricFamily("axis_relay_oldest_pending_age_seconds", "Age of the oldest waiting clip", value=age)
+        yield GaugeMetricFamily(
+            "axis_relay_last_upload_timestamp_seconds", "When S3 last confirmed a clip", value=s.last_upload_at or 0
+        )
+        per_device = GaugeMetricFamily(
+            "axis_relay_device_last_clip_timestamp_seconds", "When each device last sent a clip", labels=["device"]
+        )
+        for device, at in sorted(s.last_clip_at.items()):
+            per_device.add_metric([device], at)
+        yield per_device
+        buckets = [
+            ("+Inf" if bound == float("inf") else f"{bound:g}", count)
+            for bound, count in zip(s.upload_seconds_bounds, s.upload_seconds_counts, strict=True)
+        ]
+        yield HistogramMetricFamily(
+            "axis_relay_upload_seconds",
+            "Time to deliver a clip, retries included",
+            buckets=buckets,
+            sum_value=s.upload_seconds_sum,
+        )
+
+
+def health(stats: RelayStats, spool: Spool, config: MetricsConfig) -> dict[str, Any]:
+    """What /healthz and `axis-relay status` report; ``healthy`` is False on any problem."""
+    problems = []
+    if not os.access(spool.queue_dir, os.W_OK):
+        problems.append(f"spool {spool.queue_dir} is not writable")
+    free = spool.free_bytes()
+    if free < spool.limits.min_free_bytes:
+        problems.append(f"free disk {free} bytes is below spool.min_free_bytes")
+    oldest = spool.oldest_pending_at()
+    last = stats.last_upload_at or stats.started_at
+    if oldest is not None and time.time() - last > config.upload_stall_s:
+        problems.append(f"clips wait and nothing was uploaded for over {config.upload_stall_s:g} s")
+    return {
+        "healthy": not problems,
+        "problems": problems,
+        "queued_clips": spool.queued.clips,
+        "queued_bytes": spool.queued.bytes,
+        "oldest_pending_age_s": round(time.time() - oldest.timestamp(), 1) if oldest else None,
+        "last_upload_age_s": round(time.time() - stats.last_upload_at, 1) if stats.last_upload_at else None,
+        "free_disk_bytes": free,
+        "clips_accepted": stats.clips_accepted,
+        "clips_uploaded": stats.clips_uploaded,
+        "clips_quarantined": stats.clips_quarantined,
+        "clips_rejected": stats.clips_rejected,
+        "upload_retries": stats.upload_retries,
+    }
+
+
+def metrics_app(stats: RelayStats, spool: Spool, config: MetricsConfig) -> web.Application:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(RelayCollector(stats, spool))
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        report = health(stats, spool, config)
+        return web.json_response(report, status=200 if report["healthy"] else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
