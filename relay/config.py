@@ -11,6 +11,7 @@ import re
 import string
 import tomllib
 from datetime import UTC, datetime
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -43,6 +44,10 @@ class IngestConfig(_Strict):
     # Bounds how long shutdown waits for devices that are still sending.
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 30.0
     max_body_bytes: Annotated[int, Field(gt=0)] = 4096 * MiB
+    # One device sending more clips than this at once gets 429 (its buffer is stuck).
+    max_uploads_per_device: Annotated[int, Field(ge=1)] = 4
+    # Failed logins per source address per minute before it gets 429 without a check.
+    auth_failures_per_minute: Annotated[int, Field(ge=1)] = 10
 
     @model_validator(mode="after")
     def _tls_pair(self) -> IngestConfig:
@@ -73,6 +78,8 @@ class Device(_Strict):
     token: SecretStr | None = None
     username: str | None = None
     password: SecretStr | None = None
+    # Source networks this device may send from, e.g. ["192.168.10.0/24"]; empty = any.
+    allow_from: list[IPv4Network | IPv6Network] = []
 
     @model_validator(mode="after")
     def _has_credentials(self) -> Device:

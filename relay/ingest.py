@@ -25,6 +25,7 @@ from relay.clip import ClipMeta, Origin, safe_filename
 from relay.config import Device, IngestConfig
 from relay.devices import authenticate, public_query
 from relay.digest import DigestAuth
+from relay.guard import FailureLimiter, allowed_source
 from relay.spool import ClipWriter, Spool
 from relay.stats import RelayStats
 
@@ -60,6 +61,8 @@ class Ingest:
         self._spool = spool
         self._stats = stats
         self._digest = DigestAuth()
+        self._limiter = FailureLimiter(config.auth_failures_per_minute)
+        self._per_device: dict[str, int] = {}
         self._in_progress = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -97,6 +100,10 @@ class Ingest:
             declared = request.content_length
             if declared is not None and declared > self._config.max_body_bytes:
                 raise Rejected(413, f"body of {declared} bytes exceeds ingest.max_body_bytes")
+            if self._per_device.get(name, 0) >= self._config.max_uploads_per_device:
+                raise Rejected(
+                    429, f"already {self._per_device[name]} uploads from this device (ingest.max_uploads_per_device)"
+                )
             meta = await self._receive_tracked(name, request)
         except Rejected as exc:
             self._stats.clips_rejected += 1
@@ -126,9 +133,15 @@ class Ingest:
         return web.json_response({"clip_id": meta.clip_id, "bytes": meta.size, "crc32c": meta.crc32c})
 
     def _authenticate(self, name: str, request: web.Request) -> None:
+        source = request.remote or ""
+        if self._limiter.blocked(source):
+            raise Rejected(429, "too many failed logins from this address; wait a minute", {"Retry-After": "60"})
         device = self._devices.get(name)
         if device is None:
+            self._limiter.failed(source)
             raise Rejected(404, f"no device named {name!r} is configured on this relay")
+        if not allowed_source(source, device.allow_from):
+            raise Rejected(403, f"device {name!r} may not send from {source} (devices.{name}.allow_from)")
         result = authenticate(
             device,
             request.query,
@@ -138,6 +151,8 @@ class Ingest:
             uri=request.path_qs,
         )
         if not result.ok:
+            if not result.stale:
+                self._limiter.failed(source)
             challenges = CIMultiDict[str]()
             if device.password:
                 for challenge in self._digest.challenges(stale=result.stale):
@@ -147,10 +162,12 @@ class Ingest:
 
     async def _receive_tracked(self, name: str, request: web.Request) -> ClipMeta:
         self._in_progress += 1
+        self._per_device[name] = self._per_device.get(name, 0) + 1
         self._idle.clear()
         try:
             return await self._receive(name, request)
         finally:
+            self._per_device[name] -= 1
             self._in_progress -= 1
             if not self._in_progress:
                 self._idle.set()

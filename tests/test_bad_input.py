@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from relay.local_s3 import LocalS3
-from tests.conftest import DEVICE, PATH, TLS, RunningRelay, list_keys, relay_config, running_relay, wait_until
+from tests.conftest import DEVICE, PATH, TLS, TOKEN, RunningRelay, list_keys, relay_config, running_relay, wait_until
 from tests.device import read_answer
 
 
@@ -107,3 +107,50 @@ async def test_broken_chunked_encoding_is_rejected(relay: RunningRelay) -> None:
 async def test_other_methods_are_405(relay: RunningRelay) -> None:
     answer = await relay.device.request("DELETE", PATH)
     assert answer.status == 405
+
+
+async def test_guessing_credentials_is_braked_per_address(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket, ingest={"auth_failures_per_minute": 3})
+    async with running_relay(config, tls) as relay:
+        for _ in range(3):
+            assert (await relay.device.request("GET", f"/upload/{DEVICE}?accessToken=guess")).status == 401
+        # Now even the right token is not checked from this address.
+        answer = await relay.device.post_clip(PATH, b"x" * 100)
+        assert answer.status == 429
+        assert answer.headers["retry-after"] == "60"
+        assert spool_is_empty(relay)
+
+
+async def test_device_source_allow_list(tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str) -> None:
+    config = relay_config(
+        tmp_path,
+        tls,
+        s3_server.endpoint_url,
+        bucket,
+        devices={
+            DEVICE: {"token": TOKEN, "allow_from": ["10.99.0.0/16"]},
+            "lab": {"token": TOKEN, "allow_from": ["127.0.0.0/8"]},
+        },
+    )
+    async with running_relay(config, tls) as relay:
+        refused = await relay.device.post_clip(PATH, b"x" * 100)
+        assert refused.status == 403
+        assert b"allow_from" in refused.body
+        assert (await relay.device.post_clip(f"/upload/lab?accessToken={TOKEN}", b"x" * 100)).status == 200
+
+
+async def test_too_many_uploads_from_one_device_is_429(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket, ingest={"max_uploads_per_device": 1})
+    async with running_relay(config, tls) as relay:
+        reader, writer = await relay.device.start_clip(PATH, b"a" * 1000, total_length=2000)
+        await wait_until(lambda: any((relay.spool / "incoming").iterdir()), what="the first upload in progress")
+        second = await relay.device.post_clip(PATH, b"b" * 100)
+        assert second.status == 429
+        writer.write(b"a" * 1000)
+        first = await asyncio.wait_for(read_answer(reader), 10)
+        writer.close()
+        assert first.status == 200

@@ -1,0 +1,46 @@
+"""Who may even try: source allow-lists, and a brake on guessing credentials."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections import deque
+
+WINDOW_S = 60.0
+
+
+def allowed_source(source: str | None, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    if not networks:
+        return True
+    try:
+        address = ipaddress.ip_address(source or "")
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+class FailureLimiter:
+    """At most ``per_minute`` failed authentications per source address in any minute;
+    past that the address gets 429 without its credentials being checked at all."""
+
+    def __init__(self, per_minute: int) -> None:
+        self._limit = per_minute
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, source: str, now: float) -> deque[float]:
+        times = self._failures.get(source, deque())
+        while times and now - times[0] > WINDOW_S:
+            times.popleft()
+        return times
+
+    def blocked(self, source: str) -> bool:
+        times = self._recent(source, time.monotonic())
+        if not times:
+            self._failures.pop(source, None)  # bounded: only sources that failed lately
+        return len(times) >= self._limit
+
+    def failed(self, source: str) -> None:
+        now = time.monotonic()
+        times = self._recent(source, now)
+        times.append(now)
+        self._failures[source] = times
