@@ -106,6 +106,8 @@ class S3Config(_Strict):
     multipart_threshold_bytes: Annotated[int, Field(ge=5 * MiB, le=5 * 1024 * MiB)] = 16 * MiB
     part_size_bytes: Annotated[int, Field(ge=5 * MiB, le=5 * 1024 * MiB)] = 8 * MiB
     workers: Annotated[int, Field(ge=1, le=64)] = 2
+    # Total upload rate over all workers, bytes per second; 0 = as fast as the uplink goes.
+    max_upload_bytes_per_s: Annotated[int, Field(ge=0)] = 0
     connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     read_timeout_s: Annotated[float, Field(gt=0)] = 120.0
 

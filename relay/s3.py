@@ -24,6 +24,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from relay import crashpoints
+from relay.bandwidth import TokenBucket, Unlimited
 from relay.clip import ClipMeta, crc32c_b64
 from relay.config import S3Config
 from relay.failures import FIXES, PermanentUploadError, error_code
@@ -67,6 +68,10 @@ def _read_range(path: Path, offset: int, length: int, running: int = 0) -> tuple
 class S3Destination:
     def __init__(self, client: Any, config: S3Config, spool: Spool, has_credentials: bool) -> None:
         self.has_credentials = has_credentials
+        rate = config.max_upload_bytes_per_s
+        self._uplink: TokenBucket | Unlimited = (
+            TokenBucket(rate, burst_bytes=max(rate, 64 * 1024)) if rate else Unlimited()
+        )
         self._client = client
         self._config = config
         self._spool = spool
@@ -140,6 +145,7 @@ class S3Destination:
         body, _, _ = await asyncio.to_thread(_read_range, self._spool.data_path(meta.clip_id), 0, meta.size)
         if len(body) != meta.size:
             raise PermanentUploadError(f"spooled clip is {len(body)} bytes, but {meta.size} arrived")
+        await self._uplink.take(len(body))
         try:
             await self._client.put_object(
                 Body=body, ChecksumCRC32C=meta.crc32c, IfNoneMatch="*", **self._object_args(meta, key)
@@ -188,6 +194,7 @@ class S3Destination:
             )
             if number in parts:
                 continue
+            await self._uplink.take(len(block))
             answer = await self._client.upload_part(
                 Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=block, ChecksumCRC32C=checksum
             )
