@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run the relay with an embedded S3 server (make run)")
     dev.add_argument("--state", type=Path, default=Path(".dev"))
     dev.add_argument("--port", type=int, default=8443)
+    cert = sub.add_parser("gen-cert", help="make a local CA and a server certificate for this gateway")
+    cert.add_argument("names", nargs="+", help="host names and IP addresses devices use to reach the relay")
+    cert.add_argument("--dir", type=Path, default=Path("/etc/axis-relay/tls"))
     status = sub.add_parser("status", help="ask the running relay how it is (its /healthz)")
     status.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     spool = sub.add_parser("spool", help="inspect or act on the spool")
@@ -53,11 +56,12 @@ def _load(path: Path) -> RelayConfig:
 
 
 async def _run(config: RelayConfig) -> None:
-    stop = asyncio.Event()
+    stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(config, stop.wait, notifier=Notifier(os.environ))
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
+    await serve(config, stop.wait, notifier=Notifier(os.environ), tls_reload=reload)
 
 
 def _spool_command(config: RelayConfig, action: str, clip_ids: list[str]) -> None:
@@ -107,6 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "check-config":
         config = _load(args.config)
         print(f"{args.config}: OK ({len(config.devices)} device(s), bucket {config.s3.bucket})")
+        return
+    if args.command == "gen-cert":
+        from relay import certs
+
+        print(certs.instructions(certs.generate(args.dir, args.names), args.names))
         return
     if args.command == "status":
         raise SystemExit(_status(_load(args.config)))

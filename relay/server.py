@@ -47,7 +47,21 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-async def _listen(ingest: Ingest, config: IngestConfig) -> web.AppRunner:
+async def _reload_tls(context: ssl.SSLContext, cert: Path, key: Path, requests: asyncio.Event) -> None:
+    """Load a renewed certificate into the live context: new handshakes use it,
+    connections already open (devices mid-upload) keep theirs."""
+    while True:
+        await requests.wait()
+        requests.clear()
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("tls_reload_failed", error=str(exc), kept="the certificate already loaded")
+        else:
+            log.info("tls_reloaded", cert=str(cert))
+
+
+async def _listen(ingest: Ingest, config: IngestConfig, context: ssl.SSLContext | None) -> web.AppRunner:
     runner = web.AppRunner(
         ingest.app(),
         shutdown_timeout=config.shutdown_grace_s,
@@ -55,7 +69,6 @@ async def _listen(ingest: Ingest, config: IngestConfig) -> web.AppRunner:
         handler_cancellation=False,
     )
     await runner.setup()
-    context = tls_context(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
     site = web.TCPSite(runner, config.host, config.port, ssl_context=context, reuse_address=True)
     try:
         await site.start()
@@ -94,6 +107,7 @@ async def serve(
     requeue_scan_s: float = REQUEUE_SCAN_S,
     stats: RelayStats | None = None,
     notifier: Notifier | None = None,
+    tls_reload: asyncio.Event | None = None,
 ) -> RelayStats:
     """Run the relay until ``shutdown_trigger()`` returns; returns what it counted
     (into ``stats`` when given, so a caller can watch the counts while it runs)."""
@@ -122,7 +136,12 @@ async def serve(
         ingest = Ingest(config.ingest, config.devices, spool, stats)
         if config.metrics.enabled:
             await stack.enter_async_context(_metrics_listener(stats, spool, config.metrics))
-        runner = await _listen(ingest, config.ingest)
+        cert, key = config.ingest.tls_cert, config.ingest.tls_key
+        context = tls_context(cert, key) if cert and key else None
+        if context and cert and key and tls_reload:
+            reloader = asyncio.create_task(_reload_tls(context, cert, key, tls_reload))
+            stack.push_async_callback(_stop, [reloader])
+        runner = await _listen(ingest, config.ingest, context)
         addresses = [_url(config.ingest, a) for a in runner.addresses]
         log.info("relay_started", listen=addresses, queued=spool.queued.clips, queued_bytes=spool.queued.bytes)
         # READY only now: the spool is recovered and devices can connect.

@@ -1,0 +1,83 @@
+"""gen-cert makes certificates a device can verify; SIGHUP-style reload swaps them live."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relay.local_s3 import LocalS3
+from tests.conftest import PATH, TLS, relay_config, running_relay, wait_until
+from tests.device import Device, read_answer
+
+
+def gen_cert(directory: Path) -> Path:
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "gen-cert", "127.0.0.1", "relay.local", "--dir", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Validate server certificate" in result.stdout
+    assert (directory / "relay.key").stat().st_mode & 0o077 == 0
+    return directory
+
+
+def trusting_only(ca: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca))  # verifies the name: 127.0.0.1
+    return context
+
+
+async def test_generated_certificate_verifies_and_reloads_without_dropping_uploads(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    first, second = gen_cert(tmp_path / "first"), gen_cert(tmp_path / "second")
+    live = tmp_path / "live"
+    shutil.copytree(first, live)
+    config = relay_config(
+        tmp_path,
+        tls,
+        s3_server.endpoint_url,
+        bucket,
+        ingest={"tls_cert": str(live / "relay.crt"), "tls_key": str(live / "relay.key")},
+    )
+    reload = asyncio.Event()
+    async with running_relay(config, tls, tls_reload=reload) as relay:
+        port = config.ingest.port
+        old_ca, new_ca = trusting_only(first / "ca.crt"), trusting_only(second / "ca.crt")
+        assert (await Device("127.0.0.1", port, old_ca).request("GET", PATH)).status == 200
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await Device("127.0.0.1", port, new_ca).request("GET", PATH)
+        # Older firmware may speak only TLS 1.2: still served.
+        tls12 = trusting_only(first / "ca.crt")
+        tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+        assert (await Device("127.0.0.1", port, tls12).request("GET", PATH)).status == 200
+
+        # A device is mid-upload when the certificate is renewed and reloaded.
+        reader, writer = await Device("127.0.0.1", port, old_ca).start_clip(PATH, os.urandom(1000), 2000)
+        await wait_until(lambda: any((relay.spool / "incoming").iterdir()), what="the upload in progress")
+        for name in ("relay.crt", "relay.key"):
+            shutil.copy(second / name, live / name)
+        reload.set()
+        await wait_until(lambda: not reload.is_set(), what="the reload to be taken")
+
+        async def new_cert_served() -> bool:
+            try:
+                return (await Device("127.0.0.1", port, new_ca).request("GET", PATH)).status == 200
+            except ssl.SSLError:
+                return False
+
+        await wait_until(new_cert_served, what="the new certificate on new connections")
+        writer.write(os.urandom(1000))
+        answer = await asyncio.wait_for(read_answer(reader), 10)
+        writer.close()
+        assert answer.status == 200  # the upload that began under the old certificate
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await Device("127.0.0.1", port, old_ca).request("GET", PATH)
