@@ -44,6 +44,8 @@ class IngestConfig(_Strict):
     # Bounds how long shutdown waits for devices that are still sending.
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 30.0
     max_body_bytes: Annotated[int, Field(gt=0)] = 4096 * MiB
+    # Longest request line or header field (431/400 above it); devices send short ones.
+    max_header_bytes: Annotated[int, Field(ge=1024, le=65536)] = 8190
     # One device sending more clips than this at once gets 429 (its buffer is stuck).
     max_uploads_per_device: Annotated[int, Field(ge=1)] = 4
     # Failed logins per source address per minute before it gets 429 without a check.

@@ -67,6 +67,11 @@ async def _listen(ingest: Ingest, config: IngestConfig, context: ssl.SSLContext 
         shutdown_timeout=config.shutdown_grace_s,
         access_log=None,  # one structured event per clip instead
         handler_cancellation=False,
+        max_line_size=config.max_header_bytes,
+        max_field_size=config.max_header_bytes,
+        max_headers=64,
+        # An idle keep-alive connection is closed as soon as a silent body would be.
+        keepalive_timeout=config.idle_timeout_s,
     )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, ssl_context=context, reuse_address=True)

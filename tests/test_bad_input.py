@@ -154,3 +154,14 @@ async def test_too_many_uploads_from_one_device_is_429(
         first = await asyncio.wait_for(read_answer(reader), 10)
         writer.close()
         assert first.status == 200
+
+
+async def test_oversized_headers_are_refused(tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str) -> None:
+    config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket, ingest={"max_header_bytes": 2048})
+    async with running_relay(config, tls) as relay:
+        answer = await relay.device.post_clip(PATH, b"x" * 100, extra_headers={"X-Padding": "p" * 5000})
+        assert 400 <= answer.status < 500
+        long_line = await relay.device.request("GET", PATH + "&pad=" + "q" * 5000)
+        assert 400 <= long_line.status < 500
+        assert spool_is_empty(relay)
+        await assert_still_serving(relay)
