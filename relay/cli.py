@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from relay import logs
 from relay.config import ConfigError, RelayConfig, load_config
+from relay.secrets import hash_secret
 from relay.server import RelayError, serve
 from relay.spool import META, REASON, Spool
 from relay.systemd import Notifier
@@ -38,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     cert = sub.add_parser("gen-cert", help="make a local CA and a server certificate for this gateway")
     cert.add_argument("names", nargs="+", help="host names and IP addresses devices use to reach the relay")
     cert.add_argument("--dir", type=Path, default=Path("/etc/axis-relay/tls"))
+    sub.add_parser("hash-secret", help="hash a device token or password for the config (reads it from stdin)")
     status = sub.add_parser("status", help="ask the running relay how it is (its /healthz)")
     status.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     spool = sub.add_parser("spool", help="inspect or act on the spool")
@@ -116,6 +119,14 @@ def main(argv: list[str] | None = None) -> None:
         from relay import certs
 
         print(certs.instructions(certs.generate(args.dir, args.names), args.names))
+        return
+    if args.command == "hash-secret":
+        # From stdin or a prompt, never from argv, where ps and shell history would see it.
+        secret = getpass.getpass("secret: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+        if not secret:
+            print("axis-relay: an empty secret cannot be hashed", file=sys.stderr)
+            raise SystemExit(EXIT_CONFIG)
+        print(hash_secret(secret))
         return
     if args.command == "status":
         raise SystemExit(_status(_load(args.config)))

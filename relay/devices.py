@@ -2,7 +2,8 @@
 
 AXIS recipients carry either a login/password (HTTP Basic or Digest here) or, as in Axis' own
 integration examples, a token appended to the URL as ``accessToken=...``.
-Secrets are compared in constant time and never logged.
+Secrets are compared in constant time, may be stored hashed (relay/secrets.py), and
+are never logged.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from relay.config import Device
 from relay.digest import DigestAuth, parse_digest
+from relay.secrets import SecretChecker, is_hashed
 
 TOKEN_PARAMS = ("accessToken", "access_token", "token")
 
@@ -36,13 +38,15 @@ def authenticate(
     authorization: str | None,
     *,
     digest: DigestAuth | None = None,
+    checker: SecretChecker | None = None,
     method: str = "",
     uri: str = "",
 ) -> AuthResult:
+    checker = checker or SecretChecker()
     if device.token is not None:
         for name in TOKEN_PARAMS:
             if name in query:
-                if _same(query[name], device.token.get_secret_value()):
+                if checker.matches(query[name], device.token.get_secret_value()):
                     return AuthResult(True)
                 return AuthResult(False, "wrong token")
     if device.password is not None and authorization:
@@ -53,11 +57,13 @@ def authenticate(
             except (binascii.Error, UnicodeDecodeError):
                 return AuthResult(False, "malformed Basic credentials")
             user_ok = _same(user, device.username or "")
-            password_ok = _same(password, device.password.get_secret_value())
+            password_ok = checker.matches(password, device.password.get_secret_value())
             if user_ok and password_ok:
                 return AuthResult(True)
             return AuthResult(False, "wrong username or password")
         if scheme.lower() == "digest" and digest is not None:
+            if is_hashed(device.password.get_secret_value()):
+                return AuthResult(False, "the password is stored hashed, which Digest cannot use; use Basic")
             verdict = digest.verify(
                 parse_digest(authorization), method, uri, device.username or "", device.password.get_secret_value()
             )

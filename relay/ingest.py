@@ -26,6 +26,7 @@ from relay.config import Device, IngestConfig
 from relay.devices import authenticate, public_query
 from relay.digest import DigestAuth
 from relay.guard import FailureLimiter, allowed_source
+from relay.secrets import SecretChecker, is_hashed
 from relay.spool import ClipWriter, Spool
 from relay.stats import RelayStats
 
@@ -61,6 +62,7 @@ class Ingest:
         self._spool = spool
         self._stats = stats
         self._digest = DigestAuth()
+        self._secrets = SecretChecker()
         self._limiter = FailureLimiter(config.auth_failures_per_minute)
         self._per_device: dict[str, int] = {}
         self._in_progress = 0
@@ -147,6 +149,7 @@ class Ingest:
             request.query,
             request.headers.get(hdrs.AUTHORIZATION),
             digest=self._digest,
+            checker=self._secrets,
             method=request.method,
             uri=request.path_qs,
         )
@@ -155,8 +158,9 @@ class Ingest:
                 self._limiter.failed(source)
             challenges = CIMultiDict[str]()
             if device.password:
-                for challenge in self._digest.challenges(stale=result.stale):
-                    challenges.add("WWW-Authenticate", challenge)
+                if not is_hashed(device.password.get_secret_value()):
+                    for challenge in self._digest.challenges(stale=result.stale):
+                        challenges.add("WWW-Authenticate", challenge)
                 challenges.add("WWW-Authenticate", 'Basic realm="axis-relay"')
             raise Rejected(401, f"authentication failed: {result.reason}", challenges)
 

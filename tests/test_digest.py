@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from relay.digest import DigestAuth, parse_digest
-from tests.conftest import DEVICE, TLS, RunningRelay, list_keys, object_bytes, wait_until
+from relay.local_s3 import LocalS3
+from tests.conftest import DEVICE, TLS, RunningRelay, list_keys, object_bytes, relay_config, running_relay, wait_until
 
 
 async def post(relay: RunningRelay, tls: TLS, user: str, password: str, body: bytes) -> int:
@@ -53,3 +58,39 @@ def test_expired_nonce_is_stale_and_forged_nonce_is_refused(algorithm: str) -> N
     assert DigestAuth(key=auth.key).verify(params, "POST", "/upload/x", "u", "p") == "ok"
     forged = dict(params, nonce="MTIzOmFiYw==")
     assert auth.verify(forged, "POST", "/upload/x", "u", "p") == "unknown Digest nonce"
+
+
+async def test_hashed_secrets_from_hash_secret(tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str) -> None:
+    async def hashed(secret: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "relay", "hash-secret", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await proc.communicate(secret.encode() + b"\n")
+        assert proc.returncode == 0
+        return out.decode().strip()
+
+    token_hash, password_hash = await hashed("tok-hashed"), await hashed("pw-hashed")
+    assert token_hash.startswith("scrypt$")
+    assert "tok-hashed" not in token_hash
+    config = relay_config(
+        tmp_path,
+        tls,
+        s3_server.endpoint_url,
+        bucket,
+        devices={DEVICE: {"token": token_hash, "username": "root", "password": password_hash}},
+    )
+    async with running_relay(config, tls) as relay:
+        ok = await relay.device.post_clip(f"/upload/{DEVICE}?accessToken=tok-hashed", b"a" * 100)
+        assert ok.status == 200
+        again = await relay.device.post_clip(f"/upload/{DEVICE}?accessToken=tok-hashed", b"b" * 100)
+        assert again.status == 200  # second time from the verified-secret cache
+        bad = await relay.device.post_clip(f"/upload/{DEVICE}?accessToken={token_hash}", b"c" * 100)
+        assert bad.status == 401  # the hash itself is not a credential
+        basic = base64.b64encode(b"root:pw-hashed").decode()
+        path = f"/upload/{DEVICE}"
+        assert (
+            await relay.device.post_clip(path, b"d", extra_headers={"Authorization": f"Basic {basic}"})
+        ).status == 200
+        challenge = await relay.device.request("GET", path)
+        assert challenge.status == 401
+        assert challenge.headers["www-authenticate"].startswith("Basic")  # no Digest for a hashed password

@@ -1,0 +1,52 @@
+"""Device secrets stored hashed: `axis-relay hash-secret` and their verification.
+
+scrypt, from the standard library. Its cost is paid once per distinct secret: a
+verified (secret, hash) pair is remembered in memory, so a device sending a clip every
+15 s does not spend a CPU-heavy hash on each one (this matters on a Raspberry Pi).
+HTTP Digest needs the plain password, so a device with a hashed password gets Basic.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+
+PREFIX = "scrypt$"
+N, R, P = 2**14, 8, 1
+CACHE_LIMIT = 1024
+
+
+def hash_secret(secret: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, n=N, r=R, p=P, dklen=32)
+    b64 = base64.b64encode
+    return f"{PREFIX}{N}${R}${P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def is_hashed(stored: str) -> bool:
+    return stored.startswith(PREFIX)
+
+
+class SecretChecker:
+    def __init__(self) -> None:
+        self._verified: set[bytes] = set()
+
+    def matches(self, given: str, stored: str) -> bool:
+        if not is_hashed(stored):
+            return hmac.compare_digest(given.encode(), stored.encode())
+        key = hashlib.sha256(given.encode() + b"\0" + stored.encode()).digest()
+        if key in self._verified:
+            return True
+        try:
+            n, r, p, salt, expected = stored.removeprefix(PREFIX).split("$")
+            digest = hashlib.scrypt(given.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)
+        except ValueError:
+            return False
+        if not hmac.compare_digest(digest, base64.b64decode(expected)):
+            return False
+        if len(self._verified) >= CACHE_LIMIT:
+            self._verified.clear()
+        self._verified.add(key)
+        return True
