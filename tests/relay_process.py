@@ -76,6 +76,10 @@ class RelayProcess:
             await self._reader
         return code
 
+    def signal(self, sig: int) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(sig)
+
     async def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a power cut or an OOM kill."""
         assert self._proc is not None

@@ -58,3 +58,25 @@ async def test_sigterm_exits_0_with_one_summary_line_and_no_secrets(tmp_path: Pa
     assert TOKEN not in everything
     assert raw["s3"]["secret_access_key"] not in everything
     assert len(list((Path(raw["spool"]["dir"]) / "queue").iterdir())) == 1
+
+
+async def test_slow_headers_are_cut_off_and_bad_requests_logged(tmp_path: Path, tls: TLS) -> None:
+    dead = f"https://127.0.0.1:{free_port()}"
+    raw = raw_config(tmp_path, tls, dead, "clips", ingest={"idle_timeout_s": 0.5, "max_header_bytes": 2048})
+    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
+    try:
+        await relay.start()
+        device = Device("127.0.0.1", raw["ingest"]["port"], tls.client_context())
+        # Slowloris: headers that never end. The connection is closed, unanswered.
+        reader, writer = await device._open()
+        writer.write(f"POST {PATH} HTTP/1.1\r\nHost: x\r\n".encode())
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        # An oversized header: a 4xx, and a JSON log line naming the source.
+        answer = await device.post_clip(PATH, b"x", extra_headers={"X-Pad": "p" * 5000})
+        assert 400 <= answer.status < 500
+        event = await relay.wait_for("Error handling request from 127.0.0.1")
+        assert event["logger"] == "aiohttp.server"
+    finally:
+        await relay.close()

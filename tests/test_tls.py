@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from relay.local_s3 import LocalS3
-from tests.conftest import PATH, TLS, relay_config, running_relay, wait_until
+from relay.local_s3 import LocalS3, free_port
+from tests.conftest import PATH, TLS, raw_config, relay_config, running_relay, wait_until, write_config
 from tests.device import Device, read_answer
+from tests.relay_process import RelayProcess
 
 
 def gen_cert(directory: Path) -> Path:
@@ -81,3 +82,27 @@ async def test_generated_certificate_verifies_and_reloads_without_dropping_uploa
         assert answer.status == 200  # the upload that began under the old certificate
         with pytest.raises(ssl.SSLCertVerificationError):
             await Device("127.0.0.1", port, old_ca).request("GET", PATH)
+
+
+async def test_sighup_reloads_the_certificate_in_the_real_process(tmp_path: Path, tls: TLS) -> None:
+    import signal
+
+    certs = gen_cert(tmp_path / "certs")
+    raw = raw_config(
+        tmp_path,
+        tls,
+        f"https://127.0.0.1:{free_port()}",
+        "clips",
+        ingest={"tls_cert": str(certs / "relay.crt"), "tls_key": str(certs / "relay.key")},
+    )
+    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
+    try:
+        await relay.start()
+        relay.signal(signal.SIGHUP)
+        event = await relay.wait_for("tls_reloaded")
+        assert event["cert"] == str(certs / "relay.crt")
+        device = Device("127.0.0.1", raw["ingest"]["port"], trusting_only(certs / "ca.crt"))
+        assert (await device.request("GET", PATH)).status == 200
+        assert await relay.stop() == 0
+    finally:
+        await relay.close()
