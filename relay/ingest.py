@@ -245,6 +245,8 @@ class Ingest:
             async with asyncio.timeout(self._config.idle_timeout_s):
                 chunk = await read()
             if not chunk:
+                if not writer.pending_size:
+                    raise Rejected(400, "the body is empty: send the clip as the request body")
                 return
             if writer.pending_size + len(chunk) > limit:
                 raise Rejected(413, f"body exceeds ingest.max_body_bytes ({limit} bytes)")

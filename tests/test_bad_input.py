@@ -165,3 +165,10 @@ async def test_oversized_headers_are_refused(tmp_path: Path, tls: TLS, s3_server
         assert 400 <= long_line.status < 500
         assert spool_is_empty(relay)
         await assert_still_serving(relay)
+
+
+async def test_empty_body_is_400(relay: RunningRelay) -> None:
+    answer = await relay.device.post_clip(PATH, b"")
+    assert answer.status == 400
+    assert b"empty" in answer.body
+    assert spool_is_empty(relay)
