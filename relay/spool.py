@@ -64,10 +64,6 @@ def _write_file_durably(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-class ClipTooShort(Exception):
-    """The request ended before the body it announced was complete."""
-
-
 class ClipWriter:
     """Streams one clip into ``incoming/``; ``commit()`` makes it durable and queued."""
 
@@ -76,7 +72,7 @@ class ClipWriter:
         self.clip_id = clip_id
         self._dir = directory
         self._fields = fields
-        self._file = open(directory / DATA, "wb")  # noqa: SIM115 - closed in close()
+        self._file = open(directory / DATA, "wb")  # noqa: SIM115 - closed by commit() or discard()
         self._buffer = bytearray()
         self._crc = 0
         self.size = 0  # bytes written to the file so far
