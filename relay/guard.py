@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import deque
+from collections.abc import Callable
 
 WINDOW_S = 60.0
+MAX_TRACKED = 4096
 
 
 def allowed_source(source: str | None, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
@@ -23,8 +25,9 @@ class FailureLimiter:
     """At most ``per_minute`` failed authentications per source address in any minute;
     past that the address gets 429 without its credentials being checked at all."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._limit = per_minute
+        self._clock = clock
         self._failures: dict[str, deque[float]] = {}
 
     def _recent(self, source: str, now: float) -> deque[float]:
@@ -34,13 +37,18 @@ class FailureLimiter:
         return times
 
     def blocked(self, source: str) -> bool:
-        times = self._recent(source, time.monotonic())
+        times = self._recent(source, self._clock())
         if not times:
             self._failures.pop(source, None)  # bounded: only sources that failed lately
         return len(times) >= self._limit
 
     def failed(self, source: str) -> None:
-        now = time.monotonic()
+        now = self._clock()
         times = self._recent(source, now)
         times.append(now)
         self._failures[source] = times
+        if len(self._failures) > MAX_TRACKED:
+            # Many addresses failing once (a scan) must not grow memory without bound.
+            for other in list(self._failures):
+                if not self._recent(other, now):
+                    del self._failures[other]
