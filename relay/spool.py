@@ -162,21 +162,11 @@ class Spool:
         if removed:
             _fsync_dir(self.incoming_dir)
             log.info("spool_partial_removed", count=removed)
-        ready = []
-        for entry in sorted(self.queue_dir.iterdir()):
+        for entry in self.queue_dir.iterdir():
             if not entry.is_dir():
                 # A stray file (e.g. an editor's) is not ours to delete; leave it, say so.
                 log.warning("spool_stray_file", path=str(entry))
-                continue
-            problem = self._check(entry)
-            if problem:
-                self._move_to_quarantine(entry.name, problem, detail={})
-                continue
-            self._sizes[entry.name] = (entry / DATA).stat().st_size
-            ready.append(entry.name)
-        self.queued = SpoolCounts(len(self._sizes), sum(self._sizes.values()))
-        for clip_id in ready:
-            self.pending.put_nowait(clip_id)
+        ready = self._admit_unknown()
         log.info(
             "spool_recovered",
             queued=self.queued.clips,
@@ -185,7 +175,30 @@ class Spool:
         )
         return ready
 
-    def _check(self, clip_dir: Path) -> str | None:
+    def adopt_requeued(self) -> int:
+        """Queue clips that appeared in queue/ behind our back ('axis-relay spool retry')."""
+        adopted = self._admit_unknown()
+        if adopted:
+            log.info("spool_requeued_adopted", count=len(adopted))
+        return len(adopted)
+
+    def _admit_unknown(self) -> list[str]:
+        """Queue every clip directory in queue/ not known yet, oldest first; quarantine
+        those that cannot be trusted. Start-up and 'spool retry' both come through here."""
+        admitted = []
+        for entry in sorted(self.queue_dir.iterdir()):
+            if entry.name in self._sizes or not entry.is_dir():
+                continue
+            checked = self._checked_meta(entry)
+            if isinstance(checked, str):
+                self._move_to_quarantine(entry.name, checked, detail={})
+                continue
+            self._admit(checked)
+            admitted.append(entry.name)
+        return admitted
+
+    def _checked_meta(self, clip_dir: Path) -> ClipMeta | str:
+        """The clip's metadata if it matches the data on disk, else what is wrong."""
         try:
             meta = ClipMeta.from_json((clip_dir / META).read_bytes())
         except FileNotFoundError:
@@ -198,23 +211,7 @@ class Spool:
             return "clip data file is missing"
         if size != meta.size or meta.clip_id != clip_dir.name:
             return f"clip data is {size} bytes but its metadata says {meta.size}"
-        return None
-
-    def adopt_requeued(self) -> int:
-        """Queue clips that appeared in queue/ behind our back ('axis-relay spool retry')."""
-        adopted = 0
-        for entry in sorted(self.queue_dir.iterdir()):
-            if entry.name in self._sizes or not entry.is_dir() or entry.name.endswith(".tmp"):
-                continue
-            problem = self._check(entry)
-            if problem:
-                self._move_to_quarantine(entry.name, problem, detail={})
-                continue
-            self._admit(ClipMeta.from_json((entry / META).read_bytes()))
-            adopted += 1
-        if adopted:
-            log.info("spool_requeued_adopted", count=adopted)
-        return adopted
+        return meta
 
     # ----- ingest ---------------------------------------------------------
 
