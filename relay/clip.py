@@ -15,9 +15,17 @@ MAX_FILENAME_BYTES = 200  # leaves room in a 255-byte name for a disambiguating 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=@,-]+")
 
 
+CLIP_ID_TIME = "%Y%m%dT%H%M%S.%fZ"
+
+
 def new_clip_id(now: datetime) -> str:
     """Sortable by arrival, unique without coordination: 20261126T225200.123456Z-3f9a1c2b."""
-    return now.strftime("%Y%m%dT%H%M%S.%fZ") + "-" + os.urandom(4).hex()
+    return now.strftime(CLIP_ID_TIME) + "-" + os.urandom(4).hex()
+
+
+def clip_id_time(clip_id: str) -> datetime:
+    """When the clip with this id arrived (the inverse of ``new_clip_id``)."""
+    return datetime.strptime(clip_id.split("-")[0], CLIP_ID_TIME).replace(tzinfo=UTC)
 
 
 def safe_filename(name: str | None, fallback_stem: str, default_ext: str = ".mkv") -> str:

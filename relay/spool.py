@@ -30,7 +30,7 @@ import crc32c
 import structlog
 
 from relay import crashpoints
-from relay.clip import ClipMeta, Origin, crc32c_b64, new_clip_id
+from relay.clip import ClipMeta, Origin, clip_id_time, crc32c_b64, new_clip_id
 from relay.config import SpoolConfig
 
 log = structlog.get_logger("relay.spool")
@@ -305,7 +305,7 @@ class Spool:
         """When the oldest clip still waiting for upload arrived (ids sort by arrival)."""
         if not self._sizes:
             return None
-        return datetime.strptime(min(self._sizes).split("-")[0], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+        return clip_id_time(min(self._sizes))
 
     def _forget(self, clip_id: str) -> None:
         size = self._sizes.pop(clip_id, None)
