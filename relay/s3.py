@@ -57,12 +57,18 @@ def disambiguated(key: str, clip_id: str) -> str:
     return f"{stem}~{clip_id}{ext}"
 
 
-def _read_range(path: Path, offset: int, length: int, running: int = 0) -> tuple[bytes, str, int]:
-    """The block, its own CRC32C (for S3) and ``running`` extended over it (for the clip)."""
+def _read_range(path: Path, offset: int, length: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
-        block = f.read(length)
-    return block, crc32c_b64(crc32c.crc32c(block)), crc32c.crc32c(block, running)
+        return f.read(length)
+
+
+def _read_part(path: Path, offset: int, length: int, running: int, for_upload: bool) -> tuple[bytes, str, int]:
+    """The part, its own CRC32C for S3 (only when it is to be sent) and ``running``
+    extended over it (the whole clip's CRC, checked before completing)."""
+    block = _read_range(path, offset, length)
+    own = crc32c_b64(crc32c.crc32c(block)) if for_upload else ""
+    return block, own, crc32c.crc32c(block, running)
 
 
 class S3Destination:
@@ -142,7 +148,8 @@ class S3Destination:
 
     async def _put(self, meta: ClipMeta, key: str) -> bool:
         """Single PutObject; False when the key is already taken."""
-        body, _, _ = await asyncio.to_thread(_read_range, self._spool.data_path(meta.clip_id), 0, meta.size)
+        # S3 checks the body against the CRC taken at ingest: no checksum to compute here.
+        body = await asyncio.to_thread(_read_range, self._spool.data_path(meta.clip_id), 0, meta.size)
         if len(body) != meta.size:
             raise PermanentUploadError(f"spooled clip is {len(body)} bytes, but {meta.size} arrived")
         await self._uplink.take(len(body))
@@ -190,7 +197,7 @@ class S3Destination:
         for number in range(1, count + 1):
             offset = (number - 1) * part_size
             block, checksum, running = await asyncio.to_thread(
-                _read_range, path, offset, min(part_size, meta.size - offset), running
+                _read_part, path, offset, min(part_size, meta.size - offset), running, number not in parts
             )
             if number in parts:
                 continue
