@@ -17,8 +17,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_ran
 
 from relay.clip import ClipMeta
 from relay.config import RetryConfig
+from relay.delivery import Delivered
 from relay.failures import PermanentUploadError, classify, error_code
-from relay.s3 import Delivered
 from relay.spool import Spool
 from relay.stats import RelayStats
 

@@ -1,0 +1,269 @@
+"""One clip in, one object out, verified and never overwritten, whatever store holds it.
+
+The rules every object store follows (S3 with our credentials, or S3 through presigned
+URLs handed out by the cloud side):
+
+- every attempt reads from the spooled file, never from a device's request;
+- the CRC32C taken at ingest goes with the bytes, so the store verifies them;
+- the commit is conditional (``If-None-Match: *``), so a retry after a lost answer cannot
+  overwrite or duplicate, and a key holding other content gets ``<stem>~<clip id>``;
+- multipart progress (UploadId, part ETags) is saved in the spool as parts complete, so an
+  upload interrupted by a crash or an outage resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import crc32c
+import structlog
+
+from relay import crashpoints
+from relay.bandwidth import TokenBucket, Unlimited
+from relay.clip import ClipMeta, crc32c_b64
+from relay.failures import FIXES, PermanentUploadError
+from relay.spool import Spool
+
+log = structlog.get_logger("relay.delivery")
+
+Completion = Literal["done", "taken", "gone"]
+
+
+@dataclass(frozen=True)
+class Delivered:
+    key: str
+    already_present: bool = False
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What a key holds, as far as telling "this clip" from "other content" needs."""
+
+    clip_id: str | None
+    size: int | None
+    crc32c: str | None
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    etag: str
+    crc32c: str
+
+
+class ObjectStore(Protocol):
+    """The operations a resumable, conditional, checksummed upload needs."""
+
+    # Saved with multipart progress: an upload id means nothing to another store.
+    name: str
+
+    async def put(self, meta: ClipMeta, key: str, body: bytes) -> bool:
+        """Store ``body`` at ``key`` unless the key exists; False if it does."""
+        ...
+
+    async def create_multipart(self, meta: ClipMeta, key: str) -> str: ...
+
+    async def upload_part(self, key: str, upload_id: str, number: int, block: bytes, checksum: str) -> str:
+        """Upload one part; returns its ETag."""
+        ...
+
+    async def list_parts(self, key: str, upload_id: str) -> dict[int, str] | None:
+        """Part number -> ETag of the parts the store holds; None if the upload is gone."""
+        ...
+
+    async def complete(self, meta: ClipMeta, key: str, upload_id: str, parts: list[Part]) -> Completion: ...
+
+    async def abort(self, key: str, upload_id: str) -> None: ...
+
+    async def head(self, key: str) -> StoredObject | None: ...
+
+
+def object_key(template: str, meta: ClipMeta) -> str:
+    stem, ext = posixpath.splitext(meta.filename)
+    return template.format(
+        camera=meta.camera,
+        filename=meta.filename,
+        date=meta.received,
+        clip_id=meta.clip_id,
+        stem=stem,
+        ext=ext,
+    ).lstrip("/")
+
+
+def disambiguated(key: str, clip_id: str) -> str:
+    """The key to use when ``key`` already holds other content: keep both, lose neither."""
+    stem, ext = posixpath.splitext(key)
+    return f"{stem}~{clip_id}{ext}"
+
+
+def _read_range(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def _read_part(path: Path, offset: int, length: int, running: int, for_upload: bool) -> tuple[bytes, str, int]:
+    """The part, its own CRC32C for the store (only when it is to be sent) and
+    ``running`` extended over it (the whole clip's CRC, checked before completing)."""
+    block = _read_range(path, offset, length)
+    own = crc32c_b64(crc32c.crc32c(block)) if for_upload else ""
+    return block, own, crc32c.crc32c(block, running)
+
+
+def uplink(bytes_per_s: int) -> TokenBucket | Unlimited:
+    return TokenBucket(bytes_per_s, burst_bytes=max(bytes_per_s, 64 * 1024)) if bytes_per_s else Unlimited()
+
+
+class ObjectDelivery:
+    def __init__(
+        self,
+        store: ObjectStore,
+        spool: Spool,
+        *,
+        multipart_threshold_bytes: int,
+        part_size_bytes: int,
+        limit: TokenBucket | Unlimited,
+    ) -> None:
+        self._store = store
+        self._spool = spool
+        self._threshold = multipart_threshold_bytes
+        self._part_size = part_size_bytes
+        self._uplink = limit
+
+    def resumable_state(self, clip_id: str) -> dict[str, Any] | None:
+        """Progress saved by this store for the clip (a multipart upload to resume)."""
+        state = self._spool.load_upload_state(clip_id)
+        if not state or not isinstance(state.get("key"), str):
+            return None
+        # Files written before stores were named came from the S3 store.
+        return state if state.get("via", "s3") == self._store.name else None
+
+    async def deliver(self, meta: ClipMeta, key: str) -> Delivered:
+        if state := self.resumable_state(meta.clip_id):
+            key = state["key"]  # the key an interrupted upload was going to
+        while True:
+            if meta.size < self._threshold:
+                committed = await self._put(meta, key)
+            else:
+                committed = await self._multipart(meta, key)
+            if committed:
+                crashpoints.reached(crashpoints.UPLOAD_AFTER_COMMIT)
+                return Delivered(key)
+            # Not committed: the key exists, or a multipart upload vanished. The object
+            # may be ours (a commit whose answer was lost), other content, or absent.
+            holder = await self._holder(key, meta)
+            if holder == "this clip":
+                return Delivered(key, already_present=True)
+            if holder == "other content":
+                other = key
+                key = disambiguated(other, meta.clip_id)
+                log.warning("key_taken", clip_id=meta.clip_id, key=other, new_key=key, store=self._store.name)
+
+    async def _put(self, meta: ClipMeta, key: str) -> bool:
+        body = await asyncio.to_thread(_read_range, self._spool.data_path(meta.clip_id), 0, meta.size)
+        if len(body) != meta.size:
+            raise PermanentUploadError(f"spooled clip is {len(body)} bytes, but {meta.size} arrived")
+        await self._uplink.take(len(body))
+        # The store checks the body against the CRC taken at ingest: none to compute here.
+        return await self._store.put(meta, key, body)
+
+    async def _multipart(self, meta: ClipMeta, key: str) -> bool:
+        clip_id = meta.clip_id
+        state = self.resumable_state(clip_id)
+        parts: dict[int, Part] = {}
+        if state and state.get("key") == key:
+            kept = await self._reconcile(key, state)
+            if kept is None:
+                # The store no longer knows the upload: completed just before a crash
+                # (then the object is there), or aborted/expired (then start over).
+                if await self._holder(key, meta) == "this clip":
+                    await asyncio.to_thread(self._spool.save_upload_state, clip_id, None)
+                    return True
+                state = None
+            else:
+                parts = kept
+        if not state or state.get("key") != key:
+            crashpoints.reached(crashpoints.UPLOAD_BEFORE_CREATE)
+            upload_id = await self._store.create_multipart(meta, key)
+            state = {"via": self._store.name, "key": key, "upload_id": upload_id, "part_size": self._part_size}
+            parts = {}
+            await asyncio.to_thread(self._spool.save_upload_state, clip_id, {**state, "parts": {}})
+            log.info("multipart_started", clip_id=clip_id, key=key, upload_id=upload_id, store=self._store.name)
+        upload_id, part_size = state["upload_id"], int(state["part_size"])
+        count = max(1, -(-meta.size // part_size))
+        path = self._spool.data_path(clip_id)
+        # The store checks each part against the checksum sent with it, but those are
+        # taken now, from the disk; the clip's own CRC (taken at ingest) is checked
+        # here, over every part, so a clip damaged on disk is never completed.
+        running = 0
+        for number in range(1, count + 1):
+            offset = (number - 1) * part_size
+            block, checksum, running = await asyncio.to_thread(
+                _read_part, path, offset, min(part_size, meta.size - offset), running, number not in parts
+            )
+            if number in parts:
+                continue
+            await self._uplink.take(len(block))
+            etag = await self._store.upload_part(key, upload_id, number, block, checksum)
+            del block
+            parts[number] = Part(number, etag, checksum)
+            saved = {**state, "parts": {str(n): {"etag": p.etag, "crc32c": p.crc32c} for n, p in parts.items()}}
+            await asyncio.to_thread(self._spool.save_upload_state, clip_id, saved)
+            crashpoints.reached(crashpoints.UPLOAD_BETWEEN_PARTS)
+        if crc32c_b64(running) != meta.crc32c:
+            await self._abort(key, upload_id, clip_id)
+            raise PermanentUploadError(
+                "the spooled clip no longer matches the checksum taken when it arrived",
+                code="BadDigest",
+                fix=FIXES["BadDigest"],
+            )
+        outcome = await self._store.complete(meta, key, upload_id, [parts[n] for n in sorted(parts)])
+        if outcome == "taken":
+            await self._abort(key, upload_id, clip_id)
+            return False
+        if outcome == "gone":
+            # Completed by an attempt whose answer was lost, or expired: either the
+            # object is there (checked by the caller) or we upload again.
+            await asyncio.to_thread(self._spool.save_upload_state, clip_id, None)
+            return False
+        return True
+
+    async def abandon(self, meta: ClipMeta) -> None:
+        """Abort the clip's open multipart upload, if any (it goes to quarantine):
+        parts left behind would cost money until a lifecycle rule removes them."""
+        state = self.resumable_state(meta.clip_id)
+        if state and isinstance(state.get("upload_id"), str):
+            await self._abort(str(state["key"]), state["upload_id"], meta.clip_id)
+            log.info("multipart_aborted", key=state["key"], upload_id=state["upload_id"], store=self._store.name)
+
+    async def _reconcile(self, key: str, state: dict[str, Any]) -> dict[int, Part] | None:
+        """Parts recorded locally that the store still holds; None if the upload is gone."""
+        recorded = {int(n): Part(int(n), p["etag"], p["crc32c"]) for n, p in (state.get("parts") or {}).items()}
+        held = await self._store.list_parts(key, state["upload_id"])
+        if held is None:
+            log.info("multipart_gone", key=key, upload_id=state["upload_id"], store=self._store.name)
+            return None
+        kept = {n: p for n, p in recorded.items() if held.get(n) == p.etag}
+        log.info(
+            "multipart_resumed", key=key, upload_id=state["upload_id"], parts_kept=len(kept), store=self._store.name
+        )
+        return kept
+
+    async def _abort(self, key: str, upload_id: str, clip_id: str) -> None:
+        await self._store.abort(key, upload_id)
+        await asyncio.to_thread(self._spool.save_upload_state, clip_id, None)
+
+    async def _holder(self, key: str, meta: ClipMeta) -> str:
+        """'this clip', 'other content' or 'nothing': what the key holds now."""
+        found = await self._store.head(key)
+        if found is None:
+            return "nothing"
+        if found.clip_id == meta.clip_id:
+            return "this clip"
+        if found.size == meta.size and found.crc32c == meta.crc32c:
+            return "this clip"  # same bytes sent twice (e.g. by a device): no second copy
+        return "other content"
