@@ -20,13 +20,13 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check relay tests bench
-	$(BIN)/ruff format --check relay tests bench
+	$(BIN)/ruff check relay tests bench cloud
+	$(BIN)/ruff format --check relay tests bench cloud
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format relay tests bench
-	$(BIN)/ruff check --fix relay tests bench
+	$(BIN)/ruff format relay tests bench cloud
+	$(BIN)/ruff check --fix relay tests bench cloud
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -113,7 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         config = _load(args.config)
-        print(f"{args.config}: OK ({len(config.devices)} device(s), bucket {config.s3.bucket})")
+        if config.destination == "apigw" and config.apigw:
+            target = config.apigw.url
+        else:
+            target = f"bucket {config.s3.bucket}" if config.s3 else "?"
+        print(f"{args.config}: OK ({len(config.devices)} device(s), to {target})")
         return
     if args.command == "gen-cert":
         from relay import certs

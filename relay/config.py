@@ -95,7 +95,18 @@ class Device(_Strict):
 KEY_FIELDS = {"camera", "filename", "date", "clip_id", "stem", "ext"}
 
 
-class S3Config(_Strict):
+class _Uploads(_Strict):
+    """How a destination sends clips: shared by the S3 and API Gateway sections."""
+
+    multipart_threshold_bytes: Annotated[int, Field(ge=5 * MiB, le=5 * 1024 * MiB)] = 16 * MiB
+    part_size_bytes: Annotated[int, Field(ge=5 * MiB, le=5 * 1024 * MiB)] = 8 * MiB
+    workers: Annotated[int, Field(ge=1, le=64)] = 2
+    # Total upload rate over all workers, bytes per second; 0 = as fast as the uplink goes.
+    max_upload_bytes_per_s: Annotated[int, Field(ge=0)] = 0
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+
+
+class S3Config(_Uploads):
     bucket: Annotated[str, Field(min_length=3, max_length=63)]
     region: str = "us-east-1"
     endpoint_url: str | None = None
@@ -105,12 +116,6 @@ class S3Config(_Strict):
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
     key_template: str = "{camera}/{date:%Y/%m/%d}/{filename}"
-    multipart_threshold_bytes: Annotated[int, Field(ge=5 * MiB, le=5 * 1024 * MiB)] = 16 * MiB
-    part_size_bytes: Annotated[int, Field(ge=5 * MiB, le=5 * 1024 * MiB)] = 8 * MiB
-    workers: Annotated[int, Field(ge=1, le=64)] = 2
-    # Total upload rate over all workers, bytes per second; 0 = as fast as the uplink goes.
-    max_upload_bytes_per_s: Annotated[int, Field(ge=0)] = 0
-    connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     read_timeout_s: Annotated[float, Field(gt=0)] = 120.0
 
     @field_validator("key_template")
@@ -127,6 +132,52 @@ class S3Config(_Strict):
         except (ValueError, IndexError, KeyError, AttributeError) as exc:
             raise ValueError(f"cannot be formatted: {exc}") from exc
         return template
+
+
+# Where the default body limit of the API Gateway path comes from. A synchronous Lambda
+# invocation takes at most 6 MiB of request (6,291,456 bytes). The seed's mapping
+# template puts the body in that request as base64 (4 characters per 3 bytes) beside
+# headers, query parameters and context, for which a few KiB are kept aside.
+LAMBDA_REQUEST_LIMIT = 6 * MiB
+MAPPED_EVENT_OVERHEAD = 16 * 1024
+APIGW_DEFAULT_BODY_BYTES = (LAMBDA_REQUEST_LIMIT - MAPPED_EVENT_OVERHEAD) // 4 * 3  # 4,706,304 bytes
+# API Gateway answers 413 to any request body over 10 MiB, whatever the integration.
+APIGW_MAX_BODY_BYTES = 10 * MiB
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(
+            "must be an http:// or https:// URL, e.g. https://abc123.execute-api.eu-west-1.amazonaws.com/prod/upload"
+        )
+    return value
+
+
+class ApiGatewayConfig(_Uploads):
+    """Forward through API Gateway -> Lambda -> S3, as the devices would have."""
+
+    # The invoke URL of the POST method, e.g. https://<api>.execute-api.<region>.amazonaws.com/<stage>/upload
+    url: str
+    # Sent as x-api-key when the method requires an API key.
+    api_key: SecretStr | None = None
+    # Clips over this size are not POSTed (API Gateway or the Lambda would refuse them)
+    # but go through the presigned hand-off, or to the fallback.
+    max_body_bytes: Annotated[int, Field(gt=0, le=APIGW_MAX_BODY_BYTES)] = APIGW_DEFAULT_BODY_BYTES
+    # The endpoint that hands out presigned S3 URLs for large clips (cloud/ offers it
+    # at <stage>/handoff); unset = the endpoint offers none.
+    handoff_url: str | None = None
+    # Where a clip too large for the POST goes when no hand-off is offered:
+    # "none" = quarantine with a message; "s3" = the [s3] section's bucket, directly.
+    fallback: Literal["none", "s3"] = "none"
+    # A CA bundle for the API and S3 endpoints with a private certificate.
+    ca_bundle: Path | None = None
+    # Above API Gateway's 29 s integration timeout, so its 504 arrives before ours.
+    read_timeout_s: Annotated[float, Field(gt=0)] = 35.0
+
+    @field_validator("url", "handoff_url")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
 
 
 class RetryConfig(_Strict):
@@ -151,13 +202,31 @@ class LogConfig(_Strict):
 
 
 class RelayConfig(_Strict):
+    # Where clips go: "s3" (the [s3] section) or "apigw" (the [apigw] section).
+    destination: Literal["s3", "apigw"] = "s3"
     ingest: IngestConfig = IngestConfig()
     spool: SpoolConfig = SpoolConfig()
-    s3: S3Config
+    s3: S3Config | None = None
+    apigw: ApiGatewayConfig | None = None
     retry: RetryConfig = RetryConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     devices: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")], Device] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _destination_configured(self) -> RelayConfig:
+        if self.destination == "s3" and self.s3 is None:
+            raise ValueError('destination is "s3" but there is no [s3] section; add one with at least bucket = ...')
+        if self.destination == "apigw" and self.apigw is None:
+            raise ValueError('destination is "apigw" but there is no [apigw] section; add one with at least url = ...')
+        if self.destination == "apigw" and self.apigw and self.apigw.fallback == "s3" and self.s3 is None:
+            raise ValueError('apigw.fallback is "s3" but there is no [s3] section; add one, or set fallback = "none"')
+        return self
+
+    @property
+    def upload_workers(self) -> int:
+        section = self.apigw if self.destination == "apigw" else self.s3
+        return section.workers if section else 1
 
 
 def _env_name(*parts: str) -> str:
@@ -171,6 +240,9 @@ def _apply_env(raw: dict[str, object], environ: dict[str, str]) -> None:
         for key in ("access_key_id", "secret_access_key"):
             if (value := environ.get(_env_name("s3", key))) is not None:
                 s3[key] = value
+    apigw = raw.get("apigw")
+    if isinstance(apigw, dict) and (value := environ.get(_env_name("apigw", "api_key"))) is not None:
+        apigw["api_key"] = value
     devices = raw.get("devices")
     if isinstance(devices, dict):
         for name, device in devices.items():

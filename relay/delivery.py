@@ -100,7 +100,7 @@ def disambiguated(key: str, clip_id: str) -> str:
     return f"{stem}~{clip_id}{ext}"
 
 
-def _read_range(path: Path, offset: int, length: int) -> bytes:
+def read_range(path: Path, offset: int, length: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(length)
@@ -109,7 +109,7 @@ def _read_range(path: Path, offset: int, length: int) -> bytes:
 def _read_part(path: Path, offset: int, length: int, running: int, for_upload: bool) -> tuple[bytes, str, int]:
     """The part, its own CRC32C for the store (only when it is to be sent) and
     ``running`` extended over it (the whole clip's CRC, checked before completing)."""
-    block = _read_range(path, offset, length)
+    block = read_range(path, offset, length)
     own = crc32c_b64(crc32c.crc32c(block)) if for_upload else ""
     return block, own, crc32c.crc32c(block, running)
 
@@ -164,7 +164,7 @@ class ObjectDelivery:
                 log.warning("key_taken", clip_id=meta.clip_id, key=other, new_key=key, store=self._store.name)
 
     async def _put(self, meta: ClipMeta, key: str) -> bool:
-        body = await asyncio.to_thread(_read_range, self._spool.data_path(meta.clip_id), 0, meta.size)
+        body = await asyncio.to_thread(read_range, self._spool.data_path(meta.clip_id), 0, meta.size)
         if len(body) != meta.size:
             raise PermanentUploadError(f"spooled clip is {len(body)} bytes, but {meta.size} arrived")
         await self._uplink.take(len(body))

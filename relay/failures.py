@@ -34,6 +34,9 @@ TRANSIENT_CODES = frozenset(
         "OperationAborted",
         "InternalError",
         "ServiceUnavailable",
+        # A presigned URL used after it expired (a long outage mid-upload): the
+        # hand-off asks for a fresh one on the next attempt.
+        "RequestExpired",
     }
 )
 
@@ -48,15 +51,31 @@ FIXES = {
 }
 
 
+class EndpointError(Exception):
+    """An HTTP endpoint we talk to without botocore (API Gateway, a presigned S3 URL)
+    answered with an error status; ``fix`` says what an operator can do about a 4xx."""
+
+    def __init__(self, status: int, code: str, message: str, *, fix: str = "") -> None:
+        super().__init__(f"{code} (HTTP {status}): {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fix = fix
+
+
 def error_code(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "")) or "Unknown"
+    if isinstance(exc, EndpointError):
+        return exc.code
     return type(exc).__name__
 
 
 def http_status(exc: BaseException) -> int:
     if isinstance(exc, ClientError):
         return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if isinstance(exc, EndpointError):
+        return exc.status
     return 0
 
 
@@ -64,11 +83,17 @@ def classify(exc: BaseException) -> PermanentUploadError | None:
     """A PermanentUploadError for a failure that retrying cannot fix, else None."""
     if isinstance(exc, PermanentUploadError):
         return exc
-    if not isinstance(exc, ClientError):
+    if not isinstance(exc, ClientError | EndpointError):
         return None  # connection errors, timeouts, anything unexpected: wait it out
     code, status = error_code(exc), http_status(exc)
     if code in TRANSIENT_CODES or status >= 500 or status in (0, 408, 429):
         return None
+    if isinstance(exc, EndpointError) and 400 <= status < 500:
+        return PermanentUploadError(
+            f"the endpoint refused the upload: {exc.message} ({code}, HTTP {status})",
+            code=code,
+            fix=exc.fix or "check the [apigw] settings in the config",
+        )
     if 400 <= status < 500:
         fix = FIXES.get(code, "check the S3 destination settings in the config")
         return PermanentUploadError(f"S3 refused the upload: {code} (HTTP {status})", code=code, fix=fix)

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from relay.apigw import ApiGatewayDestination
 from relay.config import IngestConfig, MetricsConfig, RelayConfig
 from relay.health import metrics_app
 from relay.ingest import Ingest
@@ -25,7 +26,7 @@ from relay.s3 import S3Destination
 from relay.spool import Spool
 from relay.stats import RelayStats
 from relay.systemd import Notifier
-from relay.uploader import Uploader
+from relay.uploader import Destination, Uploader
 
 log = structlog.get_logger("relay.server")
 
@@ -98,6 +99,17 @@ async def _metrics_listener(stats: RelayStats, spool: Spool, config: MetricsConf
         await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def _destination(config: RelayConfig, spool: Spool) -> AsyncIterator[Destination]:
+    if config.destination == "apigw":
+        async with ApiGatewayDestination.open(config, spool) as through_gateway:
+            yield through_gateway
+    else:
+        assert config.s3 is not None  # checked by the config
+        async with S3Destination.open(config.s3, spool) as direct:
+            yield direct
+
+
 async def _rescan(spool: Spool, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
@@ -125,13 +137,13 @@ async def serve(
         raise RelayError(f"spool.dir: cannot use {config.spool.dir}: {exc.strerror}") from None
 
     async with contextlib.AsyncExitStack() as stack:
-        destination = await stack.enter_async_context(S3Destination.open(config.s3, spool))
+        destination = await stack.enter_async_context(_destination(config, spool))
         if not destination.has_credentials:
             raise RelayError(
                 "s3: no AWS credentials found; set s3.access_key_id/secret_access_key, "
                 "AXIS_RELAY_S3_ACCESS_KEY_ID/AXIS_RELAY_S3_SECRET_ACCESS_KEY, or the standard AWS chain"
             )
-        uploader = Uploader(spool, destination, config.retry, stats, config.s3.workers)
+        uploader = Uploader(spool, destination, config.retry, stats, config.upload_workers)
         background = [
             asyncio.create_task(uploader.run(), name="uploader"),
             asyncio.create_task(_rescan(spool, requeue_scan_s), name="requeue-scan"),

@@ -26,6 +26,9 @@ log = structlog.get_logger("relay.uploader")
 
 
 class Destination(Protocol):
+    # False when no S3 credentials were found where the destination needs them.
+    has_credentials: bool
+
     async def deliver(self, meta: ClipMeta) -> Delivered: ...
 
     async def abandon(self, meta: ClipMeta) -> None: ...

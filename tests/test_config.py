@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.config import ConfigError, load_config, parse_config
+from relay.config import APIGW_DEFAULT_BODY_BYTES, ApiGatewayConfig, ConfigError, load_config, parse_config
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "relay.example.toml"
 
@@ -21,10 +21,15 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     config = load_config(EXAMPLE, environ={})
     assert config.s3.bucket == "my-site-clips"
     text = EXAMPLE.read_text()
+    assert "destination =" in text
     for section in ("ingest", "spool", "s3", "retry", "metrics", "log"):
         model = getattr(config, section)
         for key in type(model).model_fields:
             assert f"{key} =" in text, f"{section}.{key} is not documented in the example config"
+    # Documented commented out (the example's destination is S3): each key once.
+    apigw = text[text.index("# [apigw]") : text.index("[retry]")]
+    for key in ApiGatewayConfig.model_fields:
+        assert f"# {key} =" in apigw, f"apigw.{key} is not documented in the example config"
 
 
 def test_unknown_key_is_refused_by_name() -> None:
@@ -45,6 +50,11 @@ def test_unknown_key_is_refused_by_name() -> None:
         ({"s3": {"bucket": "b", "key_template": "{camera}/fixed.mkv"}}, r"every clip lands on one key"),
         ({"s3": {"bucket": "b", "part_size_bytes": 1000}}, r"s3\.part_size_bytes"),
         ({"ingest": {"tls_cert": "/x.pem"}}, r"set both tls_cert and tls_key"),
+        ({"destination": "apigw"}, r"no \[apigw\] section; add one with at least url"),
+        ({"destination": "sftp"}, r"destination: Input should be 's3' or 'apigw'"),
+        ({"destination": "apigw", "apigw": {"url": "abc.execute-api"}}, r"apigw\.url: .*https:// URL"),
+        ({"destination": "apigw", "apigw": {"url": "https://a/b", "max_body_bytes": 11 * 2**20}}, r"apigw\.max_body"),
+        ({"destination": "apigw", "apigw": {"url": "https://a/b", "fallback": "s3"}, "s3": None}, r"no \[s3\] section"),
     ],
 )
 def test_errors_name_the_field(change: dict[str, object], message: str) -> None:
@@ -69,6 +79,22 @@ def test_secrets_come_from_the_environment() -> None:
     assert config.devices["cam-1"].password.get_secret_value() == "env-password"
     assert "env-password" not in repr(config)
     assert "from-env" not in repr(config)
+
+
+def test_apigw_destination_needs_no_s3_section_and_takes_its_key_from_the_environment() -> None:
+    raw: dict[str, object] = {
+        "destination": "apigw",
+        "apigw": {"url": "https://abc.execute-api.eu-west-1.amazonaws.com/prod/upload"},
+        "devices": {"cam1": {"token": "t"}},
+    }
+    config = parse_config(raw, environ={"AXIS_RELAY_APIGW_API_KEY": "key-from-env"})
+    assert config.s3 is None
+    assert config.apigw is not None
+    assert config.apigw.api_key is not None
+    assert config.apigw.api_key.get_secret_value() == "key-from-env"
+    assert config.apigw.max_body_bytes == APIGW_DEFAULT_BODY_BYTES
+    # The derivation in the README: base64 of the body plus the event fits 6 MiB.
+    assert APIGW_DEFAULT_BODY_BYTES // 3 * 4 + 16 * 1024 <= 6 * 1024 * 1024
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,318 @@
+"""The API Gateway destination: clips through API Gateway -> Lambda -> S3.
+
+A clip small enough for one request (``apigw.max_body_bytes``) is POSTed exactly as a
+device sends it to the seed's function: raw body, ``Content-Type``,
+``Content-Disposition: attachment; filename="..."``, the camera as ``subfolder``,
+``x-api-key``. Two extra headers (``X-Clip-Id``, ``X-Clip-Crc32c``) let the reference
+function in cloud/ have S3 verify the bytes and recognise a retry; other functions
+ignore them.
+
+A larger clip (or one the gateway refuses with 413) goes through the presigned
+hand-off: the endpoint signs S3 requests and the relay sends the bytes to S3 itself,
+with the resume and never-overwrite rules of the direct S3 path (``relay.delivery``).
+If no hand-off is offered, the clip goes to the fallback destination, or to quarantine
+with a message that names the limit and the fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import re
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import structlog
+
+from relay.clip import ClipMeta
+from relay.config import LAMBDA_REQUEST_LIMIT, MAPPED_EVENT_OVERHEAD, ApiGatewayConfig, RelayConfig
+from relay.delivery import Completion, Delivered, ObjectDelivery, Part, StoredObject, read_range, uplink
+from relay.failures import EndpointError, PermanentUploadError
+from relay.s3 import S3Destination
+from relay.spool import Spool
+
+log = structlog.get_logger("relay.apigw")
+
+# The largest body whose base64 fits the Lambda request limit: a 5xx for a body over
+# this (possible only when apigw.max_body_bytes was raised) is most likely that limit.
+LAMBDA_BODY_LIMIT = (LAMBDA_REQUEST_LIMIT - MAPPED_EVENT_OVERHEAD) // 4 * 3
+
+_FIXES = {
+    400: "read the message: the function refused the clip as sent",
+    401: "set apigw.api_key (or AXIS_RELAY_APIGW_API_KEY) to a key of the API's usage plan",
+    403: "check apigw.api_key, that the key is in the API's usage plan, and apigw.url",
+    404: "check apigw.url: it is the invoke URL of the POST method",
+    405: "check apigw.url: the API has no POST method there",
+}
+
+
+class PayloadRefused(Exception):
+    """The gateway or the function refused the clip for its size."""
+
+
+class HandoffUnavailable(Exception):
+    """The endpoint offers no presigned hand-off."""
+
+
+def seed_key(meta: ClipMeta) -> str:
+    """Where the seed's function puts a clip: ``<subfolder>/<filename>``."""
+    return f"{meta.camera}/{meta.filename}"
+
+
+def _gateway_error(status: int, text: str, headers: Any) -> EndpointError:
+    """API Gateway answers errors as {"message": ...} with the kind in x-amzn-ErrorType."""
+    message = text.strip()[:300]
+    with contextlib.suppress(ValueError):
+        body = json.loads(text)
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            message = body["message"]
+    kind = str(headers.get("x-amzn-ErrorType", "")).split(":")[0] or f"HTTP{status}"
+    return EndpointError(status, kind, message or f"HTTP {status}", fix=_FIXES.get(status, ""))
+
+
+def _s3_error(status: int, text: str) -> EndpointError:
+    """An S3 error document, from a presigned request."""
+    found = re.search(r"<Code>([^<]*)</Code>", text)
+    code = found.group(1) if found else f"HTTP{status}"
+    found = re.search(r"<Message>([^<]*)</Message>", text)
+    message = found.group(1) if found else text.strip()[:300]
+    if code == "AccessDenied" and "expired" in message.lower():
+        code = "RequestExpired"
+    fix = "the hand-off function's role needs s3:PutObject on the bucket" if status == 403 else ""
+    return EndpointError(status, code, message, fix=fix)
+
+
+class Endpoint:
+    """The HTTP side: one client session for API Gateway and the presigned S3 URLs."""
+
+    def __init__(self, session: aiohttp.ClientSession, config: ApiGatewayConfig) -> None:
+        self._session = session
+        self._config = config
+        self._auth = {"x-api-key": config.api_key.get_secret_value()} if config.api_key else {}
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, config: ApiGatewayConfig) -> AsyncIterator[Endpoint]:
+        context = ssl.create_default_context(cafile=str(config.ca_bundle) if config.ca_bundle else None)
+        timeout = aiohttp.ClientTimeout(sock_connect=config.connect_timeout_s, sock_read=config.read_timeout_s)
+        connector = aiohttp.TCPConnector(ssl=context, limit=max(10, config.workers * 2))
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False) as session:
+            yield cls(session, config)
+
+    async def post_clip(self, meta: ClipMeta, body: bytes) -> dict[str, Any]:
+        headers = {
+            "Content-Type": meta.content_type,
+            "Content-Disposition": f'attachment; filename="{meta.filename}"',
+            "X-Clip-Id": meta.clip_id,
+            "X-Clip-Crc32c": meta.crc32c,
+            **self._auth,
+        }
+        async with self._session.post(
+            self._config.url, params={"subfolder": meta.camera}, data=io.BytesIO(body), headers=headers
+        ) as answer:
+            text = await answer.text(errors="replace")
+            status = answer.status
+            error = _gateway_error(status, text, answer.headers)
+        if status == 413:
+            raise PayloadRefused(f"{error.code}: {error.message}")
+        if status >= 500 and len(body) > LAMBDA_BODY_LIMIT:
+            raise PayloadRefused(f"HTTP {status} for a body over {LAMBDA_BODY_LIMIT} bytes: {error.message}")
+        if not 200 <= status < 300:
+            raise error
+        try:
+            result = json.loads(text) if text.strip() else {}
+        except ValueError:
+            result = {}
+        if isinstance(result, dict) and "errorMessage" in result:
+            # A non-proxy integration whose error responses are not mapped answers a
+            # failed function with 200 and the error as the body: not a delivery.
+            raise EndpointError(502, "UnmappedLambdaError", str(result["errorMessage"])[:300])
+        return result if isinstance(result, dict) else {}
+
+    async def call(self, action: str, **fields: Any) -> dict[str, Any]:
+        """One request to the hand-off endpoint."""
+        url = self._config.handoff_url
+        if url is None:
+            raise HandoffUnavailable("apigw.handoff_url is not set")
+        async with self._session.post(url, json={"action": action, **fields}, headers=self._auth) as answer:
+            text = await answer.text(errors="replace")
+            status = answer.status
+            error = _gateway_error(status, text, answer.headers)
+        # API Gateway answers a resource it does not have with 403 "Missing
+        # Authentication Token"; a custom domain or another server with 404.
+        if status == 404 or (status == 403 and "MissingAuthenticationToken" in error.code):
+            raise HandoffUnavailable(f"{url} answered {status} ({error.message})")
+        if not 200 <= status < 300:
+            raise error
+        try:
+            result = json.loads(text)
+        except ValueError:
+            raise EndpointError(502, "BadHandoffAnswer", f"not JSON: {text[:200]!r}") from None
+        if not isinstance(result, dict):
+            raise EndpointError(502, "BadHandoffAnswer", f"not a JSON object: {text[:200]!r}")
+        return result
+
+    async def put(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
+        """A presigned PUT straight to S3: (status, ETag); 412 = the key is taken."""
+        # From a BytesIO, which aiohttp sends in pieces with a Content-Length.
+        async with self._session.put(url, data=io.BytesIO(body), headers=headers) as answer:
+            text = await answer.text(errors="replace")
+            if answer.status in (200, 412):
+                return answer.status, answer.headers.get("ETag", "")
+            raise _s3_error(answer.status, text)
+
+
+def _presigned(answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    url, headers = answer.get("url"), answer.get("headers") or {}
+    if not isinstance(url, str) or not isinstance(headers, dict):
+        raise EndpointError(502, "BadHandoffAnswer", f"no presigned URL in {answer!r:.200}")
+    return url, {str(k): str(v) for k, v in headers.items()}
+
+
+class HandoffStore:
+    """The object store operations, through presigned URLs the endpoint hands out."""
+
+    name = "handoff"
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+
+    @staticmethod
+    def _object_fields(meta: ClipMeta, key: str) -> dict[str, Any]:
+        return {
+            "key": key,
+            "clip_id": meta.clip_id,
+            "camera": meta.camera,
+            "content_type": meta.content_type,
+            "crc32c": meta.crc32c,
+            "received_at": meta.received_at,
+            "size": meta.size,
+        }
+
+    async def put(self, meta: ClipMeta, key: str, body: bytes) -> bool:
+        url, headers = _presigned(await self._endpoint.call("put", **self._object_fields(meta, key)))
+        status, _ = await self._endpoint.put(url, headers, body)
+        return status == 200
+
+    async def create_multipart(self, meta: ClipMeta, key: str) -> str:
+        answer = await self._endpoint.call("create", **self._object_fields(meta, key))
+        if not isinstance(answer.get("upload_id"), str):
+            raise EndpointError(502, "BadHandoffAnswer", f"no upload_id in {answer!r:.200}")
+        return str(answer["upload_id"])
+
+    async def upload_part(self, key: str, upload_id: str, number: int, block: bytes, checksum: str) -> str:
+        # One URL per part, asked for just before it is sent: a URL cannot expire
+        # during an outage between parts.
+        answer = await self._endpoint.call("part", key=key, upload_id=upload_id, number=number, crc32c=checksum)
+        url, headers = _presigned(answer)
+        status, etag = await self._endpoint.put(url, headers, block)
+        if status != 200 or not etag:
+            raise EndpointError(502, "BadPartAnswer", f"part {number}: HTTP {status}, ETag {etag!r}")
+        return etag
+
+    async def list_parts(self, key: str, upload_id: str) -> dict[int, str] | None:
+        answer = await self._endpoint.call("parts", key=key, upload_id=upload_id)
+        parts = answer.get("parts")
+        return None if parts is None else {int(n): str(etag) for n, etag in parts.items()}
+
+    async def complete(self, meta: ClipMeta, key: str, upload_id: str, parts: list[Part]) -> Completion:
+        listing = [{"number": p.number, "etag": p.etag, "crc32c": p.crc32c} for p in parts]
+        answer = await self._endpoint.call("complete", key=key, upload_id=upload_id, parts=listing, crc32c=meta.crc32c)
+        outcome = answer.get("outcome")
+        if outcome not in ("done", "taken", "gone"):
+            raise EndpointError(502, "BadHandoffAnswer", f"unknown outcome in {answer!r:.200}")
+        return outcome  # type: ignore[no-any-return]
+
+    async def abort(self, key: str, upload_id: str) -> None:
+        # Best effort: parts left behind are removed by the bucket's lifecycle rule.
+        with contextlib.suppress(EndpointError, HandoffUnavailable, aiohttp.ClientError, OSError):
+            await self._endpoint.call("abort", key=key, upload_id=upload_id)
+
+    async def head(self, key: str) -> StoredObject | None:
+        found = (await self._endpoint.call("head", key=key)).get("object")
+        if not isinstance(found, dict):
+            return None
+        return StoredObject(found.get("clip_id"), found.get("size"), found.get("crc32c"))
+
+
+class ApiGatewayDestination:
+    def __init__(
+        self, endpoint: Endpoint, config: ApiGatewayConfig, spool: Spool, fallback: S3Destination | None
+    ) -> None:
+        # The API key, if any, is checked by the endpoint; S3 credentials only matter
+        # for the fallback.
+        self.has_credentials = fallback.has_credentials if fallback else True
+        self._endpoint = endpoint
+        self._config = config
+        self._spool = spool
+        self._fallback = fallback
+        self._uplink = uplink(config.max_upload_bytes_per_s)
+        self._handoff = ObjectDelivery(
+            HandoffStore(endpoint),
+            spool,
+            multipart_threshold_bytes=config.multipart_threshold_bytes,
+            part_size_bytes=config.part_size_bytes,
+            limit=self._uplink,
+        )
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, config: RelayConfig, spool: Spool) -> AsyncIterator[ApiGatewayDestination]:
+        assert config.apigw is not None  # checked by the config
+        async with contextlib.AsyncExitStack() as stack:
+            fallback = None
+            if config.apigw.fallback == "s3" and config.s3 is not None:
+                fallback = await stack.enter_async_context(S3Destination.open(config.s3, spool))
+            endpoint = await stack.enter_async_context(Endpoint.open(config.apigw))
+            yield cls(endpoint, config.apigw, spool, fallback)
+
+    async def deliver(self, meta: ClipMeta) -> Delivered:
+        if self._handoff.resumable_state(meta.clip_id) is None and not self._over_limit(meta):
+            try:
+                return await self._post(meta)
+            except PayloadRefused as exc:
+                log.warning(
+                    "apigw_payload_refused",
+                    clip_id=meta.clip_id,
+                    bytes=meta.size,
+                    max_body_bytes=self._config.max_body_bytes,
+                    error=str(exc),
+                    fix="lower apigw.max_body_bytes",
+                )
+        try:
+            return await self._handoff.deliver(meta, seed_key(meta))
+        except HandoffUnavailable as exc:
+            if self._fallback is not None:
+                log.info("apigw_fallback", clip_id=meta.clip_id, bytes=meta.size, reason=str(exc), to="s3")
+                return await self._fallback.deliver(meta)
+            raise PermanentUploadError(
+                f"the clip is {meta.size} bytes, more than one request through API Gateway and Lambda "
+                f"takes (apigw.max_body_bytes = {self._config.max_body_bytes}), and the endpoint offers "
+                f"no presigned hand-off ({exc})",
+                code="ClipTooLargeForGateway",
+                fix='deploy cloud/ and set apigw.handoff_url, or set apigw.fallback = "s3" with an [s3] '
+                "section; then 'axis-relay spool retry'",
+            ) from None
+
+    def _over_limit(self, meta: ClipMeta) -> bool:
+        return meta.size > self._config.max_body_bytes
+
+    async def _post(self, meta: ClipMeta) -> Delivered:
+        body = await asyncio.to_thread(read_range, self._spool.data_path(meta.clip_id), 0, meta.size)
+        if len(body) != meta.size:
+            raise PermanentUploadError(f"spooled clip is {len(body)} bytes, but {meta.size} arrived")
+        await self._uplink.take(len(body))
+        result = await self._endpoint.post_clip(meta, body)
+        key = result.get("key")
+        return Delivered(
+            key if isinstance(key, str) else seed_key(meta), already_present=bool(result.get("already_present"))
+        )
+
+    async def abandon(self, meta: ClipMeta) -> None:
+        await self._handoff.abandon(meta)
+        if self._fallback is not None:
+            await self._fallback.abandon(meta)

@@ -1,0 +1,216 @@
+"""A local stand-in for API Gateway in front of the reference Lambda function.
+
+It enforces what the real REST API does to a request on the way to the function, as
+configured by cloud/template.yaml (read from that file, so they cannot drift apart):
+
+- the x-api-key check (403 Forbidden), unknown resources (403 Missing Authentication
+  Token), the 10 MiB body cap (413);
+- binary media types: such a body reaches the function base64-encoded; any other is text;
+- /upload: the mapping template's event (body, headers, params, context), 415 for a
+  type with no template, the 6 MiB Lambda request limit (500, as the real one answers),
+  the integration responses' selection patterns (an error matching none is a 200!);
+- /handoff: the Lambda proxy event and response;
+- the 29 s integration timeout (504).
+
+The function runs in-process, in a thread, as Lambda would run it: synchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import re
+import ssl
+import traceback
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from relay.local_s3 import free_port
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "cloud" / "template.yaml"
+API_GATEWAY_BODY_LIMIT = 10 * 1024 * 1024
+LAMBDA_REQUEST_LIMIT = 6 * 1024 * 1024
+INTEGRATION_TIMEOUT_S = 29.0
+
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation YAML; intrinsic functions (!Ref, !Sub...) become None."""
+
+
+_CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def template_resources(path: Path = TEMPLATE) -> dict[str, Any]:
+    resources: dict[str, Any] = yaml.load(path.read_text(), Loader=_CfnLoader)["Resources"]
+    return resources
+
+
+@dataclass(frozen=True)
+class GatewayRules:
+    binary_media_types: tuple[str, ...]
+    upload_templates: tuple[str, ...]  # content types the /upload mapping covers
+    error_patterns: tuple[tuple[str, int], ...]  # (selection pattern, status), in order
+
+    @classmethod
+    def from_template(cls, path: Path = TEMPLATE) -> GatewayRules:
+        resources = yaml.load(path.read_text(), Loader=_CfnLoader)["Resources"]
+        api = resources["Api"]["Properties"]
+        integration = resources["UploadMethod"]["Properties"]["Integration"]
+        patterns = tuple(
+            (r["SelectionPattern"], int(r["StatusCode"]))
+            for r in integration["IntegrationResponses"]
+            if r.get("SelectionPattern")
+        )
+        return cls(tuple(api["BinaryMediaTypes"]), tuple(integration["RequestTemplates"]), patterns)
+
+
+def _answer(status: int, message: str, error_type: str | None = None) -> web.Response:
+    headers = {"x-amzn-ErrorType": error_type} if error_type else {}
+    return web.json_response({"message": message}, status=status, headers=headers)
+
+
+@dataclass
+class ApiGatewayStandIn:
+    handler: Handler
+    tls_cert: Path
+    tls_key: Path
+    api_keys: frozenset[str] = frozenset()
+    rules: GatewayRules = field(default_factory=GatewayRules.from_template)
+    integration_timeout_s: float = INTEGRATION_TIMEOUT_S
+    stage: str = "prod"
+    handoff_enabled: bool = True
+    body_limit: int = API_GATEWAY_BODY_LIMIT
+    # What went through: status counts per resource, the largest body seen.
+    statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
+    largest_body: int = 0
+    # Called before each invocation of the function (a test slows or breaks it here).
+    before_invoke: Callable[[str], None] | None = None
+    port: int = 0
+
+    def url(self, resource: str) -> str:
+        return f"https://127.0.0.1:{self.port}/{self.stage}/{resource}"
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[ApiGatewayStandIn]:
+        app = web.Application(client_max_size=API_GATEWAY_BODY_LIMIT + 1)
+        app.router.add_route("*", "/{tail:.*}", self._route)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        self.port = self.port or free_port()
+        await web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=context).start()
+        try:
+            yield self
+        finally:
+            await runner.cleanup()
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        resource = request.path.removeprefix(f"/{self.stage}/")
+        known = {"upload"} | ({"handoff"} if self.handoff_enabled else set())
+        if request.method != "POST" or resource not in known:
+            answer = _answer(403, "Missing Authentication Token", "MissingAuthenticationTokenException")
+        elif self.api_keys and request.headers.get("x-api-key") not in self.api_keys:
+            answer = _answer(403, "Forbidden", "ForbiddenException")
+        elif (request.content_length or 0) > self.body_limit:
+            answer = _answer(413, "Request Too Long")
+        else:
+            body = await request.read()
+            self.largest_body = max(self.largest_body, len(body))
+            if resource == "upload":
+                answer = await self._upload(request, body)
+            else:
+                answer = await self._handoff(request, body)
+        self.statuses[(resource, answer.status)] += 1
+        return answer
+
+    def _is_binary(self, content_type: str) -> bool:
+        return any(
+            t == "*/*" or t == content_type or (t.endswith("/*") and content_type.startswith(t[:-1]))
+            for t in self.rules.binary_media_types
+        )
+
+    def _body_for_event(self, content_type: str, body: bytes) -> tuple[str, bool]:
+        if self._is_binary(content_type):
+            return base64.b64encode(body).decode(), True
+        return body.decode("utf-8", errors="replace"), False
+
+    async def _invoke(
+        self, resource: str, event: dict[str, Any]
+    ) -> web.Response | tuple[dict[str, Any] | None, str | None]:
+        """The gateway's own answer when the invocation fails, else (result, None) or
+        (None, the function's error message)."""
+        payload = json.dumps(event)
+        if len(payload.encode()) > LAMBDA_REQUEST_LIMIT:
+            # Lambda refuses the invocation; API Gateway says only this.
+            return _answer(500, "Internal server error", "InternalServerErrorException")
+        decoded = json.loads(payload)  # the function gets what was serialised, nothing shared
+
+        def run() -> tuple[dict[str, Any] | None, str | None]:
+            try:
+                if self.before_invoke:
+                    self.before_invoke(resource)
+                return self.handler(decoded), None
+            except Exception as exc:
+                traceback.print_exc()
+                return None, str(exc)
+
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(run), self.integration_timeout_s)
+        except TimeoutError:
+            return _answer(504, "Endpoint request timed out", "IntegrationTimeout")
+
+    async def _upload(self, request: web.Request, body: bytes) -> web.Response:
+        content_type = request.content_type
+        if content_type not in self.rules.upload_templates:
+            return _answer(415, "Unsupported Media Type", "UnsupportedMediaTypeException")
+        text, _ = self._body_for_event(content_type, body)
+        event = {
+            "body": text,
+            "headers": dict(request.headers),
+            "params": {"path": {}, "querystring": dict(request.query), "header": dict(request.headers)},
+            "stage-variables": {},
+            "context": {"http-method": "POST", "stage": self.stage, "resource-path": "/upload"},
+        }
+        outcome = await self._invoke("upload", event)
+        if isinstance(outcome, web.Response):
+            return outcome
+        result, error = outcome
+        if error is None:
+            return web.json_response(result)
+        for pattern, status in self.rules.error_patterns:
+            if re.fullmatch(pattern, error):
+                return web.json_response({"message": error}, status=status)
+        # No pattern matched: the default (200) response, with the error as its body.
+        return web.json_response({"errorMessage": error, "errorType": "Exception"})
+
+    async def _handoff(self, request: web.Request, body: bytes) -> web.Response:
+        text, encoded = self._body_for_event(request.content_type, body)
+        event = {
+            "resource": "/handoff",
+            "path": "/handoff",
+            "httpMethod": request.method,
+            "headers": dict(request.headers),
+            "queryStringParameters": dict(request.query) or None,
+            "body": text,
+            "isBase64Encoded": encoded,
+        }
+        outcome = await self._invoke("handoff", event)
+        if isinstance(outcome, web.Response):
+            return outcome
+        result, error = outcome
+        if error is not None or not isinstance(result, dict) or "statusCode" not in result:
+            return _answer(502, "Internal server error")
+        return web.Response(
+            status=int(result["statusCode"]), text=result.get("body") or "", headers=result.get("headers") or {}
+        )
