@@ -180,6 +180,27 @@ async def test_function_recognises_a_relay_retry_and_checks_the_bytes(
         await asyncio.to_thread(clip_bucket.handle, bad)
 
 
+async def test_lambda_entry_point_builds_its_client_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, s3_server: LocalS3, tls: TLS, s3: Any, bucket: str
+) -> None:
+    from cloud.function import handler
+
+    for name, value in {
+        "BUCKET": bucket,
+        "AWS_ENDPOINT_URL_S3": s3_server.endpoint_url,
+        "AWS_CA_BUNDLE": str(tls.ca_file),
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(handler, "_bucket", None)
+    clip = os.urandom(10_000)
+    answer = await asyncio.to_thread(handler.lambda_handler, mapped_event(clip), None)
+    assert answer["key"] == f"cam-1/{FILENAME}"
+    assert await object_bytes(s3, bucket, answer["key"]) == clip
+
+
 @pytest.mark.parametrize(
     ("subfolder", "filename"),
     [("../etc", FILENAME), ("cam-1", "a/../../b.mkv"), (".", FILENAME), ("cam 1", FILENAME), ("cam-1", "..mkv")],

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
+import botocore
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -66,7 +67,8 @@ def _filename(disposition: str | None) -> str | None:
 
 
 def _segment(value: object, what: str) -> str:
-    if not isinstance(value, str) or not SEGMENT.fullmatch(value) or ".." in value:
+    # No "/" and no leading dot: one key segment, never "." or "..".
+    if not isinstance(value, str) or not SEGMENT.fullmatch(value):
         raise BadRequest(f"{what} {value!r} is not a safe name (letters, digits and ._~+=@,- only)")
     return value
 
@@ -101,6 +103,12 @@ class ClipBucket:
 
     @classmethod
     def from_environment(cls) -> ClipBucket:
+        if tuple(int(n) for n in botocore.__version__.split(".")[:2]) < (1, 36):
+            # If-None-Match on PutObject and full-object CRC32C came in botocore 1.36.
+            raise RuntimeError(
+                f"botocore {botocore.__version__} is too old; package boto3>=1.36 with the "
+                "function (pip install --target cloud/function 'boto3>=1.36')"
+            )
         client = boto3.client("s3", config=Config(signature_version="s3v4", retries={"mode": "standard"}))
         return cls(
             client,
