@@ -50,6 +50,14 @@ _FIXES = {
 }
 
 
+_PRESIGNED_FIXES = {
+    "AccessDenied": "the hand-off function's role needs s3:PutObject on the bucket's clip keys",
+    "SignatureDoesNotMatch": "the hand-off function must sign with SigV4 in the bucket's region, and nothing "
+    "between the relay and S3 may change the request",
+    "NoSuchBucket": "the hand-off function's BUCKET names a bucket that does not exist",
+}
+
+
 class PayloadRefused(Exception):
     """The gateway or the function refused the clip for its size."""
 
@@ -82,8 +90,7 @@ def _s3_error(status: int, text: str) -> EndpointError:
     message = found.group(1) if found else text.strip()[:300]
     if code == "AccessDenied" and "expired" in message.lower():
         code = "RequestExpired"
-    fix = "the hand-off function's role needs s3:PutObject on the bucket" if status == 403 else ""
-    return EndpointError(status, code, message, fix=fix)
+    return EndpointError(status, code, message, fix=_PRESIGNED_FIXES.get(code, ""))
 
 
 class Endpoint:
