@@ -278,15 +278,18 @@ class ApiGatewayDestination:
             yield cls(endpoint, config.apigw, spool, fallback)
 
     async def deliver(self, meta: ClipMeta) -> Delivered:
+        limit = self._config.max_body_bytes
+        too_large = f"more than one request through API Gateway and Lambda takes (apigw.max_body_bytes = {limit})"
         if self._handoff.resumable_state(meta.clip_id) is None and not self._over_limit(meta):
             try:
                 return await self._post(meta)
             except PayloadRefused as exc:
+                too_large = f"refused for its size by the gateway ({exc})"
                 log.warning(
                     "apigw_payload_refused",
                     clip_id=meta.clip_id,
                     bytes=meta.size,
-                    max_body_bytes=self._config.max_body_bytes,
+                    max_body_bytes=limit,
                     error=str(exc),
                     fix="lower apigw.max_body_bytes",
                 )
@@ -297,9 +300,7 @@ class ApiGatewayDestination:
                 log.info("apigw_fallback", clip_id=meta.clip_id, bytes=meta.size, reason=str(exc), to="s3")
                 return await self._fallback.deliver(meta)
             raise PermanentUploadError(
-                f"the clip is {meta.size} bytes, more than one request through API Gateway and Lambda "
-                f"takes (apigw.max_body_bytes = {self._config.max_body_bytes}), and the endpoint offers "
-                f"no presigned hand-off ({exc})",
+                f"the clip is {meta.size} bytes, {too_large}, and the endpoint offers no presigned hand-off ({exc})",
                 code="ClipTooLargeForGateway",
                 fix='deploy cloud/ and set apigw.handoff_url, or set apigw.fallback = "s3" with an [s3] '
                 "section; then 'axis-relay spool retry'",

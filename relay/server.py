@@ -1,9 +1,10 @@
 """``serve()``: the relay's lifetime, from spool recovery to the summary line.
 
-Start-up: recover the spool, open the S3 client, start upload workers, listen.
+Start-up: recover the spool, open the destination (S3, or API Gateway), start upload
+workers, listen.
 Shutdown, in order: stop listening, let devices that are mid-upload finish (bounded
 by ingest.shutdown_grace_s), stop the upload workers (their clips stay queued and are
-resumed at the next start), close the S3 client, log one summary line.
+resumed at the next start), close the destination's clients, log one summary line.
 """
 
 from __future__ import annotations

@@ -375,6 +375,21 @@ async def test_a_413_sends_the_clip_to_the_handoff_after_one_try(
     assert await object_bytes(s3, bucket, f"{DEVICE}/{FILENAME}") == clip
 
 
+async def test_a_413_without_handoff_quarantines_after_one_try(
+    tmp_path: Path, tls: TLS, gateway: ApiGatewayStandIn, s3: Any, bucket: str
+) -> None:
+    gateway.body_limit = 1 * MiB
+    gateway.handoff_enabled = False
+    config = parse_config(apigw_raw(tmp_path, tls, gateway), environ={})
+    async with running_relay(config, tls) as relay:
+        assert (await relay.device.post_clip(PATH, os.urandom(3 * MiB))).status == 200
+        await wait_until(lambda: relay.quarantined() != [], what="the clip quarantined")
+        reason = json.loads((relay.spool / "quarantine" / relay.quarantined()[0] / "reason.json").read_text())
+    assert gateway.statuses[("upload", 413)] == 1  # recognised, not retried
+    assert "refused for its size by the gateway" in reason["reason"]
+    assert "Request Too Long" in reason["reason"]
+
+
 async def test_the_lambda_limit_behind_a_500_is_recognised(
     tmp_path: Path, tls: TLS, gateway: ApiGatewayStandIn, s3: Any, bucket: str
 ) -> None:
