@@ -93,6 +93,17 @@ def _s3_error(status: int, text: str) -> EndpointError:
     return EndpointError(status, code, message, fix=_PRESIGNED_FIXES.get(code, ""))
 
 
+def _refuse_redirect(answer: aiohttp.ClientResponse, setting: str) -> None:
+    """A redirect is never followed: a client following it would re-send a POST as a
+    GET, and a 200 for that GET would look like a delivery."""
+    if 300 <= answer.status < 400:
+        raise PermanentUploadError(
+            f"{answer.url} redirects (HTTP {answer.status}) to {answer.headers.get('Location', '?')}",
+            code="Redirect",
+            fix=f"set {setting} to the URL that answers itself (the invoke URL, https://)",
+        )
+
+
 class Endpoint:
     """The HTTP side: one client session for API Gateway and the presigned S3 URLs."""
 
@@ -119,10 +130,15 @@ class Endpoint:
             **self._auth,
         }
         async with self._session.post(
-            self._config.url, params={"subfolder": meta.camera}, data=io.BytesIO(body), headers=headers
+            self._config.url,
+            params={"subfolder": meta.camera},
+            data=io.BytesIO(body),
+            headers=headers,
+            allow_redirects=False,
         ) as answer:
             text = await answer.text(errors="replace")
             status = answer.status
+            _refuse_redirect(answer, "apigw.url")
             error = _gateway_error(status, text, answer.headers)
         if status == 413:
             raise PayloadRefused(f"{error.code}: {error.message}")
@@ -145,9 +161,12 @@ class Endpoint:
         url = self._config.handoff_url
         if url is None:
             raise HandoffUnavailable("apigw.handoff_url is not set")
-        async with self._session.post(url, json={"action": action, **fields}, headers=self._auth) as answer:
+        async with self._session.post(
+            url, json={"action": action, **fields}, headers=self._auth, allow_redirects=False
+        ) as answer:
             text = await answer.text(errors="replace")
             status = answer.status
+            _refuse_redirect(answer, "apigw.handoff_url")
             error = _gateway_error(status, text, answer.headers)
         # API Gateway answers a resource it does not have with 403 "Missing
         # Authentication Token"; a custom domain or another server with 404.
@@ -166,7 +185,7 @@ class Endpoint:
     async def put(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
         """A presigned PUT straight to S3: (status, ETag); 412 = the key is taken."""
         # From a BytesIO, which aiohttp sends in pieces with a Content-Length.
-        async with self._session.put(url, data=io.BytesIO(body), headers=headers) as answer:
+        async with self._session.put(url, data=io.BytesIO(body), headers=headers, allow_redirects=False) as answer:
             text = await answer.text(errors="replace")
             if answer.status in (200, 412):
                 return answer.status, answer.headers.get("ETag", "")

@@ -21,12 +21,13 @@ import aiohttp
 import boto3
 import crc32c
 import pytest
+from aiohttp import web
 from botocore.config import Config as BotoConfig
 
 from cloud.function.handler import BadRequest, ClipBucket
 from relay import crashpoints
 from relay.config import APIGW_DEFAULT_BODY_BYTES, RelayConfig, parse_config
-from relay.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3
+from relay.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
 from relay.stats import RelayStats
 from tests.apigw_standin import ApiGatewayStandIn, GatewayRules
 from tests.conftest import (
@@ -400,6 +401,36 @@ async def test_the_lambda_limit_behind_a_500_is_recognised(
     assert gateway.statuses[("upload", 500)] == 1
     assert calls(gateway)["handoff:complete"] == 1
     assert await object_bytes(s3, bucket, f"{DEVICE}/{FILENAME}") == clip
+
+
+async def test_a_redirect_is_not_followed_into_a_false_delivery(
+    tmp_path: Path, tls: TLS, gateway: ApiGatewayStandIn, s3: Any, bucket: str
+) -> None:
+    # e.g. a URL that moved: following it would turn the POST into a GET, answered 200.
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/page")
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="welcome")
+
+    app = web.Application()
+    app.router.add_post("/moved", moved)
+    app.router.add_get("/page", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        raw = apigw_raw(tmp_path, tls, gateway, url=f"http://127.0.0.1:{port}/moved")
+        async with running_relay(parse_config(raw, environ={}), tls) as relay:
+            assert (await relay.device.post_clip(PATH, os.urandom(1000))).status == 200
+            await wait_until(lambda: relay.quarantined() != [], what="the clip quarantined")
+            reason = json.loads((relay.spool / "quarantine" / relay.quarantined()[0] / "reason.json").read_text())
+            assert relay.stats.clips_uploaded == 0
+    finally:
+        await runner.cleanup()
+    assert "redirects (HTTP 302)" in reason["reason"]
+    assert "apigw.url" in reason["fix"]
 
 
 async def test_a_wrong_api_key_quarantines_with_the_fix(
