@@ -54,7 +54,8 @@ def crc(data: bytes) -> str:
 
 
 @pytest.fixture
-def clip_bucket(s3_server: LocalS3, tls: TLS, bucket: str) -> Iterator[ClipBucket]:
+def function_s3(s3_server: LocalS3, tls: TLS) -> Iterator[Any]:
+    """The function's own S3 client: boto3, synchronous, SigV4 as in Lambda."""
     client = boto3.client(
         "s3",
         endpoint_url=s3_server.endpoint_url,
@@ -64,8 +65,13 @@ def clip_bucket(s3_server: LocalS3, tls: TLS, bucket: str) -> Iterator[ClipBucke
         verify=str(tls.ca_file),
         config=BotoConfig(s3={"addressing_style": "path"}, signature_version="s3v4"),
     )
-    yield ClipBucket(client, bucket)
+    yield client
     client.close()
+
+
+@pytest.fixture
+def clip_bucket(function_s3: Any, bucket: str) -> ClipBucket:
+    return ClipBucket(function_s3, bucket)
 
 
 class Calls:
@@ -431,6 +437,49 @@ async def test_a_redirect_is_not_followed_into_a_false_delivery(
         await runner.cleanup()
     assert "redirects (HTTP 302)" in reason["reason"]
     assert "apigw.url" in reason["fix"]
+
+
+async def test_gateway_outage_clips_wait_and_then_all_arrive(
+    tmp_path: Path, tls: TLS, clip_bucket: ClipBucket, s3: Any, bucket: str
+) -> None:
+    gateway = ApiGatewayStandIn(Calls(clip_bucket), tls.cert_file, tls.key_file, api_keys=frozenset({API_KEY}))
+    gateway.port = free_port()  # nothing listens there yet: the WAN is down
+    config = parse_config(apigw_raw(tmp_path, tls, gateway), environ={})
+    clips = {"small.mkv": os.urandom(200_000), "large.mkv": os.urandom(12 * MiB)}
+    async with running_relay(config, tls) as relay:
+        for name, clip in clips.items():
+            assert (await relay.device.post_clip(PATH, clip, filename=name)).status == 200
+        await wait_until(lambda: relay.stats.upload_retries >= 4, what="uploads retried during the outage")
+        assert relay.stats.clips_uploaded == 0
+        assert len(relay.queued()) == 2
+        async with gateway.running():
+            await wait_until(lambda: relay.stats.clips_uploaded == 2, what="both clips uploaded")
+    for name, clip in clips.items():
+        assert await object_bytes(s3, bucket, f"{DEVICE}/{name}") == clip
+    assert relay.quarantined() == []
+
+
+async def test_an_expired_presigned_url_is_replaced(
+    tmp_path: Path, tls: TLS, gateway: ApiGatewayStandIn, function_s3: Any, s3: Any, bucket: str
+) -> None:
+    # The first part URL expires before it is used (as after an outage between
+    # asking and sending): the part is asked for again, not given up.
+    short_lived = ClipBucket(function_s3, bucket, url_ttl_s=1)
+    delayed = threading.Event()
+
+    def handle(event: dict[str, Any]) -> dict[str, Any]:
+        answer = short_lived.handle(event)
+        if "httpMethod" in event and '"part"' in event["body"] and not delayed.is_set():
+            delayed.set()
+            threading.Event().wait(2.5)
+        return answer
+
+    gateway.handler = handle
+    config = parse_config(apigw_raw(tmp_path, tls, gateway), environ={})
+    clip = os.urandom(11 * MiB)
+    stats = await relay_delivers(config, tls, clip)
+    assert stats.retries_by_reason["RequestExpired"] == 1
+    assert await object_bytes(s3, bucket, f"{DEVICE}/{FILENAME}") == clip
 
 
 async def test_a_wrong_api_key_quarantines_with_the_fix(
