@@ -43,6 +43,7 @@ from tests.conftest import (
 )
 from tests.device import Device
 from tests.relay_process import RelayProcess
+from tests.test_chaos import kill_at_random
 
 API_KEY = "relay-key-7f3a"
 FILENAME = "video23-04-13_21-50-27-63_00001.mkv"
@@ -480,6 +481,13 @@ async def test_an_expired_presigned_url_is_replaced(
     stats = await relay_delivers(config, tls, clip)
     assert stats.retries_by_reason["RequestExpired"] == 1
     assert await object_bytes(s3, bucket, f"{DEVICE}/{FILENAME}") == clip
+
+
+async def test_random_kills_through_the_gateway_lose_nothing_and_duplicate_nothing(
+    tmp_path: Path, tls: TLS, gateway: ApiGatewayStandIn, s3: Any, bucket: str
+) -> None:
+    # Clips of 20 kB to 7 MB: POSTs, and hand-offs in two parts, cut at random moments.
+    await kill_at_random(apigw_raw(tmp_path, tls, gateway), tmp_path, tls, s3, bucket)
 
 
 async def test_a_wrong_api_key_quarantines_with_the_fix(

@@ -25,9 +25,13 @@ CYCLES = int(os.environ.get("CHAOS_CYCLES", "6"))
 async def test_random_kills_lose_nothing_and_duplicate_nothing(
     tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
 ) -> None:
+    await kill_at_random(raw_config(tmp_path, tls, s3_server.endpoint_url, bucket), tmp_path, tls, s3, bucket)
+
+
+async def kill_at_random(raw: dict[str, Any], tmp_path: Path, tls: TLS, s3: Any, bucket: str) -> None:
+    """Stream clips into a relay run with ``raw`` while killing it; then check ``bucket``."""
     seed = int(os.environ.get("CHAOS_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
-    raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket)
     relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
     device = Device("127.0.0.1", raw["ingest"]["port"], tls.client_context())
     acked: dict[str, int] = {}  # file name -> CRC32C of what the device sent
@@ -71,7 +75,8 @@ async def test_random_kills_lose_nothing_and_duplicate_nothing(
     lost = sorted(set(acked) - set(base_names))
     unexpected = sorted(set(base_names) - set(acked) - set(unanswered))
     print(
-        f"\nchaos seed={seed}: kill cycles {CYCLES}, clips acknowledged {len(acked)}, "
+        f"\nchaos seed={seed} destination={raw.get('destination', 's3')}: kill cycles {CYCLES}, "
+        f"clips acknowledged {len(acked)}, "
         f"unanswered {len(unanswered)}, objects in S3 {len(keys)}, lost {len(lost)}, duplicated {duplicated}"
     )
     assert acked, "the device never got a clip through"
