@@ -15,7 +15,16 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 MiB = 1024 * 1024
 
@@ -170,7 +179,7 @@ class ApiGatewayConfig(_Uploads):
     # "none" = quarantine with a message; "s3" = the [s3] section's bucket, directly.
     fallback: Literal["none", "s3"] = "none"
     # A CA bundle for the API and S3 endpoints with a private certificate.
-    ca_bundle: Path | None = None
+    ca_bundle: FilePath | None = None
     # Above API Gateway's 29 s integration timeout, so its 504 arrives before ours.
     read_timeout_s: Annotated[float, Field(gt=0)] = 35.0
 

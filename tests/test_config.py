@@ -53,6 +53,7 @@ def test_unknown_key_is_refused_by_name() -> None:
         ({"destination": "apigw"}, r"no \[apigw\] section; add one with at least url"),
         ({"destination": "sftp"}, r"destination: Input should be 's3' or 'apigw'"),
         ({"destination": "apigw", "apigw": {"url": "abc.execute-api"}}, r"apigw\.url: .*https:// URL"),
+        ({"destination": "apigw", "apigw": {"url": "https://a/b", "ca_bundle": "/nope.pem"}}, r"apigw\.ca_bundle: "),
         ({"destination": "apigw", "apigw": {"url": "https://a/b", "max_body_bytes": 11 * 2**20}}, r"apigw\.max_body"),
         ({"destination": "apigw", "apigw": {"url": "https://a/b", "fallback": "s3"}, "s3": None}, r"no \[s3\] section"),
     ],
