@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import re
@@ -317,7 +318,7 @@ class ApiGatewayDestination:
         except HandoffUnavailable as exc:
             if self._fallback is not None:
                 log.info("apigw_fallback", clip_id=meta.clip_id, bytes=meta.size, reason=str(exc), to="s3")
-                return await self._fallback.deliver(meta)
+                return dataclasses.replace(await self._fallback.deliver(meta), route="fallback_s3")
             raise PermanentUploadError(
                 f"the clip is {meta.size} bytes, {too_large}, and the endpoint offers no presigned hand-off ({exc})",
                 code="ClipTooLargeForGateway",
@@ -336,7 +337,9 @@ class ApiGatewayDestination:
         result = await self._endpoint.post_clip(meta, body)
         key = result.get("key")
         return Delivered(
-            key if isinstance(key, str) else seed_key(meta), already_present=bool(result.get("already_present"))
+            key if isinstance(key, str) else seed_key(meta),
+            already_present=bool(result.get("already_present")),
+            route="post",
         )
 
     async def abandon(self, meta: ClipMeta) -> None:

@@ -37,6 +37,7 @@ Completion = Literal["done", "taken", "gone"]
 class Delivered:
     key: str
     already_present: bool = False
+    route: str = "s3"  # how it went, for the log and the metrics
 
 
 @dataclass(frozen=True)
@@ -152,12 +153,12 @@ class ObjectDelivery:
                 committed = await self._multipart(meta, key)
             if committed:
                 crashpoints.reached(crashpoints.UPLOAD_AFTER_COMMIT)
-                return Delivered(key)
+                return Delivered(key, route=self._store.name)
             # Not committed: the key exists, or a multipart upload vanished. The object
             # may be ours (a commit whose answer was lost), other content, or absent.
             holder = await self._holder(key, meta)
             if holder == "this clip":
-                return Delivered(key, already_present=True)
+                return Delivered(key, already_present=True, route=self._store.name)
             if holder == "other content":
                 other = key
                 key = disambiguated(other, meta.clip_id)

@@ -42,6 +42,12 @@ class RelayCollector(Collector):
         for reason, count in sorted(s.retries_by_reason.items()):
             retries.add_metric([reason], count)
         yield retries
+        routes = CounterMetricFamily(
+            "axis_relay_clips_uploaded_by_route", "Clips uploaded, by the way they went", labels=["route"]
+        )
+        for route, count in sorted(s.uploads_by_route.items()):
+            routes.add_metric([route], count)
+        yield routes
         yield GaugeMetricFamily("axis_relay_spool_clips", "Clips waiting for upload", value=self._spool.queued.clips)
         yield GaugeMetricFamily("axis_relay_spool_bytes", "Bytes waiting for upload", value=self._spool.queued.bytes)
         oldest = self._spool.oldest_pending_at()

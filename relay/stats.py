@@ -20,6 +20,8 @@ class RelayStats:
     clips_quarantined: int = 0
     upload_retries: int = 0
     retries_by_reason: Counter[str] = field(default_factory=Counter)
+    # How uploaded clips went: "s3", or through API Gateway "post", "handoff", "fallback_s3".
+    uploads_by_route: Counter[str] = field(default_factory=Counter)
     last_upload_at: float | None = None
     started_at: float = field(default_factory=time.time)
     last_clip_at: dict[str, float] = field(default_factory=dict)  # per device
@@ -37,6 +39,7 @@ class RelayStats:
     def summary(self) -> dict[str, object]:
         out = asdict(self)
         out["retries_by_reason"] = dict(self.retries_by_reason)
+        out["uploads_by_route"] = dict(self.uploads_by_route)
         for histogram_part in ("upload_seconds_bounds", "upload_seconds_counts", "upload_seconds_sum", "last_clip_at"):
             out.pop(histogram_part)
         return out

@@ -101,6 +101,7 @@ class Uploader:
         # (a cancelled removal only means the next start finds it already present).
         self._stats.clips_uploaded += 1
         self._stats.bytes_uploaded += meta.size
+        self._stats.uploads_by_route[delivered.route] += 1
         self._stats.last_upload_at = time.time()
         self._stats.observe_upload(time.monotonic() - started)
         await asyncio.to_thread(self._spool.remove, clip_id)
@@ -112,6 +113,7 @@ class Uploader:
             attempts=attempts,
             seconds=round(time.monotonic() - started, 3),
             already_present=delivered.already_present,
+            route=delivered.route,
         )
 
     def _log_retry(self, state: RetryCallState) -> None:

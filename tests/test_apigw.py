@@ -271,7 +271,8 @@ async def test_small_clip_is_posted_like_a_device_would(
 ) -> None:
     config = parse_config(apigw_raw(tmp_path, tls, gateway), environ={})
     clip = os.urandom(1 * MiB)
-    await relay_delivers(config, tls, clip)
+    stats = await relay_delivers(config, tls, clip)
+    assert stats.uploads_by_route == Counter({"post": 1})
     key = f"{DEVICE}/{FILENAME}"
     assert await object_bytes(s3, bucket, key) == clip
     head = await s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
@@ -284,7 +285,8 @@ async def test_large_clip_goes_through_the_multipart_handoff(
 ) -> None:
     config = parse_config(apigw_raw(tmp_path, tls, gateway, part_size_bytes=8 * MiB), environ={})
     clip = os.urandom(60 * MiB)
-    await relay_delivers(config, tls, clip, chunked=True, pieces=60)
+    stats = await relay_delivers(config, tls, clip, chunked=True, pieces=60)
+    assert stats.uploads_by_route == Counter({"handoff": 1})
     key = f"{DEVICE}/{FILENAME}"
     assert await object_bytes(s3, bucket, key) == clip
     head = await s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
@@ -363,6 +365,7 @@ async def test_no_handoff_goes_to_the_s3_fallback(
         assert (await relay.device.post_clip(PATH, clip, filename="large.mkv")).status == 200
         assert (await relay.device.post_clip(PATH, small, filename="small.mkv")).status == 200
         await wait_until(lambda: relay.stats.clips_uploaded == 2, what="both clips uploaded")
+    assert relay.stats.uploads_by_route == Counter({"post": 1, "fallback_s3": 1})
     keys = await list_keys(s3, bucket)
     assert f"{DEVICE}/small.mkv" in keys  # through the gateway
     [large] = [k for k in keys if k.endswith("/large.mkv") and k.count("/") == 4]  # s3.key_template

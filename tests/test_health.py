@@ -40,6 +40,7 @@ async def test_metrics_change_as_clips_flow(tmp_path: Path, tls: TLS, s3_server:
         assert metric(after, "axis_relay_clips_rejected_total") == 1
         assert metric(after, "axis_relay_spool_clips") == 0
         assert metric(after, "axis_relay_upload_seconds_count") == 1
+        assert metric(after, 'axis_relay_clips_uploaded_by_route_total{route="s3"}') == 1
         assert metric(after, "axis_relay_last_upload_timestamp_seconds") > 0
         assert f'axis_relay_device_last_clip_timestamp_seconds{{device="{DEVICE}"}}' in after
         status, body = await get(base + "/healthz")
