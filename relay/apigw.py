@@ -244,7 +244,11 @@ class HandoffStore:
     async def list_parts(self, key: str, upload_id: str) -> dict[int, str] | None:
         answer = await self._endpoint.call("parts", key=key, upload_id=upload_id)
         parts = answer.get("parts")
-        return None if parts is None else {int(n): str(etag) for n, etag in parts.items()}
+        if parts is None:
+            return None
+        if not isinstance(parts, dict):
+            raise EndpointError(502, "BadHandoffAnswer", f"parts is not an object in {answer!r:.200}")
+        return {int(n): str(etag) for n, etag in parts.items()}
 
     async def complete(self, meta: ClipMeta, key: str, upload_id: str, parts: list[Part]) -> Completion:
         listing = [{"number": p.number, "etag": p.etag, "crc32c": p.crc32c} for p in parts]
