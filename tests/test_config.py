@@ -122,6 +122,17 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert "cannot read" in missing.stderr
 
 
+def test_check_config_names_the_gateway_destination(tmp_path: Path) -> None:
+    cfg = tmp_path / "relay.toml"
+    cfg.write_text(
+        'destination = "apigw"\n[apigw]\nurl = "https://abc.execute-api.eu-west-1.amazonaws.com/prod/upload"\n'
+        '[devices.cam1]\ntoken = "t"\n'
+    )
+    result = run_cli("check-config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    assert "to https://abc.execute-api.eu-west-1.amazonaws.com/prod/upload" in result.stdout
+
+
 def test_run_refuses_a_port_in_use_with_exit_3(tmp_path: Path) -> None:
     import socket
 
