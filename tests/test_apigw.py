@@ -42,6 +42,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.device import Device
+from tests.faultproxy import FaultProxy, Faults
 from tests.relay_process import RelayProcess
 from tests.test_chaos import kill_at_random
 
@@ -461,6 +462,33 @@ async def test_gateway_outage_clips_wait_and_then_all_arrive(
     for name, clip in clips.items():
         assert await object_bytes(s3, bucket, f"{DEVICE}/{name}") == clip
     assert relay.quarantined() == []
+
+
+async def test_resets_and_stalls_on_the_way_to_the_gateway_delay_but_never_lose(
+    tmp_path: Path, tls: TLS, gateway: ApiGatewayStandIn, s3: Any, bucket: str
+) -> None:
+    faults = Faults(reset_connections=2, stall_connections=1, after_bytes=64 * 1024)
+    async with FaultProxy("127.0.0.1", gateway.port, faults).running() as proxy:
+        raw = apigw_raw(tmp_path, tls, gateway, read_timeout_s=1.0, connect_timeout_s=1.0)
+        raw["apigw"]["url"] = f"https://127.0.0.1:{proxy.port}/prod/upload"
+        raw["apigw"]["handoff_url"] = f"https://127.0.0.1:{proxy.port}/prod/handoff"
+        clips = {f"c{n}.mkv": os.urandom(1 * MiB) for n in range(3)}
+        large = os.urandom(11 * MiB)
+        async with running_relay(parse_config(raw, environ={}), tls) as relay:
+            for name, clip in clips.items():
+                assert (await relay.device.post_clip(PATH, clip, filename=name)).status == 200
+            await wait_until(lambda: relay.stats.clips_uploaded == 3, timeout=60, what="the POSTed clips")
+            # Every faulty connection carried a POST body; now a hand-off through the proxy.
+            assert (await relay.device.post_clip(PATH, large, filename="large.mkv")).status == 200
+            await wait_until(lambda: relay.stats.clips_uploaded == 4, timeout=60, what="the handed-off clip")
+            stats = relay.stats
+    assert sorted(faults.injected) == ["reset", "reset", "stall"]
+    assert stats.clips_quarantined == 0
+    assert stats.upload_retries >= 2
+    clips["large.mkv"] = large
+    assert sorted(await list_keys(s3, bucket)) == sorted(f"{DEVICE}/{name}" for name in clips)
+    for name, clip in clips.items():
+        assert await object_bytes(s3, bucket, f"{DEVICE}/{name}") == clip
 
 
 async def test_an_expired_presigned_url_is_replaced(
