@@ -63,7 +63,7 @@ class GatewayRules:
 
     @classmethod
     def from_template(cls, path: Path = TEMPLATE) -> GatewayRules:
-        resources = yaml.load(path.read_text(), Loader=_CfnLoader)["Resources"]
+        resources = template_resources(path)
         api = resources["Api"]["Properties"]
         integration = resources["UploadMethod"]["Properties"]["Integration"]
         patterns = tuple(
@@ -122,10 +122,10 @@ class ApiGatewayStandIn:
             answer = _answer(403, "Missing Authentication Token", "MissingAuthenticationTokenException")
         elif self.api_keys and request.headers.get("x-api-key") not in self.api_keys:
             answer = _answer(403, "Forbidden", "ForbiddenException")
-        elif (request.content_length or 0) > self.body_limit:
+        # By its Content-Length, before reading; a chunked body once read.
+        elif (request.content_length or 0) > self.body_limit or len(body := await request.read()) > self.body_limit:
             answer = _answer(413, "Request Too Long")
         else:
-            body = await request.read()
             self.largest_body = max(self.largest_body, len(body))
             if resource == "upload":
                 answer = await self._upload(request, body)
