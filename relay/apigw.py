@@ -16,7 +16,6 @@ with a message that names the limit and the fix.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import io
@@ -31,7 +30,7 @@ import structlog
 
 from relay.clip import ClipMeta
 from relay.config import LAMBDA_REQUEST_LIMIT, MAPPED_EVENT_OVERHEAD, ApiGatewayConfig, RelayConfig
-from relay.delivery import Completion, Delivered, ObjectDelivery, Part, StoredObject, read_range, uplink
+from relay.delivery import Completion, Delivered, ObjectDelivery, Part, StoredObject, read_whole_clip, uplink
 from relay.failures import EndpointError, PermanentUploadError
 from relay.s3 import S3Destination
 from relay.spool import Spool
@@ -122,6 +121,13 @@ class Endpoint:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False) as session:
             yield cls(session, config)
 
+    async def _post(self, url: str, setting: str, **request: Any) -> tuple[int, str, Any]:
+        """(status, body text, headers) of one POST to API Gateway."""
+        async with self._session.post(url, allow_redirects=False, **request) as answer:
+            text = await answer.text(errors="replace")
+            _refuse_redirect(answer, setting)
+            return answer.status, text, answer.headers
+
     async def post_clip(self, meta: ClipMeta, body: bytes) -> dict[str, Any]:
         headers = {
             "Content-Type": meta.content_type,
@@ -130,22 +136,15 @@ class Endpoint:
             "X-Clip-Crc32c": meta.crc32c,
             **self._auth,
         }
-        async with self._session.post(
-            self._config.url,
-            params={"subfolder": meta.camera},
-            data=io.BytesIO(body),
-            headers=headers,
-            allow_redirects=False,
-        ) as answer:
-            text = await answer.text(errors="replace")
-            status = answer.status
-            _refuse_redirect(answer, "apigw.url")
-            error = _gateway_error(status, text, answer.headers)
-        if status == 413:
-            raise PayloadRefused(f"{error.code}: {error.message}")
-        if status >= 500 and len(body) > LAMBDA_BODY_LIMIT:
-            raise PayloadRefused(f"HTTP {status} for a body over {LAMBDA_BODY_LIMIT} bytes: {error.message}")
+        status, text, answer_headers = await self._post(
+            self._config.url, "apigw.url", params={"subfolder": meta.camera}, data=io.BytesIO(body), headers=headers
+        )
         if not 200 <= status < 300:
+            error = _gateway_error(status, text, answer_headers)
+            if status == 413:
+                raise PayloadRefused(f"{error.code}: {error.message}")
+            if status >= 500 and len(body) > LAMBDA_BODY_LIMIT:
+                raise PayloadRefused(f"HTTP {status} for a body over {LAMBDA_BODY_LIMIT} bytes: {error.message}")
             raise error
         try:
             result = json.loads(text) if text.strip() else {}
@@ -162,18 +161,15 @@ class Endpoint:
         url = self._config.handoff_url
         if url is None:
             raise HandoffUnavailable("apigw.handoff_url is not set")
-        async with self._session.post(
-            url, json={"action": action, **fields}, headers=self._auth, allow_redirects=False
-        ) as answer:
-            text = await answer.text(errors="replace")
-            status = answer.status
-            _refuse_redirect(answer, "apigw.handoff_url")
-            error = _gateway_error(status, text, answer.headers)
-        # API Gateway answers a resource it does not have with 403 "Missing
-        # Authentication Token"; a custom domain or another server with 404.
-        if status == 404 or (status == 403 and "MissingAuthenticationToken" in error.code):
-            raise HandoffUnavailable(f"{url} answered {status} ({error.message})")
+        status, text, headers = await self._post(
+            url, "apigw.handoff_url", json={"action": action, **fields}, headers=self._auth
+        )
         if not 200 <= status < 300:
+            error = _gateway_error(status, text, headers)
+            # API Gateway answers a resource it does not have with 403 "Missing
+            # Authentication Token"; a custom domain or another server with 404.
+            if status == 404 or (status == 403 and "MissingAuthenticationToken" in error.code):
+                raise HandoffUnavailable(f"{url} answered {status} ({error.message})")
             raise error
         try:
             result = json.loads(text)
@@ -304,7 +300,7 @@ class ApiGatewayDestination:
     async def deliver(self, meta: ClipMeta) -> Delivered:
         limit = self._config.max_body_bytes
         too_large = f"more than one request through API Gateway and Lambda takes (apigw.max_body_bytes = {limit})"
-        if self._handoff.resumable_state(meta.clip_id) is None and not self._over_limit(meta):
+        if self._handoff.resumable_state(meta.clip_id) is None and meta.size <= limit:
             try:
                 return await self._post(meta)
             except PayloadRefused as exc:
@@ -330,14 +326,8 @@ class ApiGatewayDestination:
                 "section; then 'axis-relay spool retry'",
             ) from None
 
-    def _over_limit(self, meta: ClipMeta) -> bool:
-        return meta.size > self._config.max_body_bytes
-
     async def _post(self, meta: ClipMeta) -> Delivered:
-        body = await asyncio.to_thread(read_range, self._spool.data_path(meta.clip_id), 0, meta.size)
-        if len(body) != meta.size:
-            raise PermanentUploadError(f"spooled clip is {len(body)} bytes, but {meta.size} arrived")
-        await self._uplink.take(len(body))
+        body = await read_whole_clip(self._spool, meta, self._uplink)
         result = await self._endpoint.post_clip(meta, body)
         key = result.get("key")
         return Delivered(

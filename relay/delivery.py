@@ -115,6 +115,15 @@ def _read_part(path: Path, offset: int, length: int, running: int, for_upload: b
     return block, own, crc32c.crc32c(block, running)
 
 
+async def read_whole_clip(spool: Spool, meta: ClipMeta, limit: TokenBucket | Unlimited) -> bytes:
+    """The spooled clip, checked against the size that arrived, once the uplink has room."""
+    body = await asyncio.to_thread(read_range, spool.data_path(meta.clip_id), 0, meta.size)
+    if len(body) != meta.size:
+        raise PermanentUploadError(f"spooled clip is {len(body)} bytes, but {meta.size} arrived")
+    await limit.take(len(body))
+    return body
+
+
 def uplink(bytes_per_s: int) -> TokenBucket | Unlimited:
     return TokenBucket(bytes_per_s, burst_bytes=max(bytes_per_s, 64 * 1024)) if bytes_per_s else Unlimited()
 
@@ -165,10 +174,7 @@ class ObjectDelivery:
                 log.warning("key_taken", clip_id=meta.clip_id, key=other, new_key=key, store=self._store.name)
 
     async def _put(self, meta: ClipMeta, key: str) -> bool:
-        body = await asyncio.to_thread(read_range, self._spool.data_path(meta.clip_id), 0, meta.size)
-        if len(body) != meta.size:
-            raise PermanentUploadError(f"spooled clip is {len(body)} bytes, but {meta.size} arrived")
-        await self._uplink.take(len(body))
+        body = await read_whole_clip(self._spool, meta, self._uplink)
         # The store checks the body against the CRC taken at ingest: none to compute here.
         return await self._store.put(meta, key, body)
 
