@@ -33,9 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import aioboto3
-import boto3
 import trustme
-from botocore.config import Config as BotoConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -44,7 +42,7 @@ from relay.config import parse_config
 from relay.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
 from relay.server import serve
 from relay.stats import RelayStats
-from tests.apigw_standin import ApiGatewayStandIn
+from tests.apigw_standin import ApiGatewayStandIn, function_s3_client
 from tests.device import Device
 
 MiB = 1024 * 1024
@@ -130,16 +128,7 @@ async def main() -> None:
             session = aioboto3.Session(ACCESS_KEY, SECRET_KEY, region_name="us-east-1")
             async with session.client("s3", endpoint_url=local.endpoint_url, verify=str(work / "ca.pem")) as s3:
                 await s3.create_bucket(Bucket=bucket)
-            sync_s3 = boto3.client(
-                "s3",
-                endpoint_url=local.endpoint_url,
-                aws_access_key_id=ACCESS_KEY,
-                aws_secret_access_key=SECRET_KEY,
-                region_name="us-east-1",
-                verify=str(work / "ca.pem"),
-                # As the function configures itself: presigned URLs must be SigV4.
-                config=BotoConfig(s3={"addressing_style": "path"}, signature_version="s3v4"),
-            )
+            sync_s3 = function_s3_client(local.endpoint_url, work / "ca.pem")
             gateway = ApiGatewayStandIn(ClipBucket(sync_s3, bucket).handle, work / "cert.pem", work / "key.pem")
             async with gateway.running():
                 common: dict[str, Any] = {

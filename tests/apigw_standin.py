@@ -30,10 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import yaml
 from aiohttp import web
+from botocore.config import Config as BotoConfig
 
-from relay.local_s3 import free_port
+from relay.local_s3 import ACCESS_KEY, SECRET_KEY, free_port
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "cloud" / "template.yaml"
 API_GATEWAY_BODY_LIMIT = 10 * 1024 * 1024
@@ -48,6 +50,20 @@ class _CfnLoader(yaml.SafeLoader):
 
 
 _CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def function_s3_client(endpoint_url: str, ca_file: Path) -> Any:
+    """The S3 client the function builds for itself in Lambda (boto3, synchronous,
+    SigV4, which presigned URLs need), pointed at the local S3 server."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name="us-east-1",
+        verify=str(ca_file),
+        config=BotoConfig(s3={"addressing_style": "path"}, signature_version="s3v4"),
+    )
 
 
 def template_resources(path: Path = TEMPLATE) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 import time
 import uuid
@@ -182,6 +183,11 @@ class RunningRelay:
     def quarantined(self) -> list[str]:
         d = self.spool / "quarantine"
         return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+    def quarantine_reason(self, clip_id: str) -> dict[str, Any]:
+        """What the quarantined clip's reason.json says."""
+        reason: dict[str, Any] = json.loads((self.spool / "quarantine" / clip_id / "reason.json").read_text())
+        return reason
 
     async def stop(self) -> RelayStats:
         self.stop_event.set()

@@ -18,22 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3
 import crc32c
 import pytest
 from aiohttp import web
-from botocore.config import Config as BotoConfig
 
 from cloud.function.handler import BadRequest, ClipBucket
 from relay import crashpoints
 from relay.config import APIGW_DEFAULT_BODY_BYTES, RelayConfig, parse_config
 from relay.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
 from relay.stats import RelayStats
-from tests.apigw_standin import ApiGatewayStandIn, GatewayRules
+from tests.apigw_standin import ApiGatewayStandIn, GatewayRules, function_s3_client
 from tests.conftest import (
     DEVICE,
     PATH,
     TLS,
+    RunningRelay,
     list_keys,
     object_bytes,
     raw_config,
@@ -57,16 +56,7 @@ def crc(data: bytes) -> str:
 
 @pytest.fixture
 def function_s3(s3_server: LocalS3, tls: TLS) -> Iterator[Any]:
-    """The function's own S3 client: boto3, synchronous, SigV4 as in Lambda."""
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint_url,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-        verify=str(tls.ca_file),
-        config=BotoConfig(s3={"addressing_style": "path"}, signature_version="s3v4"),
-    )
+    client = function_s3_client(s3_server.endpoint_url, tls.ca_file)
     yield client
     client.close()
 
@@ -135,6 +125,13 @@ async def relay_delivers(config: RelayConfig, tls: TLS, clip: bytes, **post: Any
         assert (await relay.device.post_clip(PATH, clip, **post)).status == 200
         await wait_until(lambda: relay.stats.clips_uploaded == 1, timeout=120, what="the clip uploaded")
     return relay.stats
+
+
+async def only_quarantine_reason(relay: RunningRelay) -> dict[str, Any]:
+    """Wait for the one clip sent to land in quarantine; its reason.json."""
+    await wait_until(lambda: relay.quarantined() != [], what="the clip quarantined")
+    [clip_id] = relay.quarantined()
+    return relay.quarantine_reason(clip_id)
 
 
 async def open_uploads(s3: Any, bucket: str) -> list[Any]:
@@ -345,8 +342,7 @@ async def test_no_handoff_and_no_fallback_quarantines_with_the_limit_and_the_fix
     config = parse_config(apigw_raw(tmp_path, tls, gateway), environ={})
     async with running_relay(config, tls) as relay:
         assert (await relay.device.post_clip(PATH, os.urandom(6 * MiB))).status == 200
-        await wait_until(lambda: relay.quarantined() != [], what="the clip quarantined")
-        reason = json.loads((relay.spool / "quarantine" / relay.quarantined()[0] / "reason.json").read_text())
+        reason = await only_quarantine_reason(relay)
     assert f"apigw.max_body_bytes = {APIGW_DEFAULT_BODY_BYTES}" in reason["reason"]
     assert "Missing Authentication Token" in reason["reason"]
     assert "apigw.handoff_url" in reason["fix"]
@@ -395,8 +391,7 @@ async def test_a_413_without_handoff_quarantines_after_one_try(
     config = parse_config(apigw_raw(tmp_path, tls, gateway), environ={})
     async with running_relay(config, tls) as relay:
         assert (await relay.device.post_clip(PATH, os.urandom(3 * MiB))).status == 200
-        await wait_until(lambda: relay.quarantined() != [], what="the clip quarantined")
-        reason = json.loads((relay.spool / "quarantine" / relay.quarantined()[0] / "reason.json").read_text())
+        reason = await only_quarantine_reason(relay)
     assert gateway.statuses[("upload", 413)] == 1  # recognised, not retried
     assert "refused for its size by the gateway" in reason["reason"]
     assert "Request Too Long" in reason["reason"]
@@ -435,8 +430,7 @@ async def test_a_redirect_is_not_followed_into_a_false_delivery(
         raw = apigw_raw(tmp_path, tls, gateway, url=f"http://127.0.0.1:{port}/moved")
         async with running_relay(parse_config(raw, environ={}), tls) as relay:
             assert (await relay.device.post_clip(PATH, os.urandom(1000))).status == 200
-            await wait_until(lambda: relay.quarantined() != [], what="the clip quarantined")
-            reason = json.loads((relay.spool / "quarantine" / relay.quarantined()[0] / "reason.json").read_text())
+            reason = await only_quarantine_reason(relay)
             assert relay.stats.clips_uploaded == 0
     finally:
         await runner.cleanup()
@@ -527,8 +521,7 @@ async def test_a_wrong_api_key_quarantines_with_the_fix(
     config = parse_config(apigw_raw(tmp_path, tls, gateway, api_key="not-the-key"), environ={})
     async with running_relay(config, tls) as relay:
         assert (await relay.device.post_clip(PATH, os.urandom(1000))).status == 200
-        await wait_until(lambda: relay.quarantined() != [], what="the clip quarantined")
-        reason = json.loads((relay.spool / "quarantine" / relay.quarantined()[0] / "reason.json").read_text())
+        reason = await only_quarantine_reason(relay)
     assert "Forbidden" in reason["reason"]
     assert "apigw.api_key" in reason["fix"]
 

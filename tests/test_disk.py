@@ -105,10 +105,7 @@ async def test_damaged_spool_entries_are_quarantined_not_uploaded(
     (queue / ids["badmeta"] / "meta.json").write_text("{not json")
     async with running_relay(config, tls) as relay:
         await wait_until(lambda: len(relay.quarantined()) == 4, timeout=60, what="4 quarantined clips")
-        reasons = {
-            name: json.loads((relay.spool / "quarantine" / ids[name] / "reason.json").read_text())["reason"]
-            for name in ids
-        }
+        reasons = {name: relay.quarantine_reason(ids[name])["reason"] for name in ids}
     assert "metadata says" in reasons["truncated"]
     assert "unreadable" in reasons["badmeta"]
     assert "BadDigest" in reasons["flipped"] or "checksum" in reasons["flipped"]

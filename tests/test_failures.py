@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
@@ -45,7 +44,7 @@ async def test_missing_bucket_quarantines_then_spool_retry_delivers(
         assert (await relay.device.post_clip(PATH, clip)).status == 200
         await wait_until(lambda: len(relay.quarantined()) == 1, what="the clip to be quarantined")
         [clip_id] = relay.quarantined()
-        reason = json.loads((relay.spool / "quarantine" / clip_id / "reason.json").read_text())
+        reason = relay.quarantine_reason(clip_id)
         assert "NoSuchBucket" in reason["reason"]
         assert "create the bucket" in reason["fix"]
 
@@ -76,7 +75,7 @@ async def test_wrong_s3_secret_quarantines_with_the_fix(
         assert (await relay.device.post_clip(PATH, b"c" * 1000)).status == 200
         await wait_until(lambda: len(relay.quarantined()) == 1, what="the clip to be quarantined")
         [clip_id] = relay.quarantined()
-        reason = json.loads((relay.spool / "quarantine" / clip_id / "reason.json").read_text())
+        reason = relay.quarantine_reason(clip_id)
         assert reason["code"] in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied")
         # The clip itself is untouched, ready for 'spool retry'.
         assert (relay.spool / "quarantine" / clip_id / "data").read_bytes() == b"c" * 1000
