@@ -30,7 +30,7 @@ import trustme
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from relay.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
+from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
 
 NGINX_CONF = """
 daemon off;

@@ -39,11 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cloud.function.handler import ClipBucket
 from relay.config import parse_config
-from relay.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
+from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
+from relay.ops.stats import RelayStats
 from relay.server import serve
-from relay.stats import RelayStats
-from tests.apigw_standin import ApiGatewayStandIn, function_s3_client
-from tests.device import Device
+from tests.support.apigw_standin import ApiGatewayStandIn, function_s3_client
+from tests.support.device import Device
 
 MiB = 1024 * 1024
 TOKEN = "bench-token"

@@ -14,12 +14,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from relay import logs
 from relay.config import ConfigError, RelayConfig, load_config
-from relay.secrets import hash_secret
+from relay.ingest.secret_hash import hash_secret
+from relay.ops import logs
+from relay.ops.systemd import Notifier
 from relay.server import RelayError, serve
-from relay.spool import META, REASON, Spool
-from relay.systemd import Notifier
+from relay.spool.store import META, REASON, Spool
 
 DEFAULT_CONFIG = Path("/etc/axis-relay/relay.toml")
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{args.config}: OK ({len(config.devices)} device(s), to {target})")
         return
     if args.command == "gen-cert":
-        from relay import certs
+        from relay.ops import certs
 
         print(certs.instructions(certs.generate(args.dir, args.names), args.names))
         return
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         if args.command == "dev":
-            from relay import devstack
+            from relay.dev import stack as devstack
 
             logs.configure("auto", "info")
             asyncio.run(devstack.run(args.state, args.port))

@@ -83,7 +83,7 @@ class SpoolConfig(_Strict):
     full_policy: Literal["reject", "evict_oldest"] = "reject"
 
 
-class Device(_Strict):
+class DeviceConfig(_Strict):
     """One camera or encoder allowed to send clips as /upload/<name>."""
 
     token: SecretStr | None = None
@@ -93,7 +93,7 @@ class Device(_Strict):
     allow_from: list[IPv4Network | IPv6Network] = []
 
     @model_validator(mode="after")
-    def _has_credentials(self) -> Device:
+    def _has_credentials(self) -> DeviceConfig:
         if self.token is None and self.password is None:
             raise ValueError("give the device a token (query accessToken=...) or a username and password")
         if (self.username is None) != (self.password is None):
@@ -210,6 +210,10 @@ class LogConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+# A device name is one URL path segment and one S3 key segment.
+DEVICE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class RelayConfig(_Strict):
     # Where clips go: "s3" (the [s3] section) or "apigw" (the [apigw] section).
     destination: Literal["s3", "apigw"] = "s3"
@@ -220,7 +224,9 @@ class RelayConfig(_Strict):
     retry: RetryConfig = RetryConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
-    devices: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")], Device] = Field(min_length=1)
+    devices: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")], DeviceConfig] = Field(
+        min_length=1
+    )
 
     @model_validator(mode="after")
     def _destination_configured(self) -> RelayConfig:

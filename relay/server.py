@@ -19,15 +19,15 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from relay.apigw import ApiGatewayDestination
 from relay.config import IngestConfig, MetricsConfig, RelayConfig
-from relay.health import metrics_app
-from relay.ingest import Ingest
-from relay.s3 import S3Destination
-from relay.spool import Spool
-from relay.stats import RelayStats
-from relay.systemd import Notifier
-from relay.uploader import Destination, Uploader
+from relay.ingest.endpoint import Ingest
+from relay.ops.health import metrics_app
+from relay.ops.stats import RelayStats
+from relay.ops.systemd import Notifier
+from relay.spool.store import Spool
+from relay.upload.apigw import ApiGatewayDestination
+from relay.upload.s3 import S3Destination
+from relay.upload.workers import Destination, Uploader
 
 log = structlog.get_logger("relay.server")
 

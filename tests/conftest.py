@@ -1,4 +1,5 @@
-"""Shared fixtures: a real SeaweedFS S3 server over TLS, the relay in-process, a device.
+"""Fixtures only (helpers live in tests/support): a real SeaweedFS S3 server over TLS,
+a bucket per test, the relay in-process.
 
 Nothing here mocks S3 or the relay: every test talks over real loopback sockets with
 real TLS, and waits on polled states with a bound, never on a fixed sleep.
@@ -6,60 +7,16 @@ real TLS, and waits on polled states with a bound, never on a fixed sleep.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import ssl
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 import pytest
-import tomli_w
 import trustme
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
 
-from relay.config import RelayConfig, parse_config
-from relay.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
-from relay.server import serve
-from relay.stats import RelayStats
-from tests.device import Device
-
-DEVICE = "cam-entrance"
-TOKEN = "tok-3c1d2e9f"
-PATH = f"/upload/{DEVICE}?accessToken={TOKEN}"
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 30.0, what: str = "") -> None:
-    """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        await asyncio.sleep(0.05)
-
-
-@dataclass
-class TLS:
-    ca: trustme.CA
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-
-    def client_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        self.ca.configure_trust(context)
-        return context
+from relay.dev.local_s3 import LocalS3
+from tests.support.harness import TLS, RunningRelay, relay_config, running_relay, s3_client
 
 
 @pytest.fixture(scope="session")
@@ -81,12 +38,6 @@ async def s3_server(tmp_path_factory: pytest.TempPathFactory, tls: TLS) -> Async
         yield server
 
 
-def s3_client(endpoint_url: str, tls: TLS) -> Any:
-    session = aioboto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
-    config = BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 2})
-    return session.client("s3", endpoint_url=endpoint_url, verify=str(tls.ca_file), config=config)
-
-
 @pytest.fixture
 async def s3(s3_server: LocalS3, tls: TLS) -> AsyncIterator[Any]:
     async with s3_client(s3_server.endpoint_url, tls) as client:
@@ -98,123 +49,6 @@ async def bucket(s3: Any) -> str:
     name = f"clips-{uuid.uuid4().hex[:12]}"
     await s3.create_bucket(Bucket=name)
     return name
-
-
-async def list_keys(s3: Any, bucket: str) -> list[str]:
-    page = await s3.list_objects_v2(Bucket=bucket)
-    return sorted(o["Key"] for o in page.get("Contents", []))
-
-
-async def object_bytes(s3: Any, bucket: str, key: str) -> bytes:
-    answer = await s3.get_object(Bucket=bucket, Key=key)
-    async with answer["Body"] as body:
-        return bytes(await body.read())
-
-
-async def has_object(s3: Any, bucket: str, key: str) -> bool:
-    try:
-        await s3.head_object(Bucket=bucket, Key=key)
-    except ClientError:
-        return False
-    return True
-
-
-def relay_config(
-    tmp_path: Path, tls: TLS, endpoint_url: str, bucket: str, *, port: int | None = None, **sections: dict[str, Any]
-) -> RelayConfig:
-    return parse_config(raw_config(tmp_path, tls, endpoint_url, bucket, port=port, **sections), environ={})
-
-
-def write_config(path: Path, raw: dict[str, Any]) -> Path:
-    path.write_text(tomli_w.dumps(raw))
-    return path
-
-
-def raw_config(
-    tmp_path: Path, tls: TLS, endpoint_url: str, bucket: str, *, port: int | None = None, **sections: dict[str, Any]
-) -> dict[str, Any]:
-    """The relay config for a test, as the dict a TOML file would hold."""
-    raw: dict[str, Any] = {
-        "ingest": {
-            "host": "127.0.0.1",
-            "port": port or free_port(),
-            "tls_cert": str(tls.cert_file),
-            "tls_key": str(tls.key_file),
-            "shutdown_grace_s": 5,
-        },
-        # No free-space floor: the suite must pass on a nearly full disk too.
-        "spool": {"dir": str(tmp_path / "spool"), "min_free_bytes": 0},
-        "s3": {
-            "bucket": bucket,
-            "endpoint_url": endpoint_url,
-            "ca_bundle": str(tls.ca_file),
-            "addressing_style": "path",
-            "access_key_id": ACCESS_KEY,
-            "secret_access_key": SECRET_KEY,
-            "multipart_threshold_bytes": 5 * 1024 * 1024,
-            "part_size_bytes": 5 * 1024 * 1024,
-        },
-        "metrics": {"port": free_port()},
-        # Backoff stays on, but short, so retry paths run in test time.
-        "retry": {"initial_s": 0.05, "max_s": 0.3},
-        "devices": {DEVICE: {"token": TOKEN, "username": "root", "password": "pass-word"}},
-    }
-    for section, values in sections.items():
-        raw.setdefault(section, {}).update(values)
-    return raw
-
-
-@dataclass
-class RunningRelay:
-    config: RelayConfig
-    device: Device
-    task: asyncio.Task[RelayStats]
-    stop_event: asyncio.Event
-    stats: RelayStats
-
-    @property
-    def spool(self) -> Path:
-        return self.config.spool.dir
-
-    def queued(self) -> list[str]:
-        queue = self.spool / "queue"
-        return sorted(p.name for p in queue.iterdir()) if queue.exists() else []
-
-    def quarantined(self) -> list[str]:
-        d = self.spool / "quarantine"
-        return sorted(p.name for p in d.iterdir()) if d.exists() else []
-
-    def quarantine_reason(self, clip_id: str) -> dict[str, Any]:
-        """What the quarantined clip's reason.json says."""
-        reason: dict[str, Any] = json.loads((self.spool / "quarantine" / clip_id / "reason.json").read_text())
-        return reason
-
-    async def stop(self) -> RelayStats:
-        self.stop_event.set()
-        return await asyncio.wait_for(self.task, 30)
-
-
-@contextlib.asynccontextmanager
-async def running_relay(config: RelayConfig, tls: TLS, **serve_kwargs: Any) -> AsyncIterator[RunningRelay]:
-    started = asyncio.Event()
-    stop = asyncio.Event()
-    stats = RelayStats()
-    task = asyncio.create_task(
-        serve(config, stop.wait, on_started=lambda _: started.set(), stats=stats, **serve_kwargs)
-    )
-    waiter = asyncio.create_task(started.wait())
-    await asyncio.wait([task, waiter], timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        waiter.cancel()
-        task.result()  # raises what went wrong
-    assert started.is_set(), "relay did not start within 30 s"
-    device = Device("127.0.0.1", config.ingest.port, tls.client_context())
-    relay = RunningRelay(config, device, task, stop, stats)
-    try:
-        yield relay
-    finally:
-        if not task.done():
-            await relay.stop()
 
 
 @pytest.fixture

@@ -23,12 +23,15 @@ import pytest
 from aiohttp import web
 
 from cloud.function.handler import BadRequest, ClipBucket
-from relay import crashpoints
 from relay.config import APIGW_DEFAULT_BODY_BYTES, RelayConfig, parse_config
-from relay.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
-from relay.stats import RelayStats
-from tests.apigw_standin import ApiGatewayStandIn, GatewayRules, function_s3_client
-from tests.conftest import (
+from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
+from relay.ops import crashpoints
+from relay.ops.stats import RelayStats
+from tests.support.apigw_standin import ApiGatewayStandIn, GatewayRules, function_s3_client
+from tests.support.chaos import kill_at_random
+from tests.support.device import Device
+from tests.support.faultproxy import FaultProxy, Faults
+from tests.support.harness import (
     DEVICE,
     PATH,
     TLS,
@@ -40,10 +43,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
-from tests.device import Device
-from tests.faultproxy import FaultProxy, Faults
-from tests.relay_process import RelayProcess
-from tests.test_chaos import kill_at_random
+from tests.support.relay_process import RelayProcess
 
 API_KEY = "relay-key-7f3a"
 FILENAME = "video23-04-13_21-50-27-63_00001.mkv"

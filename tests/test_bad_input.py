@@ -10,9 +10,19 @@ from typing import Any
 
 import pytest
 
-from relay.local_s3 import LocalS3
-from tests.conftest import DEVICE, PATH, TLS, TOKEN, RunningRelay, list_keys, relay_config, running_relay, wait_until
-from tests.device import read_answer
+from relay.dev.local_s3 import LocalS3
+from tests.support.device import read_answer
+from tests.support.harness import (
+    DEVICE,
+    PATH,
+    TLS,
+    TOKEN,
+    RunningRelay,
+    list_keys,
+    relay_config,
+    running_relay,
+    wait_until,
+)
 
 
 def spool_is_empty(relay: RunningRelay) -> bool:

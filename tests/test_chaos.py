@@ -6,83 +6,15 @@ for byte: none lost, none twice. Longer runs: CHAOS_CYCLES=100 .venv/bin/pytest 
 
 from __future__ import annotations
 
-import asyncio
-import os
-import random
 from pathlib import Path
 from typing import Any
 
-import crc32c
-
-from relay.local_s3 import LocalS3
-from tests.conftest import PATH, TLS, list_keys, object_bytes, raw_config, wait_until, write_config
-from tests.device import Device
-from tests.relay_process import RelayProcess
-
-CYCLES = int(os.environ.get("CHAOS_CYCLES", "6"))
+from relay.dev.local_s3 import LocalS3
+from tests.support.chaos import kill_at_random
+from tests.support.harness import TLS, raw_config
 
 
 async def test_random_kills_lose_nothing_and_duplicate_nothing(
     tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
 ) -> None:
     await kill_at_random(raw_config(tmp_path, tls, s3_server.endpoint_url, bucket), tmp_path, tls, s3, bucket)
-
-
-async def kill_at_random(raw: dict[str, Any], tmp_path: Path, tls: TLS, s3: Any, bucket: str) -> None:
-    """Stream clips into a relay run with ``raw`` while killing it; then check ``bucket``."""
-    seed = int(os.environ.get("CHAOS_SEED", random.randrange(1 << 30)))
-    rng = random.Random(seed)
-    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
-    device = Device("127.0.0.1", raw["ingest"]["port"], tls.client_context())
-    acked: dict[str, int] = {}  # file name -> CRC32C of what the device sent
-    unanswered: dict[str, int] = {}
-    stop_sending = asyncio.Event()
-
-    async def stream_clips() -> None:
-        n = 0
-        while not stop_sending.is_set():
-            n += 1
-            name = f"chaos{n:05d}.mkv"
-            clip = rng.randbytes(rng.choice([20_000, 300_000, 2_000_000, 7_000_000]))
-            try:
-                answer = await device.post_clip(PATH, clip, filename=name, chunked=rng.random() < 0.5, pieces=8)
-            except ConnectionRefusedError:
-                await asyncio.sleep(0.05)  # the relay is restarting; the device tries its next clip
-                continue
-            except (ConnectionError, OSError, asyncio.IncompleteReadError):
-                unanswered[name] = crc32c.crc32c(clip)  # cut off mid-request by the kill
-                continue
-            (acked if answer.status == 200 else unanswered)[name] = crc32c.crc32c(clip)
-
-    try:
-        await relay.start()
-        sender = asyncio.create_task(stream_clips())
-        for _ in range(CYCLES):
-            await asyncio.sleep(rng.uniform(0.1, 1.5))  # a random moment to pull the plug
-            await relay.kill()
-            await relay.start()
-        stop_sending.set()
-        await sender
-        queue = Path(raw["spool"]["dir"]) / "queue"
-        await wait_until(lambda: not list(queue.iterdir()), timeout=120, what="the queue to drain")
-    finally:
-        await relay.close()
-
-    keys = await list_keys(s3, bucket)
-    names = [k.rsplit("/", 1)[1] for k in keys]
-    base_names = [n.split("~")[0].removesuffix(".mkv") + ".mkv" for n in names]
-    duplicated = len(base_names) - len(set(base_names))
-    lost = sorted(set(acked) - set(base_names))
-    unexpected = sorted(set(base_names) - set(acked) - set(unanswered))
-    print(
-        f"\nchaos seed={seed} destination={raw.get('destination', 's3')}: kill cycles {CYCLES}, "
-        f"clips acknowledged {len(acked)}, "
-        f"unanswered {len(unanswered)}, objects in S3 {len(keys)}, lost {len(lost)}, duplicated {duplicated}"
-    )
-    assert acked, "the device never got a clip through"
-    assert lost == []
-    assert duplicated == 0
-    assert unexpected == []
-    for key, name in zip(keys, base_names, strict=True):
-        expected = acked.get(name, unanswered.get(name))
-        assert crc32c.crc32c(await object_bytes(s3, bucket, key)) == expected, key

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.apigw_standin import TEMPLATE, GatewayRules, template_resources
+from tests.support.apigw_standin import TEMPLATE, GatewayRules, template_resources
 
 HANDLER = TEMPLATE.parent / "function" / "handler.py"
 

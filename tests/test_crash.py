@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from relay.local_s3 import LocalS3, free_port
-from tests.conftest import PATH, TLS, list_keys, object_bytes, raw_config, wait_until, write_config
-from tests.device import Device
-from tests.faultproxy import throttled
-from tests.relay_process import RelayProcess
+from relay.dev.local_s3 import LocalS3, free_port
+from tests.support.device import Device
+from tests.support.faultproxy import throttled
+from tests.support.harness import PATH, TLS, list_keys, object_bytes, raw_config, wait_until, write_config
+from tests.support.relay_process import RelayProcess
 
 
 def device_for(raw: dict[str, Any], tls: TLS) -> Device:

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from relay import crashpoints
-from relay.local_s3 import LocalS3
-from tests.conftest import PATH, TLS, list_keys, object_bytes, raw_config, wait_until, write_config
-from tests.device import Device
-from tests.relay_process import RelayProcess
+from relay.dev.local_s3 import LocalS3
+from relay.ops import crashpoints
+from tests.support.device import Device
+from tests.support.harness import PATH, TLS, list_keys, object_bytes, raw_config, wait_until, write_config
+from tests.support.relay_process import RelayProcess
 
 CLIP_BYTES = 12 * 1024 * 1024 + 4321  # multipart: three 5 MiB parts, crosses the 1 MiB write batches
 

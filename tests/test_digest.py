@@ -12,9 +12,18 @@ from typing import Any
 import aiohttp
 import pytest
 
-from relay.digest import DigestAuth, parse_digest
-from relay.local_s3 import LocalS3
-from tests.conftest import DEVICE, TLS, RunningRelay, list_keys, object_bytes, relay_config, running_relay, wait_until
+from relay.dev.local_s3 import LocalS3
+from relay.ingest.digest import DigestAuth, parse_digest
+from tests.support.harness import (
+    DEVICE,
+    TLS,
+    RunningRelay,
+    list_keys,
+    object_bytes,
+    relay_config,
+    running_relay,
+    wait_until,
+)
 
 
 async def post(relay: RunningRelay, tls: TLS, user: str, password: str, body: bytes) -> int:

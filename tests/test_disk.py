@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from relay.local_s3 import LocalS3, free_port
-from tests.conftest import PATH, TLS, list_keys, relay_config, running_relay, wait_until
+from relay.dev.local_s3 import LocalS3, free_port
+from tests.support.harness import PATH, TLS, list_keys, relay_config, running_relay, wait_until
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ from typing import Any
 
 import crc32c
 
-from tests.conftest import DEVICE, PATH, RunningRelay, has_object, list_keys, object_bytes, wait_until
+from tests.support.harness import DEVICE, PATH, RunningRelay, has_object, list_keys, object_bytes, wait_until
 
 
 def crc(data: bytes) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from relay.config import parse_config
-from relay.local_s3 import LocalS3
-from tests.conftest import (
+from relay.dev.local_s3 import LocalS3
+from tests.support.harness import (
     PATH,
     TLS,
     list_keys,

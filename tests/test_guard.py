@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from relay import guard
-from relay.guard import FailureLimiter
+from relay.ingest import guard
+from relay.ingest.guard import FailureLimiter
 
 
 class Clock:

@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from relay.local_s3 import LocalS3, free_port
-from tests.conftest import DEVICE, PATH, TLS, raw_config, relay_config, running_relay, wait_until, write_config
+from relay.dev.local_s3 import LocalS3, free_port
+from tests.support.harness import DEVICE, PATH, TLS, raw_config, relay_config, running_relay, wait_until, write_config
 
 
 def metric(text: str, name: str) -> float:

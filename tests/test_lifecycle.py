@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from relay.local_s3 import LocalS3, free_port
-from tests.conftest import PATH, TLS, TOKEN, raw_config, relay_config, running_relay, wait_until, write_config
-from tests.device import Device
-from tests.relay_process import RelayProcess
+from relay.dev.local_s3 import LocalS3, free_port
+from tests.support.device import Device
+from tests.support.harness import PATH, TLS, TOKEN, raw_config, relay_config, running_relay, wait_until, write_config
+from tests.support.relay_process import RelayProcess
 
 
 async def test_device_mid_upload_finishes_during_shutdown(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.clip import MAX_FILENAME_BYTES, safe_filename
+from relay.spool.clip import MAX_FILENAME_BYTES, safe_filename
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from relay.local_s3 import LocalS3
-from tests.conftest import PATH, TLS, raw_config, wait_until, write_config
-from tests.device import Device
-from tests.relay_process import RelayProcess
+from relay.dev.local_s3 import LocalS3
+from tests.support.device import Device
+from tests.support.harness import PATH, TLS, raw_config, wait_until, write_config
+from tests.support.relay_process import RelayProcess
 
 UNIT = Path(__file__).parent.parent / "systemd" / "axis-relay.service"
 
@@ -58,7 +58,7 @@ async def test_ready_status_and_watchdog_reach_notify_socket(
 
 
 def test_notify_is_silent_without_systemd() -> None:
-    from relay.systemd import Notifier
+    from relay.ops.systemd import Notifier
 
     notifier = Notifier({})
     assert not notifier.enabled

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from relay.local_s3 import LocalS3, free_port
-from tests.conftest import PATH, TLS, raw_config, relay_config, running_relay, wait_until, write_config
-from tests.device import Device, read_answer
-from tests.relay_process import RelayProcess
+from relay.dev.local_s3 import LocalS3, free_port
+from tests.support.device import Device, read_answer
+from tests.support.harness import PATH, TLS, raw_config, relay_config, running_relay, wait_until, write_config
+from tests.support.relay_process import RelayProcess
 
 
 def gen_cert(directory: Path) -> Path:

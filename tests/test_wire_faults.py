@@ -8,9 +8,9 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from relay.local_s3 import LocalS3
-from tests.conftest import PATH, TLS, list_keys, object_bytes, relay_config, running_relay, wait_until
-from tests.faultproxy import FaultProxy, Faults, SlowDownProxy
+from relay.dev.local_s3 import LocalS3
+from tests.support.faultproxy import FaultProxy, Faults, SlowDownProxy
+from tests.support.harness import PATH, TLS, list_keys, object_bytes, relay_config, running_relay, wait_until
 
 
 async def test_resets_stalls_and_latency_delay_but_never_lose(

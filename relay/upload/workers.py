@@ -15,12 +15,12 @@ from typing import Protocol
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
-from relay.clip import ClipMeta
 from relay.config import RetryConfig
-from relay.delivery import Delivered
-from relay.failures import PermanentUploadError, classify, error_code
-from relay.spool import Spool
-from relay.stats import RelayStats
+from relay.ops.stats import RelayStats
+from relay.spool.clip import ClipMeta
+from relay.spool.store import Spool
+from relay.upload.delivery import Delivered
+from relay.upload.failures import PermanentUploadError, classify, error_code
 
 log = structlog.get_logger("relay.uploader")
 

@@ -2,7 +2,7 @@
 
 AXIS recipients carry either a login/password (HTTP Basic or Digest here) or, as in Axis' own
 integration examples, a token appended to the URL as ``accessToken=...``.
-Secrets are compared in constant time, may be stored hashed (relay/secrets.py), and
+Secrets are compared in constant time, may be stored hashed (relay/ingest/secret_hash.py), and
 are never logged.
 """
 
@@ -14,9 +14,9 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from relay.config import Device
-from relay.digest import DigestAuth, parse_digest
-from relay.secrets import SecretChecker, is_hashed
+from relay.config import DeviceConfig
+from relay.ingest.digest import DigestAuth, parse_digest
+from relay.ingest.secret_hash import SecretChecker, is_hashed
 
 TOKEN_PARAMS = ("accessToken", "access_token", "token")
 
@@ -33,7 +33,7 @@ def _same(given: str, expected: str) -> bool:
 
 
 def authenticate(
-    device: Device,
+    device: DeviceConfig,
     query: Mapping[str, str],
     authorization: str | None,
     *,

@@ -18,8 +18,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from relay.config import MetricsConfig
-from relay.spool import Spool
-from relay.stats import RelayStats
+from relay.ops.stats import RelayStats
+from relay.spool.store import Spool
 
 
 class RelayCollector(Collector):

@@ -35,9 +35,9 @@ import yaml
 from aiohttp import web
 from botocore.config import Config as BotoConfig
 
-from relay.local_s3 import ACCESS_KEY, SECRET_KEY, free_port
+from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, free_port
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "cloud" / "template.yaml"
+TEMPLATE = Path(__file__).resolve().parents[2] / "cloud" / "template.yaml"
 API_GATEWAY_BODY_LIMIT = 10 * 1024 * 1024
 LAMBDA_REQUEST_LIMIT = 6 * 1024 * 1024
 INTEGRATION_TIMEOUT_S = 29.0

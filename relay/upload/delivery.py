@@ -22,11 +22,11 @@ from typing import Any, Literal, Protocol
 import crc32c
 import structlog
 
-from relay import crashpoints
-from relay.bandwidth import TokenBucket, Unlimited
-from relay.clip import ClipMeta, crc32c_b64
-from relay.failures import FIXES, PermanentUploadError
-from relay.spool import Spool
+from relay.ops import crashpoints
+from relay.spool.clip import ClipMeta, crc32c_b64
+from relay.spool.store import Spool
+from relay.upload.bandwidth import TokenBucket, Unlimited
+from relay.upload.failures import FIXES, PermanentUploadError
 
 log = structlog.get_logger("relay.delivery")
 

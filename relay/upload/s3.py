@@ -15,11 +15,11 @@ import aioboto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from relay.clip import ClipMeta
 from relay.config import S3Config
-from relay.delivery import Completion, Delivered, ObjectDelivery, Part, StoredObject, object_key, uplink
-from relay.failures import error_code
-from relay.spool import Spool
+from relay.spool.clip import ClipMeta
+from relay.spool.store import Spool
+from relay.upload.delivery import Completion, Delivered, ObjectDelivery, Part, StoredObject, object_key, uplink
+from relay.upload.failures import error_code
 
 
 def object_metadata(meta: ClipMeta) -> dict[str, str]:

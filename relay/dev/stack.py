@@ -18,7 +18,7 @@ import aioboto3
 from botocore.exceptions import ClientError
 
 from relay.config import RelayConfig, parse_config
-from relay.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3
+from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3
 from relay.server import serve
 
 DEVICE = "demo-camera"

@@ -20,15 +20,15 @@ from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 from multidict import CIMultiDict
 
-from relay import crashpoints
-from relay.clip import ClipMeta, Origin, safe_filename
-from relay.config import Device, IngestConfig
-from relay.devices import authenticate, public_query
-from relay.digest import DigestAuth
-from relay.guard import FailureLimiter, allowed_source
-from relay.secrets import SecretChecker, is_hashed
-from relay.spool import ClipWriter, Spool
-from relay.stats import RelayStats
+from relay.config import DeviceConfig, IngestConfig
+from relay.ingest.auth import authenticate, public_query
+from relay.ingest.digest import DigestAuth
+from relay.ingest.guard import FailureLimiter, allowed_source
+from relay.ingest.secret_hash import SecretChecker, is_hashed
+from relay.ops import crashpoints
+from relay.ops.stats import RelayStats
+from relay.spool.clip import ClipMeta, Sender, safe_filename
+from relay.spool.store import ClipWriter, Spool
 
 log = structlog.get_logger("relay.ingest")
 
@@ -56,7 +56,9 @@ def filename_from(disposition: str | None) -> str | None:
 
 
 class Ingest:
-    def __init__(self, config: IngestConfig, devices: Mapping[str, Device], spool: Spool, stats: RelayStats) -> None:
+    def __init__(
+        self, config: IngestConfig, devices: Mapping[str, DeviceConfig], spool: Spool, stats: RelayStats
+    ) -> None:
         self._config = config
         self._devices = devices
         self._spool = spool
@@ -177,13 +179,13 @@ class Ingest:
                 self._idle.set()
 
     async def _receive(self, name: str, request: web.Request) -> ClipMeta:
-        origin = Origin(camera=name, query=public_query(request.query), source=request.remote or "")
+        sender = Sender(camera=name, query=public_query(request.query), source=request.remote or "")
         try:
             if request.content_type == "multipart/form-data":
-                return await self._receive_form(request, origin)
+                return await self._receive_form(request, sender)
             filename = safe_filename(filename_from(request.headers.get(hdrs.CONTENT_DISPOSITION)), _fallback(name))
             content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
-            async with self._spool.receiving(origin, filename=filename, content_type=content_type) as writer:
+            async with self._spool.receiving(sender, filename=filename, content_type=content_type) as writer:
                 await self._copy(request.content.readany, writer, request.content_length)
                 if request.content_length is not None and writer.pending_size != request.content_length:
                     raise Rejected(400, f"body ended after {writer.pending_size} of {request.content_length} bytes")
@@ -205,7 +207,7 @@ class Ingest:
                 raise Rejected(400, f"incomplete body: {exc}") from None
             raise
 
-    async def _receive_form(self, request: web.Request, origin: Origin) -> ClipMeta:
+    async def _receive_form(self, request: web.Request, sender: Sender) -> ClipMeta:
         reader = await request.multipart()
         fields: dict[str, str] = {}
         meta: ClipMeta | None = None
@@ -219,9 +221,9 @@ class Ingest:
                 continue
             if meta is not None:
                 raise Rejected(400, "send one file part per request")
-            filename = safe_filename(part.filename, _fallback(origin.camera))
+            filename = safe_filename(part.filename, _fallback(sender.camera))
             content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
-            async with self._spool.receiving(origin, filename=filename, content_type=content_type) as writer:
+            async with self._spool.receiving(sender, filename=filename, content_type=content_type) as writer:
                 await self._copy(lambda: part.read_chunk(READ_SIZE), writer)
                 # Later parts can only be small fields; read them before committing so a
                 # second file part refuses the whole request.

@@ -56,7 +56,7 @@ def crc32c_b64(value: int) -> str:
 
 
 @dataclass(frozen=True)
-class Origin:
+class Sender:
     """Where a clip came from: the device's name, its query parameters, its address."""
 
     camera: str

@@ -29,9 +29,9 @@ from typing import Any
 import crc32c
 import structlog
 
-from relay import crashpoints
-from relay.clip import ClipMeta, Origin, clip_id_time, crc32c_b64, new_clip_id
 from relay.config import SpoolConfig
+from relay.ops import crashpoints
+from relay.spool.clip import ClipMeta, Sender, clip_id_time, crc32c_b64, new_clip_id
 
 log = structlog.get_logger("relay.spool")
 
@@ -246,19 +246,19 @@ class Spool:
         return fits()
 
     @contextlib.asynccontextmanager
-    async def receiving(self, origin: Origin, *, filename: str, content_type: str) -> AsyncIterator[ClipWriter]:
+    async def receiving(self, sender: Sender, *, filename: str, content_type: str) -> AsyncIterator[ClipWriter]:
         """A writer for one incoming clip; anything not committed is removed on exit."""
         now = datetime.now(UTC)
         clip_id = new_clip_id(now)
         directory = self.incoming_dir / clip_id
         directory.mkdir()
         fields = dict(
-            camera=origin.camera,
+            camera=sender.camera,
             filename=filename,
             content_type=content_type,
             received_at=now.isoformat(),
-            query=origin.query,
-            source=origin.source,
+            query=sender.query,
+            source=sender.source,
         )
         writer = ClipWriter(self, clip_id, directory, fields)
         try:

@@ -28,12 +28,12 @@ from typing import Any
 import aiohttp
 import structlog
 
-from relay.clip import ClipMeta
 from relay.config import LAMBDA_REQUEST_LIMIT, MAPPED_EVENT_OVERHEAD, ApiGatewayConfig, RelayConfig
-from relay.delivery import Completion, Delivered, ObjectDelivery, Part, StoredObject, read_whole_clip, uplink
-from relay.failures import EndpointError, PermanentUploadError
-from relay.s3 import S3Destination
-from relay.spool import Spool
+from relay.spool.clip import ClipMeta
+from relay.spool.store import Spool
+from relay.upload.delivery import Completion, Delivered, ObjectDelivery, Part, StoredObject, read_whole_clip, uplink
+from relay.upload.failures import EndpointError, PermanentUploadError
+from relay.upload.s3 import S3Destination
 
 log = structlog.get_logger("relay.apigw")
 

@@ -1,0 +1,1 @@
+"""Ingest: the HTTPS endpoint devices send clips to, and who may send (auth, Digest, brakes)."""

@@ -1,0 +1,1 @@
+"""Running it: metrics and health, counts, systemd, logging, certificates, crash points."""
