@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import getpass
 import json
 import os
 import signal
+import sqlite3
 import sys
 import urllib.error
 import urllib.request
@@ -16,10 +16,11 @@ from pathlib import Path
 
 from relay.config import ConfigError, RelayConfig, load_config
 from relay.ingest.secret_hash import hash_secret
-from relay.ops import logs
+from relay.ops import listings, logs
 from relay.ops.systemd import Notifier
 from relay.server import RelayError, serve
-from relay.spool.store import META, REASON, Spool
+from relay.spool.ledger import Ledger
+from relay.spool.store import SpoolStore
 
 DEFAULT_CONFIG = Path("/etc/axis-relay/relay.toml")
 
@@ -47,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     spool.add_argument("action", choices=["list", "retry"])
     spool.add_argument("clip_ids", nargs="*", help="with retry: only these clips")
     spool.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    clips = sub.add_parser("clips", help="list the clips the relay received and where they went (the ledger)")
+    clips.add_argument("--camera", help="only this device")
+    clips.add_argument(
+        "--since", default="24h", help="a duration (30m, 2h, 7d) or a time (local unless it has an offset); default 24h"
+    )
+    clips.add_argument("--json", action="store_true", help="a JSON array, for scripts")
+    clips.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     return parser
 
 
@@ -68,25 +76,38 @@ async def _run(config: RelayConfig) -> None:
 
 
 def _spool_command(config: RelayConfig, action: str, clip_ids: list[str]) -> None:
-    spool = Spool(config.spool.dir)
+    store = SpoolStore(config.spool.dir)
     if action == "retry":
-        moved = spool.retry_quarantined(clip_ids or None)
+        moved = store.retry_quarantined(clip_ids)
         print(f"{len(moved)} clip(s) moved back to the queue; a running relay picks them up within seconds.")
         for clip_id in moved:
             print(f"  {clip_id}")
         return
-    print(f"{'STATE':<12} {'CLIP':<34} {'DEVICE':<16} {'BYTES':>12}  FILE / REASON")
-    for state, clip_id, directory in spool.entries():
-        try:
-            meta = json.loads((directory / META).read_text())
-        except (OSError, ValueError):
-            meta = {}
-        line = f"{state:<12} {clip_id:<34} {meta.get('camera', '?')!s:<16} {meta.get('size', '?'):>12}  "
-        line += str(meta.get("filename", "?"))
-        if state == "quarantined":
-            with contextlib.suppress(OSError, ValueError):
-                line += "  -- " + json.loads((directory / REASON).read_text()).get("reason", "")
-        print(line)
+    print(listings.spool_table(store.entries()))
+
+
+def _clips(config: RelayConfig, camera: str | None, since_text: str, as_json: bool) -> int:
+    try:
+        since = listings.parse_since(since_text)
+    except ValueError as exc:
+        print(f"axis-relay: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        ledger = Ledger.open_readonly(config.ledger_path)
+    except FileNotFoundError:
+        print(
+            f"axis-relay: no ledger at {config.ledger_path} yet; the relay creates it when it starts", file=sys.stderr
+        )
+        return 1
+    try:
+        records = ledger.clips(camera=camera, since=since)
+    except sqlite3.Error as exc:
+        print(f"axis-relay: cannot read the ledger {config.ledger_path}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        ledger.close()
+    print(listings.clips_json(records) if as_json else listings.clips_table(records))
+    return 0
 
 
 def _status(config: RelayConfig) -> int:
@@ -137,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "spool":
         _spool_command(_load(args.config), args.action, args.clip_ids)
         return
+    if args.command == "clips":
+        raise SystemExit(_clips(_load(args.config), args.camera, args.since, args.json))
     try:
         if args.command == "dev":
             from relay.dev import stack as devstack

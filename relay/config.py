@@ -42,9 +42,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# 0 = any free port; the bound address is logged in relay_started (tests use this).
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
 class IngestConfig(_Strict):
     host: str = "0.0.0.0"
-    port: Annotated[int, Field(ge=1, le=65535)] = 8443
+    port: Port = 8443
     tls_cert: Path | None = None
     tls_key: Path | None = None
     # A device streams a clip at real-time speed through its post-buffer, so
@@ -189,6 +193,15 @@ class ApiGatewayConfig(_Uploads):
         return None if value is None else _http_url(value)
 
 
+class LedgerConfig(_Strict):
+    """The clip ledger: every clip received, and where it went (``axis-relay clips``)."""
+
+    # An SQLite file; unset = ledger.sqlite3 in spool.dir.
+    path: Path | None = None
+    # Rows older than this are pruned (never those of clips still queued).
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
+
+
 class RetryConfig(_Strict):
     # Full-jitter exponential backoff: each wait is uniform in [0, min(cap, initial * 2**n)].
     initial_s: Annotated[float, Field(gt=0)] = 1.0
@@ -200,7 +213,7 @@ class MetricsConfig(_Strict):
     # scraper elsewhere needs it (plain HTTP, no credentials: keep it off the LAN).
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 9108
+    port: Port = 9108
     # /healthz turns unhealthy when clips wait and nothing was uploaded for this long.
     upload_stall_s: Annotated[float, Field(gt=0)] = 900.0
 
@@ -221,6 +234,7 @@ class RelayConfig(_Strict):
     spool: SpoolConfig = SpoolConfig()
     s3: S3Config | None = None
     apigw: ApiGatewayConfig | None = None
+    ledger: LedgerConfig = LedgerConfig()
     retry: RetryConfig = RetryConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
@@ -237,6 +251,10 @@ class RelayConfig(_Strict):
         if self.destination == "apigw" and self.apigw and self.apigw.fallback == "s3" and self.s3 is None:
             raise ValueError('apigw.fallback is "s3" but there is no [s3] section; add one, or set fallback = "none"')
         return self
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.ledger.path or self.spool.dir / "ledger.sqlite3"
 
     @property
     def upload_workers(self) -> int:

@@ -1,10 +1,13 @@
 """``serve()``: the relay's lifetime, from spool recovery to the summary line.
 
-Start-up: recover the spool, open the destination (S3, or API Gateway), start upload
-workers, listen.
-Shutdown, in order: stop listening, let devices that are mid-upload finish (bounded
-by ingest.shutdown_grace_s), stop the upload workers (their clips stay queued and are
-resumed at the next start), close the destination's clients, log one summary line.
+Start-up: open the ledger, recover the spool (and tell the ledger what it holds), open
+the destination (S3, or API Gateway), start upload workers, listen.
+Shutdown, in order: upload workers take no new clips; stop listening; let devices that
+are mid-upload finish (bounded by ingest.shutdown_grace_s); then, each resource closed
+in reverse order of opening by one exit stack: the listener (aiohttp's own grace is
+short, the drain is done), the upload workers (a clip still uploading stays queued and
+resumes at the next start), the destination's clients, the ledger (after writing what
+was noted). One summary line last.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -24,7 +28,9 @@ from relay.ingest.endpoint import Ingest
 from relay.ops.health import metrics_app
 from relay.ops.stats import RelayStats
 from relay.ops.systemd import Notifier
-from relay.spool.store import Spool
+from relay.spool.ledger import LedgerWriter
+from relay.spool.spool import Spool
+from relay.spool.store import SpoolStore
 from relay.upload.apigw import ApiGatewayDestination
 from relay.upload.s3 import S3Destination
 from relay.upload.workers import Destination, Uploader
@@ -33,6 +39,18 @@ log = structlog.get_logger("relay.server")
 
 # How often the spool is checked for clips an operator put back with 'spool retry'.
 REQUEUE_SCAN_S = 10.0
+# aiohttp's own wait for handlers at cleanup. Short: the relay has already waited for
+# devices mid-upload (ingest.shutdown_grace_s), and the two waits must not add up to
+# the unit's TimeoutStopSec.
+LISTENER_CLEANUP_S = 1.0
+
+
+@dataclass(frozen=True)
+class Listening:
+    """Where the relay listens, as bound: a configured port 0 shows the real one."""
+
+    ingest: list[str]
+    metrics: list[str]
 
 
 class RelayError(Exception):
@@ -66,7 +84,7 @@ async def _reload_tls(context: ssl.SSLContext, cert: Path, key: Path, requests: 
 async def _listen(ingest: Ingest, config: IngestConfig, context: ssl.SSLContext | None) -> web.AppRunner:
     runner = web.AppRunner(
         ingest.app(),
-        shutdown_timeout=config.shutdown_grace_s,
+        shutdown_timeout=LISTENER_CLEANUP_S,
         access_log=None,  # one structured event per clip instead
         handler_cancellation=False,
         max_line_size=config.max_header_bytes,
@@ -86,7 +104,7 @@ async def _listen(ingest: Ingest, config: IngestConfig, context: ssl.SSLContext 
 
 
 @contextlib.asynccontextmanager
-async def _metrics_listener(stats: RelayStats, spool: Spool, config: MetricsConfig) -> AsyncIterator[None]:
+async def _metrics_listener(stats: RelayStats, spool: Spool, config: MetricsConfig) -> AsyncIterator[list[str]]:
     runner = web.AppRunner(metrics_app(stats, spool, config), access_log=None)
     await runner.setup()
     try:
@@ -95,13 +113,13 @@ async def _metrics_listener(stats: RelayStats, spool: Spool, config: MetricsConf
         await runner.cleanup()
         raise RelayError(f"metrics.host/port: cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
     try:
-        yield
+        yield [_url(a, tls=False) for a in runner.addresses]
     finally:
         await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
-async def _destination(config: RelayConfig, spool: Spool) -> AsyncIterator[Destination]:
+async def _destination(config: RelayConfig, spool: SpoolStore) -> AsyncIterator[Destination]:
     if config.destination == "apigw":
         async with ApiGatewayDestination.open(config, spool) as through_gateway:
             yield through_gateway
@@ -114,14 +132,21 @@ async def _destination(config: RelayConfig, spool: Spool) -> AsyncIterator[Desti
 async def _rescan(spool: Spool, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
-        await asyncio.to_thread(spool.adopt_requeued)
+        try:
+            adopted = await spool.adopt()
+        except OSError as exc:
+            # Out of file descriptors, a disk hiccup: passes; the next scan tries again.
+            log.warning("spool_rescan_failed", error=str(exc), retry_in_s=interval_s)
+            continue
+        if adopted:
+            log.info("spool_requeued_adopted", count=adopted)
 
 
 async def serve(
     config: RelayConfig,
     shutdown_trigger: Callable[[], Awaitable[object]],
     *,
-    on_started: Callable[[list[str]], None] | None = None,
+    on_started: Callable[[Listening], None] | None = None,
     requeue_scan_s: float = REQUEUE_SCAN_S,
     stats: RelayStats | None = None,
     notifier: Notifier | None = None,
@@ -131,14 +156,17 @@ async def serve(
     (into ``stats`` when given, so a caller can watch the counts while it runs)."""
     stats = stats if stats is not None else RelayStats()
     notifier = notifier or Notifier({})
-    spool = Spool(config.spool.dir, config.spool)
-    try:
-        await asyncio.to_thread(spool.recover)
-    except OSError as exc:
-        raise RelayError(f"spool.dir: cannot use {config.spool.dir}: {exc.strerror}") from None
 
     async with contextlib.AsyncExitStack() as stack:
-        destination = await stack.enter_async_context(_destination(config, spool))
+        ledger = await stack.enter_async_context(LedgerWriter.open(config.ledger_path, config.ledger.retention_days))
+        spool = Spool(config.spool, ledger)
+        try:
+            await spool.recover()
+            await ledger.reconcile(await asyncio.to_thread(lambda: list(spool.store.entries())))
+        except OSError as exc:
+            raise RelayError(f"spool.dir: cannot use {config.spool.dir}: {exc.strerror}") from None
+
+        destination = await stack.enter_async_context(_destination(config, spool.store))
         if not destination.has_credentials:
             raise RelayError(
                 "s3: no AWS credentials found; set s3.access_key_id/secret_access_key, "
@@ -152,34 +180,42 @@ async def serve(
         stack.push_async_callback(_stop, background)
 
         ingest = Ingest(config.ingest, config.devices, spool, stats)
+        metrics: list[str] = []
         if config.metrics.enabled:
-            await stack.enter_async_context(_metrics_listener(stats, spool, config.metrics))
+            metrics = await stack.enter_async_context(_metrics_listener(stats, spool, config.metrics))
         cert, key = config.ingest.tls_cert, config.ingest.tls_key
         context = tls_context(cert, key) if cert and key else None
         if context and cert and key and tls_reload:
             reloader = asyncio.create_task(_reload_tls(context, cert, key, tls_reload))
             stack.push_async_callback(_stop, [reloader])
         runner = await _listen(ingest, config.ingest, context)
-        addresses = [_url(config.ingest, a) for a in runner.addresses]
-        log.info("relay_started", listen=addresses, queued=spool.queued.clips, queued_bytes=spool.queued.bytes)
+        stack.push_async_callback(runner.cleanup)
+        listening = Listening([_url(a, tls=context is not None) for a in runner.addresses], metrics)
+        log.info(
+            "relay_started",
+            listen=listening.ingest,
+            metrics=listening.metrics,
+            queued=spool.queued_clips,
+            queued_bytes=spool.queued_bytes,
+        )
         # READY only now: the spool is recovered and devices can connect.
         notifier.send(ready="1", status=status_line(spool, stats))
         informer = asyncio.create_task(_keep_systemd_informed(notifier, background[0], spool, stats))
         stack.push_async_callback(_stop, [informer])
         if on_started:
-            on_started(addresses)
+            on_started(listening)
 
         await _until_shutdown_or_failure(shutdown_trigger, background)
-        log.info("relay_stopping", uploads_in_flight=len(uploader.in_flight))
+        spool.close()  # upload workers finish what they hold and take nothing new
+        log.info("relay_stopping", uploads_in_flight=len(spool.uploading))
         notifier.send(stopping="1", status="stopping: letting devices finish their uploads")
         for site in list(runner.sites):
             await site.stop()  # no new connections
         cut_off = await ingest.drain(config.ingest.shutdown_grace_s)
         if cut_off:
             log.warning("device_uploads_cut_off", count=cut_off, grace_s=config.ingest.shutdown_grace_s)
-        await runner.cleanup()
         # Read before the exit stack cancels the workers: these clips stay queued.
-        left_queued, interrupted = spool.queued.clips, len(uploader.in_flight)
+        left_queued, interrupted = spool.queued_clips, len(spool.uploading)
     log.info(
         "relay_stopped",
         uptime_s=round(time.time() - stats.started_at, 1),
@@ -210,7 +246,7 @@ def status_line(spool: Spool, stats: RelayStats) -> str:
     """What `systemctl status axis-relay` shows."""
     last = "never" if stats.last_upload_at is None else f"{time.time() - stats.last_upload_at:.0f} s ago"
     return (
-        f"{spool.queued.clips} clip(s) queued ({spool.queued.bytes / 1e6:.1f} MB), "
+        f"{spool.queued_clips} clip(s) queued ({spool.queued_bytes / 1e6:.1f} MB), "
         f"{stats.clips_uploaded} uploaded, {stats.clips_quarantined} quarantined, last upload {last}"
     )
 
@@ -238,8 +274,8 @@ async def _stop(tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _url(config: IngestConfig, address: object) -> str:
+def _url(address: object, *, tls: bool) -> str:
     host, port = address[:2] if isinstance(address, tuple) else (str(address), 0)
-    scheme = "https" if config.tls else "http"
+    scheme = "https" if tls else "http"
     host = f"[{host}]" if ":" in str(host) else host
     return f"{scheme}://{host}:{port}"

@@ -29,7 +29,6 @@ from relay.ops import crashpoints
 from relay.ops.stats import RelayStats
 from tests.support.apigw_standin import ApiGatewayStandIn, GatewayRules, function_s3_client
 from tests.support.chaos import kill_at_random
-from tests.support.device import Device
 from tests.support.faultproxy import FaultProxy, Faults
 from tests.support.harness import (
     DEVICE,
@@ -43,7 +42,7 @@ from tests.support.harness import (
     wait_until,
     write_config,
 )
-from tests.support.relay_process import RelayProcess
+from tests.support.relay_process import relay_process
 
 API_KEY = "relay-key-7f3a"
 FILENAME = "video23-04-13_21-50-27-63_00001.mkv"
@@ -312,23 +311,18 @@ async def test_restart_in_the_middle_of_a_handoff_resumes_it(
     tmp_path: Path, tls: TLS, gateway: ApiGatewayStandIn, s3: Any, bucket: str
 ) -> None:
     raw = apigw_raw(tmp_path, tls, gateway, part_size_bytes=8 * MiB)
-    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
-    relay.env = {"AXIS_RELAY_CRASH_AT": crashpoints.UPLOAD_BETWEEN_PARTS}
+    crash = {crashpoints.ENV: crashpoints.UPLOAD_BETWEEN_PARTS}
     clip = os.urandom(60 * MiB)
-    device = Device("127.0.0.1", raw["ingest"]["port"], tls.client_context())
-    try:
-        await relay.start()
-        answer = await device.post_clip(PATH, clip, chunked=True, pieces=60)
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context(), env=crash) as relay:
+        answer = await relay.device.post_clip(PATH, clip, chunked=True, pieces=60)
         assert answer.status == 200
         assert await relay.exited(timeout=60) != 0  # killed after the first part
         assert calls(gateway)["handoff:part"] == 1
-        relay.env = {}
+        relay.restart_env({})
         await relay.start()
         resumed = await relay.wait_for("multipart_resumed", timeout=60)
         assert resumed["parts_kept"] == 1
         await relay.wait_for("clip_uploaded", timeout=120)
-    finally:
-        await relay.close()
     assert await object_bytes(s3, bucket, f"{DEVICE}/{FILENAME}") == clip
     assert calls(gateway)["handoff:create"] == 1  # the same multipart upload, resumed
     assert calls(gateway)["handoff:part"] == 8

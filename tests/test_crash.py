@@ -12,25 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from relay.dev.local_s3 import LocalS3, free_port
-from tests.support.device import Device
 from tests.support.faultproxy import throttled
 from tests.support.harness import PATH, TLS, list_keys, object_bytes, raw_config, wait_until, write_config
-from tests.support.relay_process import RelayProcess
-
-
-def device_for(raw: dict[str, Any], tls: TLS) -> Device:
-    return Device("127.0.0.1", raw["ingest"]["port"], tls.client_context())
+from tests.support.relay_process import relay_process
 
 
 async def test_kill_mid_body_uploads_nothing_partial(
     tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
 ) -> None:
     raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket)
-    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
     spool = Path(raw["spool"]["dir"])
-    try:
-        await relay.start()
-        _reader, writer = await device_for(raw, tls).start_clip(PATH, os.urandom(2_000_000), total_length=8_000_000)
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
+        _reader, writer = await relay.device.start_clip(PATH, os.urandom(2_000_000), total_length=8_000_000)
         await wait_until(
             lambda: any(p.stat().st_size > 0 for p in (spool / "incoming").glob("*/data")),
             what="part of the body on disk",
@@ -42,8 +35,6 @@ async def test_kill_mid_body_uploads_nothing_partial(
         assert list((spool / "incoming").iterdir()) == []
         assert list((spool / "queue").iterdir()) == []  # so nothing can be uploaded
         assert await list_keys(s3, bucket) == []
-    finally:
-        await relay.close()
 
 
 async def test_kill_while_queued_uploads_each_clip_once(
@@ -52,13 +43,10 @@ async def test_kill_while_queued_uploads_each_clip_once(
     # First life: S3 unreachable (nothing listens there), so clips wait in the queue.
     dead = f"https://127.0.0.1:{free_port()}"
     raw = raw_config(tmp_path, tls, dead, bucket)
-    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
     clips = {f"q{n}.mkv": os.urandom(40_000 + n) for n in range(4)}
-    try:
-        await relay.start()
-        device = device_for(raw, tls)
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
         for name, clip in clips.items():
-            assert (await device.post_clip(PATH, clip, filename=name)).status == 200
+            assert (await relay.device.post_clip(PATH, clip, filename=name)).status == 200
         await relay.wait_for("upload_retry")
         await relay.kill()
         # Second life: S3 is back.
@@ -76,8 +64,6 @@ async def test_kill_while_queued_uploads_each_clip_once(
         assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted(clips)
         for key in keys:
             assert await object_bytes(s3, bucket, key) == clips[key.rsplit("/", 1)[1]]
-    finally:
-        await relay.close()
 
 
 async def test_kill_mid_multipart_resumes_without_resending_parts(
@@ -87,11 +73,9 @@ async def test_kill_mid_multipart_resumes_without_resending_parts(
     s3_port = int(s3_server.endpoint_url.rsplit(":", 1)[1])
     async with throttled("127.0.0.1", s3_port, bytes_per_s=8 * 1024 * 1024) as slow_port:
         raw = raw_config(tmp_path, tls, f"https://127.0.0.1:{slow_port}", bucket)
-        relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
         queue = Path(raw["spool"]["dir"]) / "queue"
-        try:
-            await relay.start()
-            assert (await device_for(raw, tls).post_clip(PATH, clip, chunked=True, pieces=40)).status == 200
+        async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
+            assert (await relay.device.post_clip(PATH, clip, chunked=True, pieces=40)).status == 200
 
             def parts_done() -> int:
                 states = list(queue.glob("*/upload.json"))
@@ -106,8 +90,6 @@ async def test_kill_mid_multipart_resumes_without_resending_parts(
             resumed = await relay.wait_for("multipart_resumed")
             assert resumed["parts_kept"] >= 2
             await relay.wait_for("clip_uploaded", timeout=60)
-        finally:
-            await relay.close()
     [key] = await list_keys(s3, bucket)
     assert await object_bytes(s3, bucket, key) == clip
     assert not relay.named("multipart_started")  # the second life started nothing new

@@ -14,9 +14,8 @@ import pytest
 
 from relay.dev.local_s3 import LocalS3
 from relay.ops import crashpoints
-from tests.support.device import Device
 from tests.support.harness import PATH, TLS, list_keys, object_bytes, raw_config, wait_until, write_config
-from tests.support.relay_process import RelayProcess
+from tests.support.relay_process import relay_process
 
 CLIP_BYTES = 12 * 1024 * 1024 + 4321  # multipart: three 5 MiB parts, crosses the 1 MiB write batches
 
@@ -24,29 +23,24 @@ CLIP_BYTES = 12 * 1024 * 1024 + 4321  # multipart: three 5 MiB parts, crosses th
 @pytest.mark.parametrize("point", crashpoints.ALL)
 async def test_crash_point(point: str, tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str) -> None:
     raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket)
-    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
-    relay.env = {crashpoints.ENV: point}
     spool = Path(raw["spool"]["dir"])
     clip = os.urandom(CLIP_BYTES)
-    device = Device("127.0.0.1", raw["ingest"]["port"], tls.client_context())
-    try:
-        await relay.start()
+    config = write_config(tmp_path / "relay.toml", raw)
+    async with relay_process(config, tls.client_context(), env={crashpoints.ENV: point}) as relay:
         try:
-            answer_status = (await device.post_clip(PATH, clip, filename="crash.mkv")).status
+            answer_status = (await relay.device.post_clip(PATH, clip, filename="crash.mkv")).status
         except (ConnectionError, OSError):
             answer_status = None  # the relay died before answering
         assert await relay.exited() != 0, f"the relay did not reach {point}"
         ingest_point = point.startswith("ingest")
         assert (answer_status is None) == ingest_point
 
-        relay.env = {}
+        relay.restart_env({})
         await relay.start()
         expect_object = not ingest_point or point == crashpoints.INGEST_BEFORE_ANSWER
         if expect_object:
             await relay.wait_for("clip_uploaded", timeout=60)
         await wait_until(lambda: not list((spool / "queue").iterdir()), what="an empty queue")
-    finally:
-        await relay.close()
 
     keys = await list_keys(s3, bucket)
     if expect_object:
@@ -69,22 +63,19 @@ async def test_upload_that_s3_forgot_starts_over_cleanly(
     """Killed between parts; meanwhile the upload is aborted on the S3 side (a lifecycle
     rule, an operator). The restarted relay sees NoSuchUpload and uploads afresh."""
     raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket)
-    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
-    relay.env = {crashpoints.ENV: crashpoints.UPLOAD_BETWEEN_PARTS}
     clip = os.urandom(CLIP_BYTES)
-    device = Device("127.0.0.1", raw["ingest"]["port"], tls.client_context())
-    try:
-        await relay.start()
-        assert (await device.post_clip(PATH, clip, filename="forgotten.mkv")).status == 200
+    config = write_config(tmp_path / "relay.toml", raw)
+    async with relay_process(
+        config, tls.client_context(), env={crashpoints.ENV: crashpoints.UPLOAD_BETWEEN_PARTS}
+    ) as relay:
+        assert (await relay.device.post_clip(PATH, clip, filename="forgotten.mkv")).status == 200
         assert await relay.exited() != 0
         [upload] = (await s3.list_multipart_uploads(Bucket=bucket))["Uploads"]
         await s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-        relay.env = {}
+        relay.restart_env({})
         await relay.start()
         await relay.wait_for("multipart_gone")
         await relay.wait_for("clip_uploaded", timeout=60)
-    finally:
-        await relay.close()
     [key] = await list_keys(s3, bucket)
     assert await object_bytes(s3, bucket, key) == clip
     assert len(relay.named("multipart_started")) == 1  # the fresh upload

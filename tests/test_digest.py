@@ -27,7 +27,7 @@ from tests.support.harness import (
 
 
 async def post(relay: RunningRelay, tls: TLS, user: str, password: str, body: bytes) -> int:
-    url = f"https://127.0.0.1:{relay.config.ingest.port}/upload/{DEVICE}"
+    url = f"https://127.0.0.1:{relay.port}/upload/{DEVICE}"
     connector = aiohttp.TCPConnector(ssl=tls.client_context())
     async with aiohttp.ClientSession(
         connector=connector, middlewares=(aiohttp.DigestAuthMiddleware(user, password),)

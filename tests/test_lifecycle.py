@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from relay.dev.local_s3 import LocalS3, free_port
-from tests.support.device import Device
 from tests.support.harness import PATH, TLS, TOKEN, raw_config, relay_config, running_relay, wait_until, write_config
-from tests.support.relay_process import RelayProcess
+from tests.support.relay_process import relay_process
 
 
 async def test_device_mid_upload_finishes_during_shutdown(
@@ -41,15 +40,11 @@ async def test_device_mid_upload_finishes_during_shutdown(
 async def test_sigterm_exits_0_with_one_summary_line_and_no_secrets(tmp_path: Path, tls: TLS) -> None:
     dead = f"https://127.0.0.1:{free_port()}"  # uploads keep failing: a clip stays queued
     raw = raw_config(tmp_path, tls, dead, "clips")
-    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
-    try:
-        await relay.start()
-        device = Device("127.0.0.1", raw["ingest"]["port"], tls.client_context())
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
+        device = relay.device
         assert (await device.post_clip(PATH, os.urandom(10_000))).status == 200
         await relay.wait_for("upload_retry")
         assert await relay.stop() == 0
-    finally:
-        await relay.close()
     [summary] = relay.named("relay_stopped")
     assert summary["clips_accepted"] == 1
     assert summary["left_queued"] == 1
@@ -63,10 +58,8 @@ async def test_sigterm_exits_0_with_one_summary_line_and_no_secrets(tmp_path: Pa
 async def test_slow_headers_are_cut_off_and_bad_requests_logged(tmp_path: Path, tls: TLS) -> None:
     dead = f"https://127.0.0.1:{free_port()}"
     raw = raw_config(tmp_path, tls, dead, "clips", ingest={"idle_timeout_s": 0.5, "max_header_bytes": 2048})
-    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
-    try:
-        await relay.start()
-        device = Device("127.0.0.1", raw["ingest"]["port"], tls.client_context())
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
+        device = relay.device
         # Slowloris: headers that never end. The connection is closed, unanswered.
         reader, writer = await device._open()
         writer.write(f"POST {PATH} HTTP/1.1\r\nHost: x\r\n".encode())
@@ -78,5 +71,3 @@ async def test_slow_headers_are_cut_off_and_bad_requests_logged(tmp_path: Path, 
         assert 400 <= answer.status < 500
         event = await relay.wait_for("Error handling request from 127.0.0.1")
         assert event["logger"] == "aiohttp.server"
-    finally:
-        await relay.close()

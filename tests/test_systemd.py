@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -11,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from relay.dev.local_s3 import LocalS3
-from tests.support.device import Device
 from tests.support.harness import PATH, TLS, raw_config, wait_until, write_config
-from tests.support.relay_process import RelayProcess
+from tests.support.relay_process import relay_process
 
 UNIT = Path(__file__).parent.parent / "systemd" / "axis-relay.service"
 
@@ -34,10 +34,11 @@ async def test_ready_status_and_watchdog_reach_notify_socket(
                 return
 
     raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket)
-    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
-    relay.env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"}
-    try:
-        await relay.start()
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"}
+    config = write_config(tmp_path / "relay.toml", raw)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(sock.close)
+        relay = await stack.enter_async_context(relay_process(config, tls.client_context(), env=env))
 
         def seen(prefix: str, count: int = 1) -> bool:
             drain()
@@ -47,14 +48,11 @@ async def test_ready_status_and_watchdog_reach_notify_socket(
         ready_at = next(i for i, m in enumerate(messages) if "READY=1" in m)
         assert "clip(s) queued" in messages[ready_at]
         await wait_until(lambda: seen("WATCHDOG=1", 3), what="three watchdog pings")
-        device = Device("127.0.0.1", raw["ingest"]["port"], tls.client_context())
+        device = relay.device
         assert (await device.post_clip(PATH, b"x" * 1000)).status == 200
         await wait_until(lambda: seen("1 uploaded"), what="STATUS to count the upload")
         assert await relay.stop() == 0
         await wait_until(lambda: seen("STOPPING=1"), what="STOPPING=1")
-    finally:
-        await relay.close()
-        sock.close()
 
 
 def test_notify_is_silent_without_systemd() -> None:

@@ -15,7 +15,7 @@ import pytest
 from relay.dev.local_s3 import LocalS3, free_port
 from tests.support.device import Device, read_answer
 from tests.support.harness import PATH, TLS, raw_config, relay_config, running_relay, wait_until, write_config
-from tests.support.relay_process import RelayProcess
+from tests.support.relay_process import relay_process
 
 
 def gen_cert(directory: Path) -> Path:
@@ -51,7 +51,7 @@ async def test_generated_certificate_verifies_and_reloads_without_dropping_uploa
     )
     reload = asyncio.Event()
     async with running_relay(config, tls, tls_reload=reload) as relay:
-        port = config.ingest.port
+        port = relay.port
         old_ca, new_ca = trusting_only(first / "ca.crt"), trusting_only(second / "ca.crt")
         assert (await Device("127.0.0.1", port, old_ca).request("GET", PATH)).status == 200
         with pytest.raises(ssl.SSLCertVerificationError):
@@ -95,17 +95,13 @@ async def test_sighup_reloads_the_certificate_in_the_real_process(tmp_path: Path
         "clips",
         ingest={"tls_cert": str(certs / "relay.crt"), "tls_key": str(certs / "relay.key")},
     )
-    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
-    try:
-        await relay.start()
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), trusting_only(certs / "ca.crt")) as relay:
         relay.signal(signal.SIGHUP)
         event = await relay.wait_for("tls_reloaded")
         assert event["cert"] == str(certs / "relay.crt")
-        device = Device("127.0.0.1", raw["ingest"]["port"], trusting_only(certs / "ca.crt"))
+        device = relay.device
         assert (await device.request("GET", PATH)).status == 200
         assert await relay.stop() == 0
-    finally:
-        await relay.close()
 
 
 def test_ingest_refuses_tls_older_than_1_2(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from relay.config import RelayConfig, parse_config
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3
+from relay.ops import certs
 from relay.server import serve
 
 DEVICE = "demo-camera"
@@ -33,18 +34,11 @@ def _addresses() -> list[str]:
 
 
 def _certificate(state: Path) -> tuple[Path, Path]:
-    cert, key = state / "tls" / "relay.crt", state / "tls" / "relay.key"
-    if not cert.exists():
-        import trustme  # a dev dependency: real sites bring their own certificate
-
-        cert.parent.mkdir(parents=True, exist_ok=True)
-        ca = trustme.CA(organization_name="axis-relay dev CA")
-        issued = ca.issue_cert(*_addresses())
-        key.write_bytes(issued.private_key_pem.bytes())
-        key.chmod(0o600)
-        cert.write_bytes(b"".join(p.bytes() for p in issued.cert_chain_pems))
-        ca.cert_pem.write_to_path(str(state / "tls" / "ca.crt"))
-    return cert, key
+    """The same local CA and certificate `axis-relay gen-cert` makes for a real site."""
+    paths = {"cert": state / "tls" / "relay.crt", "key": state / "tls" / "relay.key"}
+    if not paths["cert"].exists():
+        paths = certs.generate(state / "tls", _addresses())
+    return paths["cert"], paths["key"]
 
 
 def _token(state: Path) -> str:

@@ -32,7 +32,7 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def authenticate(
+async def authenticate(
     device: DeviceConfig,
     query: Mapping[str, str],
     authorization: str | None,
@@ -46,7 +46,7 @@ def authenticate(
     if device.token is not None:
         for name in TOKEN_PARAMS:
             if name in query:
-                if checker.matches(query[name], device.token.get_secret_value()):
+                if await checker.matches(query[name], device.token.get_secret_value()):
                     return AuthResult(True)
                 return AuthResult(False, "wrong token")
     if device.password is not None and authorization:
@@ -57,7 +57,7 @@ def authenticate(
             except (binascii.Error, UnicodeDecodeError):
                 return AuthResult(False, "malformed Basic credentials")
             user_ok = _same(user, device.username or "")
-            password_ok = checker.matches(password, device.password.get_secret_value())
+            password_ok = await checker.matches(password, device.password.get_secret_value())
             if user_ok and password_ok:
                 return AuthResult(True)
             return AuthResult(False, "wrong username or password")
@@ -69,9 +69,9 @@ def authenticate(
             )
             if verdict == "ok":
                 return AuthResult(True)
-            return AuthResult(
-                False, "Digest nonce expired" if verdict == "stale" else verdict, stale=verdict == "stale"
-            )
+            if verdict == "stale":
+                return AuthResult(False, "Digest nonce expired", stale=True)
+            return AuthResult(False, verdict)
     return AuthResult(False, "no credentials")
 
 

@@ -14,10 +14,23 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 REALM = "axis-relay"
 NONCE_LIFETIME_S = 300.0
 ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
+
+NonceState = Literal["fresh", "stale", "bad"]
+# "ok", "stale" (ours but expired: challenge again with a new nonce), or why it was refused.
+Verdict = Literal[
+    "ok",
+    "stale",
+    "unknown Digest nonce",
+    "unsupported Digest algorithm",
+    "Digest without qop=auth",
+    "Digest uri does not match the request",
+    "wrong username or password",
+]
 
 _PARAM = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
@@ -41,8 +54,7 @@ class DigestAuth:
         stamp = f"{time.time():.3f}"
         return base64.b64encode(f"{stamp}:{self._sign(stamp)}".encode()).decode()
 
-    def _nonce_state(self, nonce: str) -> str:
-        """'fresh', 'stale' (ours but expired) or 'bad'."""
+    def _nonce_state(self, nonce: str) -> NonceState:
         try:
             stamp, _, signature = base64.b64decode(nonce, validate=True).decode().partition(":")
             issued = float(stamp)
@@ -60,19 +72,19 @@ class DigestAuth:
             for name in ("SHA-256", "MD5")
         ]
 
-    def verify(self, params: dict[str, str], method: str, uri: str, username: str, password: str) -> str:
-        """'ok', 'stale' (ask again with a new nonce) or a reason for refusing."""
-        algorithm = params.get("algorithm", "MD5").upper()
-        digest = ALGORITHMS.get(algorithm)
+    def verify(self, params: dict[str, str], method: str, uri: str, username: str, password: str) -> Verdict:
+        digest = ALGORITHMS.get(params.get("algorithm", "MD5").upper())
         if digest is None:
-            return f"unsupported Digest algorithm {algorithm}"
+            return "unsupported Digest algorithm"
         if params.get("qop") != "auth" or not all(params.get(k) for k in ("nonce", "nc", "cnonce", "response")):
             return "Digest without qop=auth"
         if params.get("uri") != uri:
             return "Digest uri does not match the request"
         state = self._nonce_state(params["nonce"])
-        if state != "fresh":
-            return "stale" if state == "stale" else "unknown Digest nonce"
+        if state == "bad":
+            return "unknown Digest nonce"
+        if state == "stale":
+            return "stale"
 
         def h(text: str) -> str:
             return digest(text.encode()).hexdigest()

@@ -28,7 +28,8 @@ from relay.ingest.secret_hash import SecretChecker, is_hashed
 from relay.ops import crashpoints
 from relay.ops.stats import RelayStats
 from relay.spool.clip import ClipMeta, Sender, safe_filename
-from relay.spool.store import ClipWriter, Spool
+from relay.spool.spool import Spool
+from relay.spool.store import ClipWriter
 
 log = structlog.get_logger("relay.ingest")
 
@@ -96,7 +97,7 @@ class Ingest:
         name = request.match_info["device"]
         started = time.monotonic()
         try:
-            self._authenticate(name, request)
+            await self._authenticate(name, request)
             if request.method in (hdrs.METH_GET, hdrs.METH_HEAD):
                 return web.json_response({"status": "ready", "device": name})
             if request.method not in (hdrs.METH_POST, hdrs.METH_PUT):
@@ -136,7 +137,7 @@ class Ingest:
         )
         return web.json_response({"clip_id": meta.clip_id, "bytes": meta.size, "crc32c": meta.crc32c})
 
-    def _authenticate(self, name: str, request: web.Request) -> None:
+    async def _authenticate(self, name: str, request: web.Request) -> None:
         source = request.remote or ""
         if self._limiter.blocked(source):
             raise Rejected(429, "too many failed logins from this address; wait a minute", {"Retry-After": "60"})
@@ -146,7 +147,7 @@ class Ingest:
             raise Rejected(404, f"no device named {name!r} is configured on this relay")
         if not allowed_source(source, device.allow_from):
             raise Rejected(403, f"device {name!r} may not send from {source} (devices.{name}.allow_from)")
-        result = authenticate(
+        result = await authenticate(
             device,
             request.query,
             request.headers.get(hdrs.AUTHORIZATION),
@@ -259,7 +260,7 @@ class Ingest:
                 await self._ensure_room(ROOM_CHECK_BYTES)
 
     async def _ensure_room(self, incoming: int) -> None:
-        if not await asyncio.to_thread(self._spool.make_room, incoming):
+        if not await self._spool.make_room(incoming):
             raise Rejected(
                 507,
                 "the relay's spool is full (spool.max_bytes / spool.min_free_bytes); the clip was not stored",

@@ -3,11 +3,14 @@
 scrypt, from the standard library. Its cost is paid once per distinct secret: a
 verified (secret, hash) pair is remembered in memory, so a device sending a clip every
 15 s does not spend a CPU-heavy hash on each one (this matters on a Raspberry Pi).
+The hash itself runs in a worker thread: tens of milliseconds of CPU on the event loop
+would stall every upload in progress.
 HTTP Digest needs the plain password, so a device with a hashed password gets Basic.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -33,20 +36,24 @@ class SecretChecker:
     def __init__(self) -> None:
         self._verified: set[bytes] = set()
 
-    def matches(self, given: str, stored: str) -> bool:
+    async def matches(self, given: str, stored: str) -> bool:
         if not is_hashed(stored):
             return hmac.compare_digest(given.encode(), stored.encode())
         key = hashlib.sha256(given.encode() + b"\0" + stored.encode()).digest()
         if key in self._verified:
             return True
-        try:
-            n, r, p, salt, expected = stored.removeprefix(PREFIX).split("$")
-            digest = hashlib.scrypt(given.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)
-        except ValueError:
-            return False
-        if not hmac.compare_digest(digest, base64.b64decode(expected)):
+        if not await asyncio.to_thread(_scrypt_matches, given, stored):
             return False
         if len(self._verified) >= CACHE_LIMIT:
             self._verified.clear()
         self._verified.add(key)
         return True
+
+
+def _scrypt_matches(given: str, stored: str) -> bool:
+    try:
+        n, r, p, salt, expected = stored.removeprefix(PREFIX).split("$")
+        digest = hashlib.scrypt(given.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)
+    except ValueError:
+        return False
+    return hmac.compare_digest(digest, base64.b64decode(expected))

@@ -7,7 +7,6 @@ not prometheus-client's process-global one.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from relay.config import MetricsConfig
 from relay.ops.stats import RelayStats
-from relay.spool.store import Spool
+from relay.spool.spool import Spool
 
 
 class RelayCollector(Collector):
@@ -36,6 +35,11 @@ class RelayCollector(Collector):
             ("axis_relay_clips_uploaded", "Clips S3 confirmed", s.clips_uploaded),
             ("axis_relay_bytes_uploaded", "Bytes of clips S3 confirmed", s.bytes_uploaded),
             ("axis_relay_clips_quarantined", "Clips moved to quarantine", s.clips_quarantined),
+            (
+                "axis_relay_upload_worker_errors",
+                "Unexpected errors around an upload; the clip waits",
+                s.upload_worker_errors,
+            ),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
         retries = CounterMetricFamily("axis_relay_upload_retries", "Upload retries by reason", labels=["reason"])
@@ -48,8 +52,8 @@ class RelayCollector(Collector):
         for route, count in sorted(s.uploads_by_route.items()):
             routes.add_metric([route], count)
         yield routes
-        yield GaugeMetricFamily("axis_relay_spool_clips", "Clips waiting for upload", value=self._spool.queued.clips)
-        yield GaugeMetricFamily("axis_relay_spool_bytes", "Bytes waiting for upload", value=self._spool.queued.bytes)
+        yield GaugeMetricFamily("axis_relay_spool_clips", "Clips waiting for upload", value=self._spool.queued_clips)
+        yield GaugeMetricFamily("axis_relay_spool_bytes", "Bytes waiting for upload", value=self._spool.queued_bytes)
         oldest = self._spool.oldest_pending_at()
         age = time.time() - oldest.timestamp() if oldest else 0.0
         yield GaugeMetricFamily("axis_relay_oldest_pending_age_seconds", "Age of the oldest waiting clip", value=age)
@@ -77,9 +81,9 @@ class RelayCollector(Collector):
 def health(stats: RelayStats, spool: Spool, config: MetricsConfig) -> dict[str, Any]:
     """What /healthz and `axis-relay status` report; ``healthy`` is False on any problem."""
     problems = []
-    if not os.access(spool.queue_dir, os.W_OK):
-        problems.append(f"spool {spool.queue_dir} is not writable")
-    free = spool.free_bytes()
+    if not spool.store.writable():
+        problems.append(f"spool {spool.store.queue_dir} is not writable")
+    free = spool.store.free_bytes()
     if free < spool.limits.min_free_bytes:
         problems.append(f"free disk {free} bytes is below spool.min_free_bytes")
     oldest = spool.oldest_pending_at()
@@ -89,8 +93,8 @@ def health(stats: RelayStats, spool: Spool, config: MetricsConfig) -> dict[str, 
     return {
         "healthy": not problems,
         "problems": problems,
-        "queued_clips": spool.queued.clips,
-        "queued_bytes": spool.queued.bytes,
+        "queued_clips": spool.queued_clips,
+        "queued_bytes": spool.queued_bytes,
         "oldest_pending_age_s": round(time.time() - oldest.timestamp(), 1) if oldest else None,
         "last_upload_age_s": round(time.time() - stats.last_upload_at, 1) if stats.last_upload_at else None,
         "free_disk_bytes": free,

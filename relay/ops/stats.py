@@ -19,6 +19,8 @@ class RelayStats:
     bytes_uploaded: int = 0
     clips_quarantined: int = 0
     upload_retries: int = 0
+    # Exceptions the upload code did not expect (relay/upload/workers.py says what follows).
+    upload_worker_errors: int = 0
     retries_by_reason: Counter[str] = field(default_factory=Counter)
     # How uploaded clips went: "s3", or through API Gateway "post", "handoff", "fallback_s3".
     uploads_by_route: Counter[str] = field(default_factory=Counter)

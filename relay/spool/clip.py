@@ -9,6 +9,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Literal, get_args
 
 MAX_FILENAME_BYTES = 200  # leaves room in a 255-byte name for a disambiguating suffix
 
@@ -16,6 +17,17 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+=@,-]+")
 
 
 CLIP_ID_TIME = "%Y%m%dT%H%M%S.%fZ"
+# How the ledger and its readers write a moment: UTC, fixed width, so text order is time order.
+LEDGER_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+# How a clip reached the relay: pushed by the device, or fetched back from its SD card.
+ClipOrigin = Literal["device", "backfill"]
+CLIP_ORIGINS: tuple[str, ...] = get_args(ClipOrigin)
+
+# The device's "#s" file-name modifier: a 5-digit sequence number, the last group of
+# digits in the name (``video23-04-13_21-50-27-63_00001.mkv``). A stem that ends in a
+# longer run of digits (a timestamp) has none.
+_SEQUENCE = re.compile(r"(?:^|[^0-9])([0-9]{5})$")
 
 
 def new_clip_id(now: datetime) -> str:
@@ -26,6 +38,17 @@ def new_clip_id(now: datetime) -> str:
 def clip_id_time(clip_id: str) -> datetime:
     """When the clip with this id arrived (the inverse of ``new_clip_id``)."""
     return datetime.strptime(clip_id.split("-")[0], CLIP_ID_TIME).replace(tzinfo=UTC)
+
+
+def ledger_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime(LEDGER_TIME)
+
+
+def sequence_number(filename: str) -> int | None:
+    """The device's sequence number in a clip's file name, if the name carries one."""
+    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
+    found = _SEQUENCE.search(stem)
+    return int(found.group(1)) if found else None
 
 
 def safe_filename(name: str | None, fallback_stem: str, default_ext: str = ".mkv") -> str:
@@ -75,6 +98,7 @@ class ClipMeta:
     received_at: str  # ISO 8601 UTC
     query: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    origin: ClipOrigin = "device"
 
     @property
     def received(self) -> datetime:
@@ -91,4 +115,6 @@ class ClipMeta:
         meta = cls(**raw)
         if not isinstance(meta.size, int) or meta.size < 0:
             raise ValueError(f"bad size {meta.size!r}")
+        if meta.origin not in CLIP_ORIGINS:
+            raise ValueError(f"bad origin {meta.origin!r}")
         return meta

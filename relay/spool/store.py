@@ -1,37 +1,41 @@
-"""The durable local spool: the only copy of a clip until S3 has it.
+"""The spool on disk: the only copy of a clip until the destination has it.
 
 Layout under the spool root, one directory per clip::
 
-    incoming/<clip_id>/{data,meta.json}   being received; removed at start-up
-    queue/<clip_id>/{data,meta.json}      acknowledged to the device; to upload
-              [upload.json]               multipart progress, for resuming
+    incoming/<clip_id>/{data,meta.json}    being received; removed at start-up
+    queue/<clip_id>/{data,meta.json}       acknowledged to the device; to upload
+              [upload.json]                multipart progress, for resuming
     quarantine/<clip_id>/{...,reason.json} needs an operator; never uploaded as is
+    trash/<clip_id>/                       delivered or evicted; being deleted
 
 A clip becomes durable in one step, the rename of its directory from incoming/ to
 queue/, after both files and the directory itself were fsynced; the queue directory
-is fsynced before the device gets its answer. Everything the relay counts is
-rebuilt from these directories at start-up, so nothing leaks across crashes.
+is fsynced before the device gets its answer. It leaves queue/ in one step too, a
+rename to quarantine/ or trash/, so a crash never leaves a half-deleted clip in the
+queue for start-up to mistake for a damaged one.
+
+Everything here is synchronous disk work on one clip directory at a time, safe to run
+in worker threads and from the CLI. It keeps no memory of which clips exist: that is
+the upload queue's (``relay.spool.queue``), which only the event loop touches.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Literal
 
 import crc32c
 import structlog
 
-from relay.config import SpoolConfig
 from relay.ops import crashpoints
-from relay.spool.clip import ClipMeta, Sender, clip_id_time, crc32c_b64, new_clip_id
+from relay.spool.clip import ClipMeta, crc32c_b64
 
 log = structlog.get_logger("relay.spool")
 
@@ -44,8 +48,10 @@ REASON = "reason.json"
 # large enough that thread hand-offs cost little, small enough to bound memory.
 WRITE_BATCH = 1024 * 1024
 
+StoredState = Literal["queued", "quarantined"]
 
-def _fsync_dir(path: Path) -> None:
+
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -53,7 +59,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file_durably(path: Path, data: bytes) -> None:
+def write_file_durably(path: Path, data: bytes) -> None:
     """Replace ``path`` atomically: temp file, fsync, rename, fsync the directory."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -61,18 +67,230 @@ def _write_file_durably(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What a look at queue/ found among the clips the caller did not know yet."""
+
+    good: list[ClipMeta] = field(default_factory=list)  # oldest first
+    quarantined: list[tuple[str, str]] = field(default_factory=list)  # (clip id, reason)
+
+
+@dataclass(frozen=True)
+class StoredClip:
+    """One clip directory as an operator sees it."""
+
+    state: StoredState
+    clip_id: str
+    meta: ClipMeta | None  # None when its metadata cannot be read
+    reason: dict[str, Any]  # reason.json of a quarantined clip, else empty
+
+
+class SpoolStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.incoming_dir = root / "incoming"
+        self.queue_dir = root / "queue"
+        self.quarantine_dir = root / "quarantine"
+        self.trash_dir = root / "trash"
+
+    # ----- start-up -------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the layout and clear what a crash left half done: clips still being
+        received (their device never got a 2xx) and clips half deleted."""
+        for d in (self.root, self.incoming_dir, self.queue_dir, self.quarantine_dir, self.trash_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        removed = self._empty(self.incoming_dir)
+        if removed:
+            log.info("spool_partial_removed", count=removed)
+        self._empty(self.trash_dir)
+        for entry in self.queue_dir.iterdir():
+            if not entry.is_dir():
+                # A stray file (e.g. an editor's) is not ours to delete; leave it, say so.
+                log.warning("spool_stray_file", path=str(entry))
+
+    @staticmethod
+    def _empty(directory: Path) -> int:
+        count = 0
+        for entry in directory.iterdir():
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            count += 1
+        if count:
+            fsync_dir(directory)
+        return count
+
+    def scan(self, known: Collection[str]) -> Scan:
+        """Check every clip directory in queue/ not in ``known``; quarantine those that
+        cannot be trusted. Start-up and 'spool retry' adoption both come through here."""
+        found = Scan()
+        for entry in sorted(self.queue_dir.iterdir()):
+            if entry.name in known or not entry.is_dir():
+                continue
+            checked = self._checked_meta(entry)
+            if isinstance(checked, str):
+                self.quarantine(entry.name, checked, detail={})
+                found.quarantined.append((entry.name, checked))
+            else:
+                found.good.append(checked)
+        return found
+
+    def _checked_meta(self, clip_dir: Path) -> ClipMeta | str:
+        """The clip's metadata if it matches the data on disk, else what is wrong."""
+        try:
+            meta = ClipMeta.from_json((clip_dir / META).read_bytes())
+        except FileNotFoundError:
+            return "metadata file is missing"
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            return f"metadata is unreadable: {exc}"
+        try:
+            size = (clip_dir / DATA).stat().st_size
+        except FileNotFoundError:
+            return "clip data file is missing"
+        if size != meta.size or meta.clip_id != clip_dir.name:
+            return f"clip data is {size} bytes but its metadata says {meta.size}"
+        return meta
+
+    # ----- ingest ---------------------------------------------------------
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    def open_incoming(self, clip_id: str) -> tuple[Path, BinaryIO]:
+        directory = self.incoming_dir / clip_id
+        directory.mkdir()
+        return directory, open(directory / DATA, "wb")
+
+    def make_durable(self, directory: Path, data: BinaryIO, meta: ClipMeta) -> None:
+        """fsync the clip and its metadata, then move it into queue/ in one rename."""
+        data.flush()
+        crashpoints.reached(crashpoints.INGEST_BEFORE_FSYNC)
+        os.fsync(data.fileno())
+        data.close()
+        write_file_durably(directory / META, meta.to_json())
+        os.rename(directory, self.queue_dir / meta.clip_id)
+        fsync_dir(self.queue_dir)
+        fsync_dir(self.incoming_dir)
+
+    def discard_incoming(self, directory: Path) -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+    # ----- upload side ----------------------------------------------------
+
+    def exists(self, clip_id: str) -> bool:
+        return (self.queue_dir / clip_id).is_dir()
+
+    def data_path(self, clip_id: str) -> Path:
+        return self.queue_dir / clip_id / DATA
+
+    def meta(self, clip_id: str) -> ClipMeta:
+        return ClipMeta.from_json((self.queue_dir / clip_id / META).read_bytes())
+
+    def load_upload_state(self, clip_id: str) -> dict[str, Any] | None:
+        try:
+            state = json.loads((self.queue_dir / clip_id / UPLOAD_STATE).read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            # A torn state file only costs a restart of the upload, never the clip.
+            log.warning("upload_state_unreadable", clip_id=clip_id)
+            return None
+        return state if isinstance(state, dict) else None
+
+    def save_upload_state(self, clip_id: str, state: dict[str, Any] | None) -> None:
+        path = self.queue_dir / clip_id / UPLOAD_STATE
+        if state is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_file_durably(path, json.dumps(state).encode())
+
+    def remove(self, clip_id: str) -> None:
+        """Delete a clip that was delivered or evicted: out of queue/ in one rename."""
+        trashed = self.trash_dir / clip_id
+        os.rename(self.queue_dir / clip_id, trashed)
+        fsync_dir(self.queue_dir)
+        shutil.rmtree(trashed, ignore_errors=True)
+
+    def quarantine(self, clip_id: str, reason: str, detail: dict[str, Any]) -> dict[str, Any]:
+        """Move a clip to quarantine/ with reason.json; returns what reason.json says."""
+        source = self.queue_dir / clip_id
+        record = {
+            "reason": reason,
+            "at": datetime.now(UTC).isoformat(),
+            "fix": "fix the cause, then run 'axis-relay spool retry' to queue it again",
+            **detail,
+        }
+        write_file_durably(source / REASON, json.dumps(record, indent=1).encode())
+        os.rename(source, self.quarantine_dir / clip_id)
+        fsync_dir(self.quarantine_dir)
+        fsync_dir(self.queue_dir)
+        log.error("clip_quarantined", clip_id=clip_id, path=str(self.quarantine_dir / clip_id), **record)
+        return record
+
+    def writable(self) -> bool:
+        return os.access(self.queue_dir, os.W_OK)
+
+    # ----- operator -------------------------------------------------------
+
+    def entries(self) -> Iterator[StoredClip]:
+        """Every clip on disk, queued then quarantined, each oldest first."""
+        for state, d in (("queued", self.queue_dir), ("quarantined", self.quarantine_dir)):
+            if not d.is_dir():
+                continue
+            for entry in sorted(d.iterdir()):
+                if entry.is_dir():
+                    yield StoredClip(state, entry.name, self._readable_meta(entry), self._reason(entry))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _readable_meta(clip_dir: Path) -> ClipMeta | None:
+        try:
+            return ClipMeta.from_json((clip_dir / META).read_bytes())
+        except (OSError, ValueError, TypeError, UnicodeDecodeError):
+            return None
+
+    @staticmethod
+    def _reason(clip_dir: Path) -> dict[str, Any]:
+        try:
+            record = json.loads((clip_dir / REASON).read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def retry_quarantined(self, clip_ids: Collection[str] = ()) -> list[str]:
+        """Move quarantined clips back to queue/, where a running relay adopts them."""
+        moved = []
+        for entry in sorted(self.quarantine_dir.iterdir()):
+            if clip_ids and entry.name not in clip_ids:
+                continue
+            (entry / REASON).unlink(missing_ok=True)
+            os.rename(entry, self.queue_dir / entry.name)
+            moved.append(entry.name)
+        if moved:
+            fsync_dir(self.queue_dir)
+            fsync_dir(self.quarantine_dir)
+        return moved
 
 
 class ClipWriter:
-    """Streams one clip into ``incoming/``; ``commit()`` makes it durable and queued."""
+    """Streams one clip into incoming/; ``commit()`` makes it durable and hands it on.
 
-    def __init__(self, spool: Spool, clip_id: str, directory: Path, fields: dict[str, Any]) -> None:
-        self._spool = spool
+    The writes and the fsyncs run in worker threads; ``on_durable`` is called on the
+    event loop once the clip is in queue/, so the caller's in-memory state is only
+    ever changed by the loop.
+    """
+
+    def __init__(
+        self, store: SpoolStore, clip_id: str, fields: dict[str, Any], on_durable: Callable[[ClipMeta], None]
+    ) -> None:
+        self._store = store
         self.clip_id = clip_id
-        self._dir = directory
         self._fields = fields
-        self._file = open(directory / DATA, "wb")  # noqa: SIM115 - closed by commit() or discard()
+        self._on_durable = on_durable
+        self._dir, self._file = store.open_incoming(clip_id)
+        self._committed = False
         self._buffer = bytearray()
         self._crc = 0
         self.size = 0  # bytes written to the file so far
@@ -102,261 +320,13 @@ class ClipWriter:
         if extra_query:
             fields["query"] = {**extra_query, **fields["query"]}
         meta = ClipMeta(clip_id=self.clip_id, size=self.size, crc32c=crc32c_b64(self._crc), **fields)
-        await asyncio.to_thread(self._make_durable, meta)
-        self._spool._admit(meta)
+        await asyncio.to_thread(self._store.make_durable, self._dir, self._file, meta)
+        self._committed = True
+        self._on_durable(meta)
         return meta
-
-    def _make_durable(self, meta: ClipMeta) -> None:
-        self._file.flush()
-        crashpoints.reached(crashpoints.INGEST_BEFORE_FSYNC)
-        os.fsync(self._file.fileno())
-        self._file.close()
-        _write_file_durably(self._dir / META, meta.to_json())
-        target = self._spool.queue_dir / self.clip_id
-        os.rename(self._dir, target)
-        _fsync_dir(self._spool.queue_dir)
-        _fsync_dir(self._spool.incoming_dir)
-        self._dir = target
 
     def discard(self) -> None:
+        """Remove what was received unless it was committed (on every exit path)."""
         self._file.close()
-        if self._dir.parent == self._spool.incoming_dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
-
-
-@dataclass
-class SpoolCounts:
-    clips: int = 0
-    bytes: int = 0
-
-
-class Spool:
-    """Owns the spool directories and the in-memory order of clips to upload."""
-
-    def __init__(self, root: Path, limits: SpoolConfig | None = None) -> None:
-        self.root = root
-        self.limits = limits or SpoolConfig(dir=root)
-        # Clips an upload worker holds right now: never evicted from under it.
-        self.uploading: set[str] = set()
-        self.incoming_dir = root / "incoming"
-        self.queue_dir = root / "queue"
-        self.quarantine_dir = root / "quarantine"
-        self.pending: asyncio.Queue[str] = asyncio.Queue()
-        self.queued = SpoolCounts()
-        self._sizes: dict[str, int] = {}
-
-    # ----- start-up -------------------------------------------------------
-
-    def recover(self) -> list[str]:
-        """Rebuild state from disk; returns the clip ids to upload, oldest first.
-
-        Never raises for a bad clip: a half-received clip is removed (its device never
-        got a 2xx), a queued clip that cannot be trusted goes to quarantine.
-        """
-        for d in (self.root, self.incoming_dir, self.queue_dir, self.quarantine_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        removed = 0
-        for entry in self.incoming_dir.iterdir():
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
-            removed += 1
-        if removed:
-            _fsync_dir(self.incoming_dir)
-            log.info("spool_partial_removed", count=removed)
-        for entry in self.queue_dir.iterdir():
-            if not entry.is_dir():
-                # A stray file (e.g. an editor's) is not ours to delete; leave it, say so.
-                log.warning("spool_stray_file", path=str(entry))
-        ready = self._admit_unknown()
-        log.info(
-            "spool_recovered",
-            queued=self.queued.clips,
-            queued_bytes=self.queued.bytes,
-            quarantined=sum(1 for _ in self.quarantine_dir.iterdir()),
-        )
-        return ready
-
-    def adopt_requeued(self) -> int:
-        """Queue clips that appeared in queue/ behind our back ('axis-relay spool retry')."""
-        adopted = self._admit_unknown()
-        if adopted:
-            log.info("spool_requeued_adopted", count=len(adopted))
-        return len(adopted)
-
-    def _admit_unknown(self) -> list[str]:
-        """Queue every clip directory in queue/ not known yet, oldest first; quarantine
-        those that cannot be trusted. Start-up and 'spool retry' both come through here."""
-        admitted = []
-        for entry in sorted(self.queue_dir.iterdir()):
-            if entry.name in self._sizes or not entry.is_dir():
-                continue
-            checked = self._checked_meta(entry)
-            if isinstance(checked, str):
-                self._move_to_quarantine(entry.name, checked, detail={})
-                continue
-            self._admit(checked)
-            admitted.append(entry.name)
-        return admitted
-
-    def _checked_meta(self, clip_dir: Path) -> ClipMeta | str:
-        """The clip's metadata if it matches the data on disk, else what is wrong."""
-        try:
-            meta = ClipMeta.from_json((clip_dir / META).read_bytes())
-        except FileNotFoundError:
-            return "metadata file is missing"
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
-            return f"metadata is unreadable: {exc}"
-        try:
-            size = (clip_dir / DATA).stat().st_size
-        except FileNotFoundError:
-            return "clip data file is missing"
-        if size != meta.size or meta.clip_id != clip_dir.name:
-            return f"clip data is {size} bytes but its metadata says {meta.size}"
-        return meta
-
-    # ----- ingest ---------------------------------------------------------
-
-    def free_bytes(self) -> int:
-        st = os.statvfs(self.root)
-        return st.f_bavail * st.f_frsize
-
-    def make_room(self, incoming: int) -> bool:
-        """True when ``incoming`` more bytes fit the quota and the free-space floor,
-        evicting the oldest waiting clips first if the policy says so."""
-
-        def fits() -> bool:
-            if self.limits.max_bytes and self.queued.bytes + incoming > self.limits.max_bytes:
-                return False
-            return self.free_bytes() - incoming >= self.limits.min_free_bytes
-
-        if fits():
-            return True
-        if self.limits.full_policy != "evict_oldest":
-            return False
-        for clip_id in sorted(self._sizes):
-            if clip_id in self.uploading:
-                continue
-            size = self._sizes[clip_id]
-            shutil.rmtree(self.queue_dir / clip_id, ignore_errors=True)
-            self._forget(clip_id)
-            log.warning("clip_evicted", clip_id=clip_id, bytes=size, policy="evict_oldest")
-            if fits():
-                _fsync_dir(self.queue_dir)
-                return True
-        _fsync_dir(self.queue_dir)
-        return fits()
-
-    @contextlib.asynccontextmanager
-    async def receiving(self, sender: Sender, *, filename: str, content_type: str) -> AsyncIterator[ClipWriter]:
-        """A writer for one incoming clip; anything not committed is removed on exit."""
-        now = datetime.now(UTC)
-        clip_id = new_clip_id(now)
-        directory = self.incoming_dir / clip_id
-        directory.mkdir()
-        fields = dict(
-            camera=sender.camera,
-            filename=filename,
-            content_type=content_type,
-            received_at=now.isoformat(),
-            query=sender.query,
-            source=sender.source,
-        )
-        writer = ClipWriter(self, clip_id, directory, fields)
-        try:
-            yield writer
-        finally:
-            writer.discard()
-
-    def _admit(self, meta: ClipMeta) -> None:
-        self._sizes[meta.clip_id] = meta.size
-        self.queued.clips += 1
-        self.queued.bytes += meta.size
-        self.pending.put_nowait(meta.clip_id)
-
-    # ----- upload side ----------------------------------------------------
-
-    def clip_dir(self, clip_id: str) -> Path:
-        return self.queue_dir / clip_id
-
-    def data_path(self, clip_id: str) -> Path:
-        return self.queue_dir / clip_id / DATA
-
-    def meta(self, clip_id: str) -> ClipMeta:
-        return ClipMeta.from_json((self.queue_dir / clip_id / META).read_bytes())
-
-    def load_upload_state(self, clip_id: str) -> dict[str, Any] | None:
-        try:
-            state = json.loads((self.queue_dir / clip_id / UPLOAD_STATE).read_bytes())
-        except FileNotFoundError:
-            return None
-        except ValueError:
-            # A torn state file only costs a restart of the upload, never the clip.
-            log.warning("upload_state_unreadable", clip_id=clip_id)
-            return None
-        return state if isinstance(state, dict) else None
-
-    def save_upload_state(self, clip_id: str, state: dict[str, Any] | None) -> None:
-        path = self.queue_dir / clip_id / UPLOAD_STATE
-        if state is None:
-            path.unlink(missing_ok=True)
-        else:
-            _write_file_durably(path, json.dumps(state).encode())
-
-    def oldest_pending_at(self) -> datetime | None:
-        """When the oldest clip still waiting for upload arrived (ids sort by arrival)."""
-        if not self._sizes:
-            return None
-        return clip_id_time(min(self._sizes))
-
-    def _forget(self, clip_id: str) -> None:
-        size = self._sizes.pop(clip_id, None)
-        if size is not None:
-            self.queued.clips -= 1
-            self.queued.bytes -= size
-
-    def remove(self, clip_id: str) -> None:
-        """Called only once the destination confirmed the clip."""
-        shutil.rmtree(self.queue_dir / clip_id)
-        _fsync_dir(self.queue_dir)
-        self._forget(clip_id)
-
-    def quarantine(self, clip_id: str, reason: str, detail: dict[str, Any]) -> None:
-        self._move_to_quarantine(clip_id, reason, detail)
-        self._forget(clip_id)
-
-    def _move_to_quarantine(self, clip_id: str, reason: str, detail: dict[str, Any]) -> None:
-        source = self.queue_dir / clip_id
-        record = {
-            "reason": reason,
-            "at": datetime.now(UTC).isoformat(),
-            "fix": "fix the cause, then run 'axis-relay spool retry' to queue it again",
-            **detail,
-        }
-        _write_file_durably(source / REASON, json.dumps(record, indent=1).encode())
-        os.rename(source, self.quarantine_dir / clip_id)
-        _fsync_dir(self.quarantine_dir)
-        _fsync_dir(self.queue_dir)
-        log.error("clip_quarantined", clip_id=clip_id, path=str(self.quarantine_dir / clip_id), **record)
-
-    # ----- operator -------------------------------------------------------
-
-    def entries(self) -> Iterator[tuple[str, str, Path]]:
-        """(state, clip_id, directory) for every clip on disk, oldest first."""
-        for state, d in (("queued", self.queue_dir), ("quarantined", self.quarantine_dir)):
-            if d.is_dir():
-                for entry in sorted(d.iterdir()):
-                    if entry.is_dir():
-                        yield state, entry.name, entry
-
-    def retry_quarantined(self, clip_ids: list[str] | None = None) -> list[str]:
-        """Move quarantined clips back to the queue (the daemon picks them up on start)."""
-        moved = []
-        for entry in sorted(self.quarantine_dir.iterdir()):
-            if clip_ids and entry.name not in clip_ids:
-                continue
-            (entry / REASON).unlink(missing_ok=True)
-            os.rename(entry, self.queue_dir / entry.name)
-            moved.append(entry.name)
-        if moved:
-            _fsync_dir(self.queue_dir)
-            _fsync_dir(self.quarantine_dir)
-        return moved
+        if not self._committed:
+            self._store.discard_incoming(self._dir)

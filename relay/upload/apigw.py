@@ -23,14 +23,14 @@ import json
 import re
 import ssl
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import structlog
 
 from relay.config import LAMBDA_REQUEST_LIMIT, MAPPED_EVENT_OVERHEAD, ApiGatewayConfig, RelayConfig
 from relay.spool.clip import ClipMeta
-from relay.spool.store import Spool
+from relay.spool.store import SpoolStore
 from relay.upload.delivery import Completion, Delivered, ObjectDelivery, Part, StoredObject, read_whole_clip, uplink
 from relay.upload.failures import EndpointError, PermanentUploadError
 from relay.upload.s3 import S3Destination
@@ -199,7 +199,7 @@ def _presigned(answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
 class HandoffStore:
     """The object store operations, through presigned URLs the endpoint hands out."""
 
-    name = "handoff"
+    name: Literal["handoff"] = "handoff"
 
     def __init__(self, endpoint: Endpoint) -> None:
         self._endpoint = endpoint
@@ -268,7 +268,7 @@ class HandoffStore:
 
 class ApiGatewayDestination:
     def __init__(
-        self, endpoint: Endpoint, config: ApiGatewayConfig, spool: Spool, fallback: S3Destination | None
+        self, endpoint: Endpoint, config: ApiGatewayConfig, spool: SpoolStore, fallback: S3Destination | None
     ) -> None:
         # The API key, if any, is checked by the endpoint; S3 credentials only matter
         # for the fallback.
@@ -288,7 +288,7 @@ class ApiGatewayDestination:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, config: RelayConfig, spool: Spool) -> AsyncIterator[ApiGatewayDestination]:
+    async def open(cls, config: RelayConfig, spool: SpoolStore) -> AsyncIterator[ApiGatewayDestination]:
         assert config.apigw is not None  # checked by the config
         async with contextlib.AsyncExitStack() as stack:
             fallback = None

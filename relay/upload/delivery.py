@@ -24,20 +24,25 @@ import structlog
 
 from relay.ops import crashpoints
 from relay.spool.clip import ClipMeta, crc32c_b64
-from relay.spool.store import Spool
+from relay.spool.store import SpoolStore
 from relay.upload.bandwidth import TokenBucket, Unlimited
 from relay.upload.failures import FIXES, PermanentUploadError
 
 log = structlog.get_logger("relay.delivery")
 
 Completion = Literal["done", "taken", "gone"]
+# How a clip went, for the log, the metrics and the ledger: straight to S3, or through
+# API Gateway as one POST, through the presigned hand-off, or to the fallback bucket.
+Route = Literal["s3", "post", "handoff", "fallback_s3"]
+# What a key holds when a conditional commit did not go through.
+Holder = Literal["this clip", "other content", "nothing"]
 
 
 @dataclass(frozen=True)
 class Delivered:
     key: str
     already_present: bool = False
-    route: str = "s3"  # how it went, for the log and the metrics
+    route: Route = "s3"
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,10 @@ class Part:
 class ObjectStore(Protocol):
     """The operations a resumable, conditional, checksummed upload needs."""
 
-    # Saved with multipart progress: an upload id means nothing to another store.
-    name: str
+    @property
+    def name(self) -> Literal["s3", "handoff"]:
+        """Saved with multipart progress: an upload id means nothing to another store."""
+        ...
 
     async def put(self, meta: ClipMeta, key: str, body: bytes) -> bool:
         """Store ``body`` at ``key`` unless the key exists; False if it does."""
@@ -115,9 +122,9 @@ def _read_part(path: Path, offset: int, length: int, running: int, for_upload: b
     return block, own, crc32c.crc32c(block, running)
 
 
-async def read_whole_clip(spool: Spool, meta: ClipMeta, limit: TokenBucket | Unlimited) -> bytes:
+async def read_whole_clip(store: SpoolStore, meta: ClipMeta, limit: TokenBucket | Unlimited) -> bytes:
     """The spooled clip, checked against the size that arrived, once the uplink has room."""
-    body = await asyncio.to_thread(read_range, spool.data_path(meta.clip_id), 0, meta.size)
+    body = await asyncio.to_thread(read_range, store.data_path(meta.clip_id), 0, meta.size)
     if len(body) != meta.size:
         raise PermanentUploadError(f"spooled clip is {len(body)} bytes, but {meta.size} arrived")
     await limit.take(len(body))
@@ -132,7 +139,7 @@ class ObjectDelivery:
     def __init__(
         self,
         store: ObjectStore,
-        spool: Spool,
+        spool: SpoolStore,
         *,
         multipart_threshold_bytes: int,
         part_size_bytes: int,
@@ -264,7 +271,7 @@ class ObjectDelivery:
         await self._store.abort(key, upload_id)
         await asyncio.to_thread(self._spool.save_upload_state, clip_id, None)
 
-    async def _holder(self, key: str, meta: ClipMeta) -> str:
+    async def _holder(self, key: str, meta: ClipMeta) -> Holder:
         """'this clip', 'other content' or 'nothing': what the key holds now."""
         found = await self._store.head(key)
         if found is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import aioboto3
 from botocore.config import Config as BotoConfig
@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from relay.config import S3Config
 from relay.spool.clip import ClipMeta
-from relay.spool.store import Spool
+from relay.spool.store import SpoolStore
 from relay.upload.delivery import Completion, Delivered, ObjectDelivery, Part, StoredObject, object_key, uplink
 from relay.upload.failures import error_code
 
@@ -28,7 +28,7 @@ def object_metadata(meta: ClipMeta) -> dict[str, str]:
 
 
 class S3Store:
-    name = "s3"
+    name: Literal["s3"] = "s3"
 
     def __init__(self, client: Any, bucket: str) -> None:
         self._client = client
@@ -117,7 +117,7 @@ class S3Store:
 
 
 class S3Destination:
-    def __init__(self, client: Any, config: S3Config, spool: Spool, has_credentials: bool) -> None:
+    def __init__(self, client: Any, config: S3Config, spool: SpoolStore, has_credentials: bool) -> None:
         self.has_credentials = has_credentials
         self._config = config
         self._delivery = ObjectDelivery(
@@ -130,7 +130,7 @@ class S3Destination:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, config: S3Config, spool: Spool) -> AsyncIterator[S3Destination]:
+    async def open(cls, config: S3Config, spool: SpoolStore) -> AsyncIterator[S3Destination]:
         session = aioboto3.Session(
             aws_access_key_id=config.access_key_id,
             aws_secret_access_key=config.secret_access_key.get_secret_value() if config.secret_access_key else None,

@@ -1,8 +1,19 @@
 """A bounded pool of workers that takes queued clips, oldest first, to the destination.
 
-Transient failures are retried without limit (exponential backoff, full jitter, a
-cap); permanent ones send the clip to quarantine. A clip leaves the queue only after
-the destination confirmed it. Cancelling a worker (shutdown) leaves its clip queued.
+What happens to a clip a worker holds, in every case:
+
+- delivered: the destination confirmed it; it leaves the spool.
+- a transient failure (network, 5xx, throttling, anything ``classify`` does not know):
+  retried without limit, exponential backoff with full jitter and a cap.
+- a permanent failure (``classify``): the clip goes to quarantine with the reason and
+  the fix, and its open multipart upload, if any, is aborted.
+- an exception the upload code did not expect (a bug, or a spool disk failing with EIO
+  around the upload): logged with its traceback and counted
+  (``axis_relay_upload_worker_errors``); the clip is given back to the queue and waits
+  ``retry.max_s`` before any worker takes it again. The worker lives on: one bad clip
+  or a passing disk error never stops the others, and never loses a clip.
+- shutdown: workers stop taking clips as soon as it begins; an upload still running
+  when the workers are cancelled stays queued and resumes at the next start.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_ran
 from relay.config import RetryConfig
 from relay.ops.stats import RelayStats
 from relay.spool.clip import ClipMeta
-from relay.spool.store import Spool
+from relay.spool.spool import Spool
 from relay.upload.delivery import Delivered
 from relay.upload.failures import PermanentUploadError, classify, error_code
 
@@ -44,36 +55,27 @@ class Uploader:
         self._stats = stats
         self._workers = workers
 
-    @property
-    def in_flight(self) -> set[str]:
-        return self._spool.uploading
-
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             for n in range(self._workers):
                 group.create_task(self._work(), name=f"upload-worker-{n}")
 
     async def _work(self) -> None:
-        while True:
-            clip_id = await self._spool.pending.get()
-            self.in_flight.add(clip_id)
+        while (clip_id := await self._spool.claim()) is not None:
             try:
                 with structlog.contextvars.bound_contextvars(clip_id=clip_id):
                     await self._upload(clip_id)
             except Exception:
-                # Spool I/O failed around the upload (e.g. EIO). The clip is still on
-                # disk: try it again later rather than lose the worker.
-                log.exception("upload_worker_error", clip_id=clip_id)
-                await asyncio.sleep(self._retry.max_s)
-                self._spool.pending.put_nowait(clip_id)
-            finally:
-                self.in_flight.discard(clip_id)
+                log.exception("upload_worker_error", clip_id=clip_id, retry_in_s=self._retry.max_s)
+                self._stats.upload_worker_errors += 1
+                self._spool.release(clip_id, after_s=self._retry.max_s)
 
     async def _upload(self, clip_id: str) -> None:
-        if not self._spool.clip_dir(clip_id).exists():
-            return  # evicted (spool.full_policy) while it waited
         try:
-            meta = await asyncio.to_thread(self._spool.meta, clip_id)
+            meta = await asyncio.to_thread(self._spool.store.meta, clip_id)
+        except FileNotFoundError:
+            await self._spool.vanished(clip_id)
+            return
         except (OSError, ValueError, TypeError) as exc:
             await self._quarantine(clip_id, f"metadata is unreadable: {exc}", {})
             return
@@ -104,7 +106,7 @@ class Uploader:
         self._stats.uploads_by_route[delivered.route] += 1
         self._stats.last_upload_at = time.time()
         self._stats.observe_upload(time.monotonic() - started)
-        await asyncio.to_thread(self._spool.remove, clip_id)
+        await self._spool.delivered(clip_id, key=delivered.key, route=delivered.route)
         log.info(
             "clip_uploaded",
             camera=meta.camera,
@@ -130,5 +132,5 @@ class Uploader:
         )
 
     async def _quarantine(self, clip_id: str, reason: str, detail: dict[str, str]) -> None:
-        await asyncio.to_thread(self._spool.quarantine, clip_id, reason, detail)
+        await self._spool.quarantine(clip_id, reason, detail)
         self._stats.clips_quarantined += 1

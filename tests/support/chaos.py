@@ -16,7 +16,7 @@ import crc32c
 
 from tests.support.device import Device
 from tests.support.harness import PATH, TLS, list_keys, object_bytes, wait_until, write_config
-from tests.support.relay_process import RelayProcess
+from tests.support.relay_process import relay_process
 
 CYCLES = int(os.environ.get("CHAOS_CYCLES", "6"))
 
@@ -25,13 +25,11 @@ async def kill_at_random(raw: dict[str, Any], tmp_path: Path, tls: TLS, s3: Any,
     """Stream clips into a relay run with ``raw`` while killing it; then check ``bucket``."""
     seed = int(os.environ.get("CHAOS_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
-    relay = RelayProcess(write_config(tmp_path / "relay.toml", raw))
-    device = Device("127.0.0.1", raw["ingest"]["port"], tls.client_context())
     acked: dict[str, int] = {}  # file name -> CRC32C of what the device sent
     unanswered: dict[str, int] = {}
     stop_sending = asyncio.Event()
 
-    async def stream_clips() -> None:
+    async def stream_clips(device: Device) -> None:
         n = 0
         while not stop_sending.is_set():
             n += 1
@@ -47,9 +45,9 @@ async def kill_at_random(raw: dict[str, Any], tmp_path: Path, tls: TLS, s3: Any,
                 continue
             (acked if answer.status == 200 else unanswered)[name] = crc32c.crc32c(clip)
 
-    try:
-        await relay.start()
-        sender = asyncio.create_task(stream_clips())
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
+        # The device follows the relay to the port each new process binds.
+        sender = asyncio.create_task(stream_clips(relay.device))
         for _ in range(CYCLES):
             await asyncio.sleep(rng.uniform(0.1, 1.5))  # a random moment to pull the plug
             await relay.kill()
@@ -58,8 +56,6 @@ async def kill_at_random(raw: dict[str, Any], tmp_path: Path, tls: TLS, s3: Any,
         await sender
         queue = Path(raw["spool"]["dir"]) / "queue"
         await wait_until(lambda: not list(queue.iterdir()), timeout=120, what="the queue to drain")
-    finally:
-        await relay.close()
 
     keys = await list_keys(s3, bucket)
     names = [k.rsplit("/", 1)[1] for k in keys]

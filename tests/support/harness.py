@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aioboto3
 import tomli_w
@@ -23,9 +24,9 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from relay.config import RelayConfig, parse_config
-from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, free_port
+from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY
 from relay.ops.stats import RelayStats
-from relay.server import serve
+from relay.server import Listening, serve
 from tests.support.device import Device
 
 DEVICE = "cam-entrance"
@@ -103,7 +104,7 @@ def raw_config(
     raw: dict[str, Any] = {
         "ingest": {
             "host": "127.0.0.1",
-            "port": port or free_port(),
+            "port": port or 0,
             "tls_cert": str(tls.cert_file),
             "tls_key": str(tls.key_file),
             "shutdown_grace_s": 5,
@@ -120,7 +121,7 @@ def raw_config(
             "multipart_threshold_bytes": 5 * 1024 * 1024,
             "part_size_bytes": 5 * 1024 * 1024,
         },
-        "metrics": {"port": free_port()},
+        "metrics": {"port": 0},
         # Backoff stays on, but short, so retry paths run in test time.
         "retry": {"initial_s": 0.05, "max_s": 0.3},
         "devices": {DEVICE: {"token": TOKEN, "username": "root", "password": "pass-word"}},
@@ -133,10 +134,19 @@ def raw_config(
 @dataclass
 class RunningRelay:
     config: RelayConfig
+    listening: Listening
     device: Device
     task: asyncio.Task[RelayStats]
     stop_event: asyncio.Event
     stats: RelayStats
+
+    @property
+    def port(self) -> int:
+        return int(urlsplit(self.listening.ingest[0]).port or 0)
+
+    @property
+    def metrics_url(self) -> str:
+        return self.listening.metrics[0]
 
     @property
     def spool(self) -> Path:
@@ -165,17 +175,21 @@ async def running_relay(config: RelayConfig, tls: TLS, **serve_kwargs: Any) -> A
     started = asyncio.Event()
     stop = asyncio.Event()
     stats = RelayStats()
-    task = asyncio.create_task(
-        serve(config, stop.wait, on_started=lambda _: started.set(), stats=stats, **serve_kwargs)
-    )
+    listening: list[Listening] = []
+
+    def on_started(where: Listening) -> None:
+        listening.append(where)
+        started.set()
+
+    task = asyncio.create_task(serve(config, stop.wait, on_started=on_started, stats=stats, **serve_kwargs))
     waiter = asyncio.create_task(started.wait())
     await asyncio.wait([task, waiter], timeout=30, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         waiter.cancel()
         task.result()  # raises what went wrong
     assert started.is_set(), "relay did not start within 30 s"
-    device = Device("127.0.0.1", config.ingest.port, tls.client_context())
-    relay = RunningRelay(config, device, task, stop, stats)
+    device = Device("127.0.0.1", int(urlsplit(listening[0].ingest[0]).port or 0), tls.client_context())
+    relay = RunningRelay(config, listening[0], device, task, stop, stats)
     try:
         yield relay
     finally:

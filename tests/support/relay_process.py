@@ -1,4 +1,10 @@
-"""The relay as a real process, to kill with SIGKILL and start again."""
+"""The relay as a real process, to kill with SIGKILL and start again.
+
+Every test that runs one goes through ``relay_process()``, which closes it on every
+path. The relay binds the ports its config names (0 in tests: any free one) and
+reports them in ``relay_started``; ``device`` always points at the live listener,
+across restarts.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,37 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from tests.support.device import Device
+
+
+@contextlib.asynccontextmanager
+async def relay_process(
+    config_path: Path, client_tls: ssl.SSLContext | None, *, env: dict[str, str] | None = None, start: bool = True
+) -> AsyncIterator[RelayProcess]:
+    """A relay process (started unless ``start`` is False), closed however the test ends."""
+    relay = RelayProcess(config_path, client_tls, env)
+    try:
+        if start:
+            await relay.start()
+        yield relay
+    finally:
+        await relay.close()
 
 
 class RelayProcess:
-    def __init__(self, config_path: Path) -> None:
+    def __init__(self, config_path: Path, client_tls: ssl.SSLContext | None, env: dict[str, str] | None = None) -> None:
         self.config_path = config_path
-        self.env: dict[str, str] = {}
+        # asyncio debug mode in the relay too, as in the suite (pyproject: asyncio_debug).
+        self.env: dict[str, str] = {"PYTHONASYNCIODEBUG": "1", **(env or {})}
+        self.device = Device("127.0.0.1", 0, client_tls)
+        self.metrics_url = ""
         self.events: list[dict[str, Any]] = []
         self._changed = asyncio.Condition()
         self._proc: asyncio.subprocess.Process | None = None
@@ -35,7 +63,9 @@ class RelayProcess:
             env={**os.environ, **self.env},
         )
         self._reader = asyncio.create_task(self._read(self._proc))
-        await self.wait_for("relay_started", timeout=60)
+        started = await self.wait_for("relay_started", timeout=60)
+        self.device.port = int(urlsplit(started["listen"][0]).port or 0)
+        self.metrics_url = started["metrics"][0] if started["metrics"] else ""
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stderr is not None
@@ -87,6 +117,10 @@ class RelayProcess:
         await self._proc.wait()
         if self._reader:
             await self._reader
+
+    def restart_env(self, env: dict[str, str]) -> None:
+        """The environment of the next start (crash points are set and cleared here)."""
+        self.env = {"PYTHONASYNCIODEBUG": "1", **env}
 
     async def stop(self) -> int:
         assert self._proc is not None

@@ -1,0 +1,60 @@
+"""What `axis-relay spool list` and `axis-relay clips` print: tables for a person, JSON for a script."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from relay.spool.ledger import ClipRecord
+from relay.spool.store import StoredClip
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``90m``, ``2h``, ``7d`` (that long ago) or an ISO 8601 time; a time without an
+    offset is the gateway's local time. ValueError names the accepted forms."""
+    now = now or datetime.now(UTC)
+    if found := _RELATIVE.match(text.strip()):
+        return now - timedelta(**{_UNITS[found.group(2)]: float(found.group(1))})
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: give a duration (30m, 2h, 7d) or a time (2026-11-28T08:00, 2026-11-28T08:00Z)"
+        ) from None
+    return moment.astimezone(UTC)  # a naive time is taken as local time
+
+
+def spool_table(entries: Iterable[StoredClip]) -> str:
+    lines = [f"{'STATE':<12} {'CLIP':<34} {'DEVICE':<16} {'BYTES':>12}  FILE / REASON"]
+    for entry in entries:
+        meta = entry.meta
+        camera, size, filename = (meta.camera, meta.size, meta.filename) if meta else ("?", "?", "?")
+        line = f"{entry.state:<12} {entry.clip_id:<34} {camera:<16} {size:>12}  {filename}"
+        if entry.state == "quarantined":
+            line += "  -- " + str(entry.reason.get("reason", ""))
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def clips_table(records: list[ClipRecord]) -> str:
+    lines = [f"{'RECEIVED (UTC)':<23} {'CAMERA':<16} {'SEQ':>6} {'BYTES':>11} {'STATE':<11} FILE -> KEY / REASON"]
+    for r in records:
+        where = (r.key or "") if r.state == "uploaded" else (r.reason or "")
+        sequence = "-" if r.sequence is None else str(r.sequence)
+        origin = "" if r.origin == "device" else f" ({r.origin})"
+        lines.append(
+            f"{r.received_at[:23]:<23} {r.camera:<16} {sequence:>6} {r.bytes:>11} {r.state:<11} "
+            f"{r.filename}{origin}" + (f" -> {where}" if where else "")
+        )
+    lines.append(f"{len(records)} clip(s)")
+    return "\n".join(lines)
+
+
+def clips_json(records: list[ClipRecord]) -> str:
+    return json.dumps([dataclasses.asdict(r) for r in records], indent=1)

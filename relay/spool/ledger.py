@@ -1,0 +1,433 @@
+"""The clip ledger: every clip the relay accepted, and what became of it, in SQLite.
+
+The spool is the source of truth for clips still to deliver; the ledger remembers them
+after they left, so that footage that never arrived can be found (per camera: which
+time spans and sequence numbers arrived, when, and where they went).
+
+- One row per clip, kept ``ledger.retention_days`` and then pruned (never while queued).
+- WAL and ``synchronous=FULL``; the schema carries a version (``PRAGMA user_version``)
+  and every change to it is a migration, applied in order at open.
+- Written only by ``LedgerWriter``, in one thread of its own, off the event loop and
+  never on the path that answers a device: a slow or broken ledger delays history,
+  never a clip.
+- At start-up, clips in the spool that are missing from it are added, and rows it
+  thinks queued that the spool no longer holds are marked ``unknown`` (the relay
+  stopped before it heard how they left).
+- A corrupt or unreadable file is moved aside and recreated, with an error log line:
+  the relay never crash-loops over its history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from relay.spool.clip import ClipMeta, ledger_time, sequence_number
+from relay.spool.store import StoredClip
+
+log = structlog.get_logger("relay.ledger")
+
+LedgerState = Literal["queued", "uploaded", "quarantined", "evicted", "unknown"]
+
+# Migration N takes a ledger from user_version N-1 to N. Append; never edit a released one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE clip (
+        clip_id        TEXT PRIMARY KEY,
+        camera         TEXT NOT NULL,
+        filename       TEXT NOT NULL,
+        sequence       INTEGER,
+        bytes          INTEGER NOT NULL,
+        crc32c         TEXT NOT NULL,
+        received_at    TEXT NOT NULL,
+        source         TEXT NOT NULL DEFAULT '',
+        origin         TEXT NOT NULL DEFAULT 'device' CHECK (origin IN ('device', 'backfill')),
+        starts_at      TEXT,
+        ends_at        TEXT,
+        state          TEXT NOT NULL
+                       CHECK (state IN ('queued', 'uploaded', 'quarantined', 'evicted', 'unknown')),
+        uploaded_at    TEXT,
+        key            TEXT,
+        route          TEXT,
+        quarantined_at TEXT,
+        reason         TEXT
+    );
+    CREATE INDEX clip_by_camera ON clip (camera, received_at);
+    CREATE INDEX clip_by_time ON clip (received_at);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+_INSERT = (
+    "INSERT INTO clip (clip_id, camera, filename, sequence, bytes, crc32c, received_at, source, origin, state) "
+    "VALUES (:clip_id, :camera, :filename, :sequence, :bytes, :crc32c, :received_at, :source, :origin, :state)"
+)
+
+# Pending notes kept in memory while the ledger cannot be written (disk full, say);
+# past this the oldest are dropped with an error line: history, never clips.
+MAX_BACKLOG = 50_000
+PRUNE_EVERY_S = 3600.0
+
+Statement = tuple[str, dict[str, Any]]
+
+
+class LedgerUnusable(Exception):
+    """The file is not a ledger this relay can use (corrupt, or from a newer release)."""
+
+
+def _row(meta: ClipMeta, state: LedgerState) -> dict[str, Any]:
+    return {
+        "clip_id": meta.clip_id,
+        "camera": meta.camera,
+        "filename": meta.filename,
+        "sequence": sequence_number(meta.filename),
+        "bytes": meta.size,
+        "crc32c": meta.crc32c,
+        "received_at": ledger_time(meta.received),
+        "source": meta.source,
+        "origin": meta.origin,
+        "state": state,
+    }
+
+
+def _now() -> str:
+    return ledger_time(datetime.now(UTC))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipRecord:
+    """One row, as `axis-relay clips` shows it."""
+
+    clip_id: str
+    camera: str
+    filename: str
+    sequence: int | None
+    bytes: int
+    crc32c: str
+    received_at: str
+    source: str
+    origin: str
+    starts_at: str | None
+    ends_at: str | None
+    state: LedgerState
+    uploaded_at: str | None
+    key: str | None
+    route: str | None
+    quarantined_at: str | None
+    reason: str | None
+
+
+COLUMNS = [f.name for f in dataclasses.fields(ClipRecord)]
+
+
+class Ledger:
+    """Synchronous access to the ledger file; one instance is used by one thread at a time."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> Ledger:
+        """Open (creating or migrating) the ledger; LedgerUnusable if it cannot be used."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            if (check := db.execute("PRAGMA quick_check").fetchone()[0]) != "ok":
+                raise LedgerUnusable(f"integrity check failed: {check}")
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise LedgerUnusable(f"schema version {version} is newer than this relay's ({SCHEMA_VERSION})")
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                with _transaction(db):
+                    _run_script(db, MIGRATIONS[number - 1])
+                    db.execute(f"PRAGMA user_version = {number}")
+        except sqlite3.OperationalError:
+            db.close()
+            raise  # cannot open, locked, disk full: the file may be fine; never moved aside
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise LedgerUnusable(str(exc)) from exc  # "file is not a database", "malformed"
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, path)
+
+    @classmethod
+    def open_or_recreate(cls, path: Path) -> Ledger:
+        try:
+            return cls.open(path)
+        except LedgerUnusable as exc:
+            aside = path.with_name(f"{path.name}.unusable-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    Path(f"{path}{suffix}").rename(f"{aside}{suffix}")
+            log.error(
+                "ledger_recreated",
+                path=str(path),
+                moved_to=str(aside),
+                error=str(exc),
+                fix="nothing to do for the relay; the old file is kept for inspection",
+            )
+            return cls.open(path)
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Ledger:
+        if not path.exists():
+            raise FileNotFoundError(path)
+        return cls(sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None), path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def apply(self, statements: Sequence[Statement]) -> None:
+        with _transaction(self._db):
+            for sql, params in statements:
+                self._db.execute(sql, params)
+
+    def reconcile(self, in_spool: Iterable[StoredClip]) -> int:
+        """Make the ledger agree with the spool at start-up; returns the rows added."""
+        before = self._count()
+        held: list[str] = []
+        with _transaction(self._db):
+            for clip in in_spool:
+                held.append(clip.clip_id)
+                if clip.meta is None:
+                    continue  # unreadable metadata: nothing to record but its id
+                if clip.state == "queued":
+                    self._db.execute(_INSERT + " ON CONFLICT (clip_id) DO NOTHING", _row(clip.meta, "queued"))
+                else:
+                    self._db.execute(
+                        _INSERT + " ON CONFLICT (clip_id) DO UPDATE SET state = 'quarantined', reason = :reason",
+                        {**_row(clip.meta, "quarantined"), "reason": str(clip.reason.get("reason", ""))},
+                    )
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS in_spool (clip_id TEXT PRIMARY KEY)")
+            self._db.execute("DELETE FROM in_spool")
+            self._db.executemany("INSERT OR IGNORE INTO in_spool VALUES (?)", ((i,) for i in held))
+            self._db.execute(
+                "UPDATE clip SET state = 'unknown', "
+                "reason = 'left the spool before the ledger heard how (the relay stopped abruptly)' "
+                "WHERE state = 'queued' AND clip_id NOT IN (SELECT clip_id FROM in_spool)"
+            )
+        return self._count() - before
+
+    def _count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM clip").fetchone()[0])
+
+    def prune(self, retention_days: int) -> int:
+        cutoff = ledger_time(datetime.now(UTC) - timedelta(days=retention_days))
+        with _transaction(self._db):
+            cursor = self._db.execute("DELETE FROM clip WHERE received_at < ? AND state != 'queued'", (cutoff,))
+        return cursor.rowcount
+
+    def clips(self, *, camera: str | None = None, since: datetime | None = None) -> list[ClipRecord]:
+        where, params = [], []
+        if camera is not None:
+            where.append("camera = ?")
+            params.append(camera)
+        if since is not None:
+            where.append("received_at >= ?")
+            params.append(ledger_time(since))
+        sql = f"SELECT {', '.join(COLUMNS)} FROM clip"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._db.execute(sql + " ORDER BY received_at, clip_id", params).fetchall()
+        return [ClipRecord(*row) for row in rows]
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    # executescript() would COMMIT the open transaction; one statement at a time keeps
+    # a migration and its version bump in one transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+class LedgerWriter:
+    """Takes notes from the event loop without blocking it and writes them in batches,
+    in one thread of its own. Every note is a single statement; a batch is one
+    transaction, so a crash loses at most the notes not yet written, never half one."""
+
+    def __init__(self, path: Path, retention_days: int) -> None:
+        self.path = path
+        self._retention_days = retention_days
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
+        self._ledger: Ledger | None = None
+        self._backlog: list[Statement] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.dropped = 0
+        self.written = 0
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, path: Path, retention_days: int) -> AsyncIterator[LedgerWriter]:
+        writer = cls(path, retention_days)
+        await writer._call(writer._open)
+        task = asyncio.create_task(writer._write_forever(), name="ledger-writer")
+        try:
+            yield writer
+        finally:
+            # What was noted before shutdown is written before the ledger closes.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await writer.flushed()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await writer._call(writer._close)
+            writer._thread.shutdown(wait=True)
+
+    async def _call(self, function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+
+    def _open(self) -> None:
+        try:
+            self._ledger = Ledger.open_or_recreate(self.path)
+        except (OSError, sqlite3.Error, LedgerUnusable) as exc:
+            # No history is better than no relay: clips still flow, and the next start tries again.
+            log.error("ledger_unavailable", path=str(self.path), error=str(exc), fix="check the file's directory")
+            return
+        self._prune()
+
+    def _close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    def _prune(self) -> None:
+        if self._ledger is None:
+            return
+        try:
+            pruned = self._ledger.prune(self._retention_days)
+        except sqlite3.Error as exc:
+            log.warning("ledger_prune_failed", error=str(exc))
+            return
+        if pruned:
+            log.info("ledger_pruned", rows=pruned, retention_days=self._retention_days)
+
+    async def reconcile(self, in_spool: list[StoredClip]) -> None:
+        """Add what the spool holds and the ledger lacks (start-up)."""
+        if self._ledger is None:
+            return
+        try:
+            added = await self._call(self._ledger.reconcile, in_spool)
+        except sqlite3.Error as exc:
+            log.error("ledger_reconcile_failed", error=str(exc))
+            return
+        if added:
+            log.info("ledger_reconciled", added=added)
+
+    async def flushed(self) -> None:
+        await self._idle.wait()
+
+    # ----- notes, from the event loop ------------------------------------
+
+    def _note(self, sql: str, params: dict[str, Any]) -> None:
+        if len(self._backlog) >= MAX_BACKLOG:
+            del self._backlog[0]
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error("ledger_notes_dropped", count=self.dropped, backlog=MAX_BACKLOG)
+        self._backlog.append((sql, params))
+        self._idle.clear()
+        self._wake.set()
+
+    def received(self, meta: ClipMeta) -> None:
+        self._note(_INSERT + " ON CONFLICT (clip_id) DO NOTHING", _row(meta, "queued"))
+
+    def requeued(self, meta: ClipMeta) -> None:
+        """Back in the queue (an operator's 'spool retry'), or found there at start."""
+        self._note(
+            _INSERT + " ON CONFLICT (clip_id) DO UPDATE SET state = 'queued', reason = NULL, quarantined_at = NULL",
+            _row(meta, "queued"),
+        )
+
+    def uploaded(self, clip_id: str, key: str | None, route: str) -> None:
+        self._note(
+            "UPDATE clip SET state = 'uploaded', uploaded_at = :at, key = :key, route = :route, reason = NULL "
+            "WHERE clip_id = :clip_id",
+            {"clip_id": clip_id, "at": _now(), "key": key, "route": route},
+        )
+
+    def quarantined(self, clip_id: str, reason: str) -> None:
+        self._note(
+            "UPDATE clip SET state = 'quarantined', quarantined_at = :at, reason = :reason WHERE clip_id = :clip_id",
+            {"clip_id": clip_id, "at": _now(), "reason": reason},
+        )
+
+    def evicted(self, clip_id: str) -> None:
+        self._note(
+            "UPDATE clip SET state = 'evicted', reason = 'evicted to make room (spool.full_policy)' "
+            "WHERE clip_id = :clip_id",
+            {"clip_id": clip_id},
+        )
+
+    # ----- the writing thread --------------------------------------------
+
+    async def _write_forever(self) -> None:
+        failures = 0
+        last_prune = time.monotonic()
+        while True:
+            if not self._backlog:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+            batch, self._backlog = self._backlog, []
+            try:
+                await self._call(self._write, batch)
+            except Exception as exc:
+                # Keep the notes (disk full, I/O error, a ledger that could not be
+                # recreated) and try again, a little later each time: this task never dies.
+                self._backlog[:0] = batch[-MAX_BACKLOG:]
+                failures += 1
+                if failures == 1:
+                    log.error("ledger_write_failed", error=str(exc), pending=len(self._backlog))
+                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+                continue
+            if failures:
+                log.info("ledger_write_recovered", after_failures=failures)
+                failures = 0
+            self.written += len(batch)
+            if time.monotonic() - last_prune > PRUNE_EVERY_S:
+                last_prune = time.monotonic()
+                await self._call(self._prune)
+
+    def _write(self, batch: list[Statement]) -> None:
+        if self._ledger is None:
+            return
+        try:
+            self._ledger.apply(batch)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise  # disk full, I/O, locked: passes; retried
+            # The file went bad under us: start a fresh one; this batch's notes are lost.
+            log.error("ledger_damaged", error=str(exc))
+            self._ledger.close()
+            self._ledger = None
+            self._open()

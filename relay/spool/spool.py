@@ -1,0 +1,176 @@
+"""The spool as the rest of the relay uses it: one owner for the clips' state.
+
+``Spool`` runs on the event loop. It sends disk work to threads (``SpoolStore``),
+applies what they report to the upload queue (``UploadQueue``), and notes each step
+in the ledger. Ingest, the upload workers and the metrics go through its methods and
+read-only properties; nothing outside reaches into the queue or the store's files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from relay.config import SpoolConfig
+from relay.spool.clip import ClipMeta, Sender, clip_id_time, new_clip_id
+from relay.spool.queue import UploadQueue
+from relay.spool.store import ClipWriter, SpoolStore
+
+log = structlog.get_logger("relay.spool")
+
+
+class ClipHistory(Protocol):
+    """Where the spool reports what happens to each clip (the ledger)."""
+
+    def received(self, meta: ClipMeta) -> None: ...
+    def requeued(self, meta: ClipMeta) -> None: ...
+    def uploaded(self, clip_id: str, key: str | None, route: str) -> None: ...
+    def quarantined(self, clip_id: str, reason: str) -> None: ...
+    def evicted(self, clip_id: str) -> None: ...
+
+
+class Spool:
+    def __init__(self, config: SpoolConfig, history: ClipHistory) -> None:
+        self.store = SpoolStore(config.dir)
+        self.limits = config
+        self._queue = UploadQueue()
+        self._history = history
+        # One eviction at a time: two requests short of room must not both evict.
+        self._room = asyncio.Lock()
+
+    # ----- start-up and adoption -----------------------------------------
+
+    async def recover(self) -> None:
+        """Rebuild the queue from disk. Never raises for a bad clip: half-received ones
+        are removed (their device never got a 2xx), untrustworthy ones quarantined."""
+        await asyncio.to_thread(self.store.prepare)
+        await self.adopt()
+        log.info(
+            "spool_recovered",
+            queued=self._queue.clips,
+            queued_bytes=self._queue.bytes,
+            quarantined=sum(1 for _ in self.store.quarantine_dir.iterdir()),
+        )
+
+    async def adopt(self) -> int:
+        """Queue the clips in queue/ that the relay does not know: all of them at start,
+        later those an operator put back with 'axis-relay spool retry'."""
+        with self._queue.watching_forgets() as forgotten:
+            scan = await asyncio.to_thread(self.store.scan, self._queue.known())
+        adopted = 0
+        for meta in scan.good:
+            # Skip a clip that was committed, delivered and removed while the scan ran.
+            if meta.clip_id not in forgotten and self._queue.admit(meta.clip_id, meta.size):
+                self._history.requeued(meta)
+                adopted += 1
+        for clip_id, reason in scan.quarantined:
+            self._history.quarantined(clip_id, reason)
+        return adopted
+
+    # ----- ingest ---------------------------------------------------------
+
+    async def make_room(self, incoming: int) -> bool:
+        """True when ``incoming`` more bytes fit the quota and the free-space floor,
+        evicting the oldest clips no worker holds first if the policy says so."""
+        async with self._room:
+            while not await self._fits(incoming):
+                if self.limits.full_policy != "evict_oldest":
+                    return False
+                victim = self._queue.next_victim()
+                if victim is None:
+                    return False
+                clip_id, size = victim
+                try:
+                    await asyncio.to_thread(self.store.remove, clip_id)
+                except BaseException:
+                    self._queue.release(clip_id)
+                    raise
+                self._queue.forget(clip_id)
+                self._history.evicted(clip_id)
+                log.warning("clip_evicted", clip_id=clip_id, bytes=size, policy="evict_oldest")
+            return True
+
+    async def _fits(self, incoming: int) -> bool:
+        if self.limits.max_bytes and self._queue.bytes + incoming > self.limits.max_bytes:
+            return False
+        free = await asyncio.to_thread(self.store.free_bytes)
+        return free - incoming >= self.limits.min_free_bytes
+
+    @contextlib.asynccontextmanager
+    async def receiving(self, sender: Sender, *, filename: str, content_type: str) -> AsyncIterator[ClipWriter]:
+        """A writer for one incoming clip; anything not committed is removed on exit."""
+        now = datetime.now(UTC)
+        fields: dict[str, Any] = dict(
+            camera=sender.camera,
+            filename=filename,
+            content_type=content_type,
+            received_at=now.isoformat(),
+            query=sender.query,
+            source=sender.source,
+        )
+        writer = await asyncio.to_thread(ClipWriter, self.store, new_clip_id(now), fields, self._durable)
+        try:
+            yield writer
+        finally:
+            await asyncio.to_thread(writer.discard)
+
+    def _durable(self, meta: ClipMeta) -> None:
+        self._queue.admit(meta.clip_id, meta.size)
+        self._history.received(meta)
+
+    # ----- upload side ----------------------------------------------------
+
+    async def claim(self) -> str | None:
+        """The oldest clip waiting, held for the caller; None once shutdown began."""
+        return await self._queue.claim()
+
+    def release(self, clip_id: str, *, after_s: float = 0.0) -> None:
+        """Give back a claimed clip that was not delivered; it waits again."""
+        self._queue.release(clip_id, after_s=after_s)
+
+    async def delivered(self, clip_id: str, *, key: str | None, route: str) -> None:
+        """The destination confirmed the clip: delete it from the spool."""
+        await asyncio.to_thread(self.store.remove, clip_id)
+        self._queue.forget(clip_id)
+        self._history.uploaded(clip_id, key, route)
+
+    async def vanished(self, clip_id: str) -> None:
+        """A claimed clip whose metadata is gone: forget it if its directory is gone too
+        (someone deleted it by hand); otherwise the read failed for another reason."""
+        if await asyncio.to_thread(self.store.exists, clip_id):
+            raise FileNotFoundError(f"{self.store.queue_dir / clip_id}: metadata file is missing")
+        self._queue.forget(clip_id)
+        log.warning("clip_vanished", clip_id=clip_id, path=str(self.store.queue_dir / clip_id))
+
+    async def quarantine(self, clip_id: str, reason: str, detail: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.store.quarantine, clip_id, reason, detail)
+        self._queue.forget(clip_id)
+        self._history.quarantined(clip_id, reason)
+
+    def close(self) -> None:
+        """Shutdown began: hand out no more clips."""
+        self._queue.close()
+
+    # ----- what it holds, read-only ---------------------------------------
+
+    @property
+    def queued_clips(self) -> int:
+        return self._queue.clips
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queue.bytes
+
+    @property
+    def uploading(self) -> frozenset[str]:
+        return frozenset(self._queue.held_by("upload"))
+
+    def oldest_pending_at(self) -> datetime | None:
+        """When the oldest clip still waiting for upload arrived (ids sort by arrival)."""
+        oldest = self._queue.oldest()
+        return clip_id_time(oldest) if oldest else None
