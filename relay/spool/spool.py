@@ -77,6 +77,8 @@ class Spool:
     async def make_room(self, incoming: int) -> bool:
         """True when ``incoming`` more bytes fit the quota and the free-space floor,
         evicting the oldest clips no worker holds first if the policy says so."""
+        if await self._fits(incoming):
+            return True  # the usual case: no need to wait for an eviction under way
         async with self._room:
             while not await self._fits(incoming):
                 if self.limits.full_policy != "evict_oldest":

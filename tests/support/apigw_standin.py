@@ -110,7 +110,7 @@ class ApiGatewayStandIn:
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     largest_body: int = 0
     # Called before each invocation of the function (a test slows or breaks it here).
-    before_invoke: Callable[[str], None] | None = None
+    before_invoke: Callable[[str], object] | None = None
     port: int = 0
 
     def url(self, resource: str) -> str:

@@ -91,6 +91,11 @@ class FaultProxy:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def abort_all(self) -> None:
+        """Cut every connection in progress; the relay sees them fail and retries."""
+        for task in list(self._tasks):
+            task.cancel()
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[FaultProxy]:
         server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
