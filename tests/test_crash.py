@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.dev.local_s3 import LocalS3, free_port
-from tests.support.faultproxy import throttled
+from tests.support.faultproxy import Faults, in_front_of
 from tests.support.harness import PATH, TLS, list_keys, object_bytes, raw_config, wait_until, write_config
 from tests.support.relay_process import relay_process
 
@@ -70,9 +70,8 @@ async def test_kill_mid_multipart_resumes_without_resending_parts(
     tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
 ) -> None:
     clip = os.urandom(25 * 1024 * 1024 + 777)  # six 5 MiB parts
-    s3_port = int(s3_server.endpoint_url.rsplit(":", 1)[1])
-    async with throttled("127.0.0.1", s3_port, bytes_per_s=8 * 1024 * 1024) as slow_port:
-        raw = raw_config(tmp_path, tls, f"https://127.0.0.1:{slow_port}", bucket)
+    async with in_front_of(s3_server.endpoint_url, Faults(bytes_per_s=8 * 1024 * 1024)) as slow:
+        raw = raw_config(tmp_path, tls, slow.endpoint_url, bucket)
         queue = Path(raw["spool"]["dir"]) / "queue"
         async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
             assert (await relay.device.post_clip(PATH, clip, chunked=True, pieces=40)).status == 200

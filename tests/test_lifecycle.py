@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.dev.local_s3 import LocalS3, free_port
-from tests.support.faultproxy import FaultProxy, Faults
+from tests.support.faultproxy import Faults, in_front_of
 from tests.support.harness import (
     PATH,
     TLS,
@@ -87,10 +87,9 @@ async def test_slow_headers_are_cut_off_and_bad_requests_logged(tmp_path: Path, 
 async def test_upload_workers_take_no_new_clip_once_shutdown_begins(
     tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
 ) -> None:
-    s3_port = int(s3_server.endpoint_url.rsplit(":", 1)[1])
     faults = Faults(reset_connections=10**6, after_bytes=0)  # S3 unreachable for now
-    async with FaultProxy("127.0.0.1", s3_port, faults).running() as proxy:
-        config = relay_config(tmp_path, tls, f"https://127.0.0.1:{proxy.port}", bucket, ingest={"shutdown_grace_s": 2})
+    async with in_front_of(s3_server.endpoint_url, faults) as proxy:
+        config = relay_config(tmp_path, tls, proxy.endpoint_url, bucket, ingest={"shutdown_grace_s": 2})
         async with running_relay(config, tls) as relay:
             for n in range(5):
                 assert (await relay.device.post_clip(PATH, os.urandom(10_000), filename=f"c{n}.mkv")).status == 200

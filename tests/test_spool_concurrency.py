@@ -21,7 +21,7 @@ from relay.dev.local_s3 import LocalS3
 from relay.spool.clip import ClipMeta, crc32c_b64, new_clip_id
 from relay.spool.ledger import Ledger
 from relay.spool.store import DATA, META, SpoolStore
-from tests.support.faultproxy import FaultProxy, Faults
+from tests.support.faultproxy import Faults, in_front_of
 from tests.support.harness import PATH, TLS, list_keys, raw_config, running_relay, wait_until
 
 DEVICES = 6
@@ -56,13 +56,12 @@ def on_disk(store: SpoolStore) -> tuple[int, int]:
 async def test_counts_match_the_disk_under_concurrent_ingest_eviction_retry_and_upload(
     tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
 ) -> None:
-    s3_port = int(s3_server.endpoint_url.rsplit(":", 1)[1])
     faults = Faults(bytes_per_s=1_500_000)  # uploads slower than ingest: the spool fills
-    async with FaultProxy("127.0.0.1", s3_port, faults).running() as proxy:
+    async with in_front_of(s3_server.endpoint_url, faults) as proxy:
         raw = raw_config(
             tmp_path,
             tls,
-            f"https://127.0.0.1:{proxy.port}",
+            proxy.endpoint_url,
             bucket,
             spool={"max_bytes": 3_000_000, "full_policy": "evict_oldest"},
             ingest={"max_uploads_per_device": DEVICES},  # the senders share one device's name

@@ -9,20 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from relay.dev.local_s3 import LocalS3
-from tests.support.faultproxy import FaultProxy, Faults, SlowDownProxy
+from tests.support.faultproxy import Faults, SlowDownProxy, in_front_of
 from tests.support.harness import PATH, TLS, list_keys, object_bytes, relay_config, running_relay, wait_until
 
 
 async def test_resets_stalls_and_latency_delay_but_never_lose(
     tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
 ) -> None:
-    s3_port = int(s3_server.endpoint_url.rsplit(":", 1)[1])
     faults = Faults(latency_s=0.002, reset_connections=3, stall_connections=2, after_bytes=1024 * 1024)
-    async with FaultProxy("127.0.0.1", s3_port, faults).running() as proxy:
+    async with in_front_of(s3_server.endpoint_url, faults) as proxy:
         config = relay_config(
             tmp_path,
             tls,
-            f"https://127.0.0.1:{proxy.port}",
+            proxy.endpoint_url,
             bucket,
             # A stalled connection is given up after 1 s of silence, then retried.
             s3={"read_timeout_s": 1.0, "connect_timeout_s": 1.0},

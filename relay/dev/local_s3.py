@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PORT_ATTEMPTS = 3
+PROBE_S = 2.0
 ACCESS_KEY = "relay-local"
 SECRET_KEY = "relay-local-secret"
 
@@ -68,10 +70,11 @@ class LocalS3:
         return f"http://{self.host}:{self.ports['s3']}"
 
     def _command(self) -> list[str]:
-        if not self.ports:
-            names = ["master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc"]
-            names += ["s3.https"] if self.tls_cert else []
-            self.ports = {name: free_port(self.host) for name in names}
+        names = ["master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc"]
+        names += ["s3.https"] if self.tls_cert else []
+        for name in names:
+            if name not in self.ports:
+                self.ports[name] = free_port(self.host)
         identities = {
             "identities": [
                 {
@@ -114,14 +117,33 @@ class LocalS3:
 
     async def start(self, timeout: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - handed to the child
-        # Popen, not asyncio's subprocess: stop() is synchronous (usable from finally
-        # blocks and fixtures), and starting a process does not block for long.
-        self.process = subprocess.Popen(  # noqa: ASYNC220
-            self._command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
-        )
-        log.close()
-        await self._wait_ready(timeout)
+        # SeaweedFS takes its ports on the command line, so they are picked free here
+        # and another process may bind one first: then it exits, and new ports are tried.
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            log_path = self.data_dir / "weed.log"
+            seen = log_path.stat().st_size if log_path.exists() else 0
+            log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+            # Popen, not asyncio's subprocess: stop() is synchronous (usable from finally
+            # blocks and fixtures), and starting a process does not block for long.
+            self.process = subprocess.Popen(  # noqa: ASYNC220
+                self._command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+            log.close()
+            try:
+                await self._wait_ready(timeout)
+                return
+            except RuntimeError:
+                with open(log_path, "rb") as f:
+                    f.seek(seen)
+                    lost_a_port = b"address already in use" in f.read()
+                self.stop()
+                if not lost_a_port or attempt == PORT_ATTEMPTS:
+                    raise
+                self.ports = {}
 
     async def _wait_ready(self, timeout: float) -> None:
         """Ready when the S3 port answers an HTTP request (any status)."""
@@ -136,17 +158,26 @@ class LocalS3:
                 assert self.process is not None
                 if self.process.poll() is not None:
                     raise RuntimeError(f"SeaweedFS exited with {self.process.returncode}; see {self.data_dir}/weed.log")
-                with contextlib.suppress(OSError):
-                    reader, writer = await asyncio.open_connection(self.host, port, ssl=context)
+                if await self._answers(port, context):
+                    return
+                await asyncio.sleep(0.1)
+
+    async def _answers(self, port: int, context: ssl.SSLContext | None) -> bool:
+        """One bounded probe: whoever holds the port may accept and never answer."""
+        try:
+            async with asyncio.timeout(PROBE_S):
+                reader, writer = await asyncio.open_connection(self.host, port, ssl=context)
+                try:
                     writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                     status = await reader.readline()
+                finally:
                     writer.close()
                     with contextlib.suppress(OSError):
                         await writer.wait_closed()
-                    # 5xx: the gateway is up but the filer behind it is not yet.
-                    if status.startswith(b"HTTP/1.1 ") and not status.startswith(b"HTTP/1.1 5"):
-                        return
-                await asyncio.sleep(0.1)
+        except (OSError, TimeoutError):
+            return False
+        # 5xx: the gateway is up but the filer behind it is not yet.
+        return status.startswith(b"HTTP/1.1 ") and not status.startswith(b"HTTP/1.1 5")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

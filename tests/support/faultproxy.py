@@ -91,6 +91,10 @@ class FaultProxy:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    @property
+    def endpoint_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
     def abort_all(self) -> None:
         """Cut every connection in progress; the relay sees them fail and retries."""
         for task in list(self._tasks):
@@ -110,10 +114,11 @@ class FaultProxy:
 
 
 @contextlib.asynccontextmanager
-async def throttled(target_host: str, target_port: int, bytes_per_s: float) -> AsyncIterator[int]:
-    """A proxy that only caps bandwidth; yields its port."""
-    async with FaultProxy(target_host, target_port, Faults(bytes_per_s=bytes_per_s)).running() as proxy:
-        yield proxy.port
+async def in_front_of(endpoint_url: str, faults: Faults) -> AsyncIterator[FaultProxy]:
+    """A proxy in front of an HTTPS endpoint on loopback (the test S3); point the relay
+    at its ``endpoint_url`` instead, and change ``faults`` while it runs."""
+    async with FaultProxy("127.0.0.1", int(endpoint_url.rsplit(":", 1)[1]), faults).running() as proxy:
+        yield proxy
 
 
 SLOW_DOWN = (

@@ -61,10 +61,11 @@ class TLS:
         return context
 
 
-def s3_client(endpoint_url: str, tls: TLS) -> Any:
+def s3_client(endpoint_url: str, tls: TLS | None) -> Any:
+    """A client of the test S3 (over TLS with the suite's CA, or plain HTTP without)."""
     session = aioboto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
     config = BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 2})
-    return session.client("s3", endpoint_url=endpoint_url, verify=str(tls.ca_file), config=config)
+    return session.client("s3", endpoint_url=endpoint_url, verify=str(tls.ca_file) if tls else None, config=config)
 
 
 async def list_keys(s3: Any, bucket: str) -> list[str]:
