@@ -28,7 +28,7 @@ from relay.ingest.endpoint import Ingest
 from relay.ops.health import metrics_app
 from relay.ops.stats import RelayStats
 from relay.ops.systemd import Notifier
-from relay.spool.ledger import LedgerWriter
+from relay.spool.ledger_writer import LedgerWriter
 from relay.spool.spool import Spool
 from relay.spool.store import SpoolStore
 from relay.upload.apigw import ApiGatewayDestination
