@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     spool.add_argument("action", choices=["list", "retry"])
     spool.add_argument("clip_ids", nargs="*", help="with retry: only these clips")
     spool.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    apigw = sub.add_parser("apigw", help="check the API Gateway path")
+    apigw.add_argument("action", choices=["check"], help="send one test clip through apigw.url and look for it")
+    apigw.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     clips = sub.add_parser("clips", help="list the clips the relay received and where they went (the ledger)")
     clips.add_argument("--camera", help="only this device")
     clips.add_argument(
@@ -158,6 +161,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "spool":
         _spool_command(_load(args.config), args.action, args.clip_ids)
         return
+    if args.command == "apigw":
+        from relay.upload.apigw_check import check
+
+        report = asyncio.run(check(_load(args.config)))
+        print("\n".join(report.lines))
+        print("OK: delivery through API Gateway verified" if report.verified else "NOT VERIFIED")
+        raise SystemExit(0 if report.verified else 1)
     if args.command == "clips":
         raise SystemExit(_clips(_load(args.config), args.camera, args.since, args.json))
     try:

@@ -27,7 +27,7 @@ from relay.config import APIGW_DEFAULT_BODY_BYTES, RelayConfig, parse_config
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
 from relay.ops import crashpoints
 from relay.ops.stats import RelayStats
-from tests.support.apigw_standin import ApiGatewayStandIn, GatewayRules, function_s3_client
+from tests.support.apigw_standin import API_KEY, ApiGatewayStandIn, GatewayRules, apigw_raw, function_s3_client
 from tests.support.chaos import kill_at_random
 from tests.support.faultproxy import FaultProxy, Faults
 from tests.support.harness import (
@@ -44,7 +44,6 @@ from tests.support.harness import (
 )
 from tests.support.relay_process import relay_process
 
-API_KEY = "relay-key-7f3a"
 FILENAME = "video23-04-13_21-50-27-63_00001.mkv"
 MiB = 1024 * 1024
 
@@ -95,27 +94,6 @@ async def gateway(clip_bucket: ClipBucket, tls: TLS) -> AsyncIterator[ApiGateway
 def calls(gateway: ApiGatewayStandIn) -> Counter[str]:
     assert isinstance(gateway.handler, Calls)
     return gateway.handler.counts
-
-
-def apigw_raw(
-    tmp_path: Path, tls: TLS, gateway: ApiGatewayStandIn, *, s3: dict[str, Any] | None = None, **apigw: Any
-) -> dict[str, Any]:
-    raw = raw_config(tmp_path, tls, "https://127.0.0.1:1", "unused-bucket")
-    if s3 is None:
-        del raw["s3"]
-    else:
-        raw["s3"] = s3
-    raw["destination"] = "apigw"
-    raw["apigw"] = {
-        "url": gateway.url("upload"),
-        "handoff_url": gateway.url("handoff"),
-        "api_key": API_KEY,
-        "ca_bundle": str(tls.ca_file),
-        "multipart_threshold_bytes": 5 * MiB,
-        "part_size_bytes": 5 * MiB,
-        **apigw,
-    }
-    return raw
 
 
 async def relay_delivers(config: RelayConfig, tls: TLS, clip: bytes, **post: Any) -> RelayStats:

@@ -3,7 +3,9 @@
 A clip small enough for one request (``apigw.max_body_bytes``) is POSTed exactly as a
 device sends it to the seed's function: raw body, ``Content-Type``,
 ``Content-Disposition: attachment; filename="..."``, the camera as ``subfolder``,
-``x-api-key``. Two extra headers (``X-Clip-Id``, ``X-Clip-Crc32c``) let the reference
+``x-api-key``. The camera goes both as the query parameter and as a ``subfolder``
+header: the seed's mapping template puts query parameters where the seed's handler
+does not look, and headers where it does. Two extra headers (``X-Clip-Id``, ``X-Clip-Crc32c``) let the reference
 function in cloud/ have S3 verify the bytes and recognise a retry; other functions
 ignore them.
 
@@ -16,6 +18,7 @@ with a message that names the limit and the fix.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import io
@@ -23,6 +26,7 @@ import json
 import re
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
@@ -56,6 +60,19 @@ _PRESIGNED_FIXES = {
     "between the relay and S3 may change the request",
     "NoSuchBucket": "the hand-off function's BUCKET names a bucket that does not exist",
 }
+
+
+# Written by `axis-relay apigw check` in the spool directory once a test clip arrived.
+VERIFIED_FILE = "apigw-verified.json"
+
+
+def is_verified(spool_dir: Path, url: str) -> bool:
+    """Whether `axis-relay apigw check` saw a test clip arrive through ``url``."""
+    try:
+        record = json.loads((spool_dir / VERIFIED_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("url") == url
 
 
 class PayloadRefused(Exception):
@@ -107,19 +124,35 @@ def _refuse_redirect(answer: aiohttp.ClientResponse, setting: str) -> None:
 class Endpoint:
     """The HTTP side: one client session for API Gateway and the presigned S3 URLs."""
 
-    def __init__(self, session: aiohttp.ClientSession, config: ApiGatewayConfig) -> None:
+    def __init__(self, session: aiohttp.ClientSession, config: ApiGatewayConfig, *, verified: bool = False) -> None:
         self._session = session
         self._config = config
         self._auth = {"x-api-key": config.api_key.get_secret_value()} if config.api_key else {}
+        # True once `axis-relay apigw check` saw a test clip arrive through apigw.url.
+        self.verified = verified
+        self._warned = False
+
+    def _warn_unverified(self, text: str) -> None:
+        """Once per run: a bare 200 is all the relay sees of a function that stores nothing."""
+        if self._warned:
+            return
+        self._warned = True
+        log.warning(
+            "apigw_unverified_acknowledgement",
+            url=self._config.url,
+            body=text.strip()[:20] or "(empty)",
+            risk="an empty or null 200 is also what the seed's published handler answers while storing nothing",
+            fix="run 'axis-relay apigw check' to send a test clip and confirm it arrives",
+        )
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, config: ApiGatewayConfig) -> AsyncIterator[Endpoint]:
+    async def open(cls, config: ApiGatewayConfig, *, verified: bool = False) -> AsyncIterator[Endpoint]:
         context = ssl.create_default_context(cafile=str(config.ca_bundle) if config.ca_bundle else None)
         timeout = aiohttp.ClientTimeout(sock_connect=config.connect_timeout_s, sock_read=config.read_timeout_s)
         connector = aiohttp.TCPConnector(ssl=context, limit=max(10, config.workers * 2))
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False) as session:
-            yield cls(session, config)
+            yield cls(session, config, verified=verified)
 
     async def _post(self, url: str, setting: str, **request: Any) -> tuple[int, str, Any]:
         """(status, body text, headers) of one POST to API Gateway."""
@@ -132,6 +165,7 @@ class Endpoint:
         headers = {
             "Content-Type": meta.content_type,
             "Content-Disposition": f'attachment; filename="{meta.filename}"',
+            "subfolder": meta.camera,
             "X-Clip-Id": meta.clip_id,
             "X-Clip-Crc32c": meta.crc32c,
             **self._auth,
@@ -146,6 +180,8 @@ class Endpoint:
             if status >= 500 and len(body) > LAMBDA_BODY_LIMIT:
                 raise PayloadRefused(f"HTTP {status} for a body over {LAMBDA_BODY_LIMIT} bytes: {error.message}")
             raise error
+        if text.strip() in ("", "null") and not self.verified:
+            self._warn_unverified(text)
         try:
             result = json.loads(text) if text.strip() else {}
         except ValueError:
@@ -294,7 +330,8 @@ class ApiGatewayDestination:
             fallback = None
             if config.apigw.fallback == "s3" and config.s3 is not None:
                 fallback = await stack.enter_async_context(S3Destination.open(config.s3, spool))
-            endpoint = await stack.enter_async_context(Endpoint.open(config.apigw))
+            verified = await asyncio.to_thread(is_verified, config.spool.dir, config.apigw.url)
+            endpoint = await stack.enter_async_context(Endpoint.open(config.apigw, verified=verified))
             yield cls(endpoint, config.apigw, spool, fallback)
 
     async def deliver(self, meta: ClipMeta) -> Delivered:
@@ -330,8 +367,9 @@ class ApiGatewayDestination:
         body = await read_whole_clip(self._spool, meta, self._uplink)
         result = await self._endpoint.post_clip(meta, body)
         key = result.get("key")
+        # The function decides where the clip goes; the relay knows only what it says.
         return Delivered(
-            key if isinstance(key, str) else seed_key(meta),
+            key if isinstance(key, str) else None,
             already_present=bool(result.get("already_present")),
             route="post",
         )

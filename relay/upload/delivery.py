@@ -40,7 +40,9 @@ Holder = Literal["this clip", "other content", "nothing"]
 
 @dataclass(frozen=True)
 class Delivered:
-    key: str
+    # Where the clip is, when the relay knows: on the API Gateway POST path the function
+    # picks the key, and only an answer that names it tells.
+    key: str | None
     already_present: bool = False
     route: Route = "s3"
 

@@ -107,10 +107,12 @@ class Uploader:
         self._stats.last_upload_at = time.time()
         self._stats.observe_upload(time.monotonic() - started)
         await self._spool.delivered(clip_id, key=delivered.key, route=delivered.route)
+        # The key only where it is known (an API Gateway function may not say).
+        where = {"key": delivered.key} if delivered.key is not None else {"key_decided_by": "the endpoint"}
         log.info(
             "clip_uploaded",
             camera=meta.camera,
-            key=delivered.key,
+            **where,
             bytes=meta.size,
             attempts=attempts,
             seconds=round(time.monotonic() - started, 3),

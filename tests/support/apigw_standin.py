@@ -36,13 +36,16 @@ from aiohttp import web
 from botocore.config import Config as BotoConfig
 
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, free_port
+from tests.support.harness import TLS, raw_config
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "cloud" / "template.yaml"
+API_KEY = "relay-key-7f3a"
 API_GATEWAY_BODY_LIMIT = 10 * 1024 * 1024
 LAMBDA_REQUEST_LIMIT = 6 * 1024 * 1024
 INTEGRATION_TIMEOUT_S = 29.0
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+# A Lambda function; it may return nothing, which API Gateway answers as 200 `null`.
+Handler = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -230,3 +233,24 @@ class ApiGatewayStandIn:
         return web.Response(
             status=int(result["statusCode"]), text=result.get("body") or "", headers=result.get("headers") or {}
         )
+
+
+def apigw_raw(
+    tmp_path: Path, tls: TLS, gateway: ApiGatewayStandIn, *, s3: dict[str, Any] | None = None, **apigw: Any
+) -> dict[str, Any]:
+    raw = raw_config(tmp_path, tls, "https://127.0.0.1:1", "unused-bucket")
+    if s3 is None:
+        del raw["s3"]
+    else:
+        raw["s3"] = s3
+    raw["destination"] = "apigw"
+    raw["apigw"] = {
+        "url": gateway.url("upload"),
+        "handoff_url": gateway.url("handoff"),
+        "api_key": API_KEY,
+        "ca_bundle": str(tls.ca_file),
+        "multipart_threshold_bytes": 5 * 1024 * 1024,
+        "part_size_bytes": 5 * 1024 * 1024,
+        **apigw,
+    }
+    return raw
