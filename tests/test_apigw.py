@@ -307,6 +307,25 @@ async def test_restart_in_the_middle_of_a_handoff_resumes_it(
     assert await open_uploads(s3, bucket) == []
 
 
+async def test_a_crash_after_the_handoff_created_an_upload_leaves_none_open(
+    tmp_path: Path, tls: TLS, gateway: ApiGatewayStandIn, s3: Any, bucket: str
+) -> None:
+    raw = apigw_raw(tmp_path, tls, gateway, part_size_bytes=8 * MiB)
+    crash = {crashpoints.ENV: crashpoints.UPLOAD_AFTER_CREATE}
+    clip = os.urandom(20 * MiB)
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context(), env=crash) as relay:
+        assert (await relay.device.post_clip(PATH, clip, chunked=True, pieces=20)).status == 200
+        assert await relay.exited(timeout=60) != 0  # S3 holds an upload the relay never recorded
+        assert len(await open_uploads(s3, bucket)) == 1
+        relay.restart_env({})
+        await relay.start()
+        await relay.wait_for("multipart_adopted", timeout=60)
+        await relay.wait_for("clip_uploaded", timeout=120)
+    assert await object_bytes(s3, bucket, f"{DEVICE}/{FILENAME}") == clip
+    assert calls(gateway)["handoff:create"] == 1  # adopted, not created again
+    assert await open_uploads(s3, bucket) == []
+
+
 async def test_no_handoff_and_no_fallback_quarantines_with_the_limit_and_the_fix(
     tmp_path: Path, tls: TLS, gateway: ApiGatewayStandIn, s3: Any, bucket: str
 ) -> None:

@@ -20,6 +20,7 @@ ACTION_FOR_CALL = {
     "complete_multipart_upload": "s3:PutObject",
     "head_object": "s3:GetObject",
     "list_parts": "s3:ListMultipartUploadParts",
+    "list_multipart_uploads": "s3:ListBucketMultipartUploads",
     "abort_multipart_upload": "s3:AbortMultipartUpload",
 }
 

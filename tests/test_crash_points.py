@@ -35,11 +35,20 @@ async def test_crash_point(point: str, tmp_path: Path, tls: TLS, s3_server: Loca
         ingest_point = point.startswith("ingest")
         assert (answer_status is None) == ingest_point
 
+        # Killed while removing a delivered clip: it was reported delivered before.
+        reported_before = [e["key"] for e in relay.named("clip_uploaded")]
         relay.restart_env({})
         await relay.start()
         expect_object = not ingest_point or point == crashpoints.INGEST_BEFORE_ANSWER
-        if expect_object:
+        if point == crashpoints.UPLOAD_MID_REMOVE:
+            assert len(reported_before) == 1
+            assert not relay.named("clip_quarantined")
+        elif expect_object:
             await relay.wait_for("clip_uploaded", timeout=60)
+        if point == crashpoints.UPLOAD_AFTER_CREATE:
+            # S3 had answered the create; the restart finds that upload and fills it.
+            assert relay.named("multipart_adopted")
+            assert not relay.named("multipart_started")
         await wait_until(lambda: not list((spool / "queue").iterdir()), what="an empty queue")
 
     keys = await list_keys(s3, bucket)

@@ -217,6 +217,7 @@ class ClipBucket:
                 "create": self._create,
                 "part": self._presign_part,
                 "parts": self._parts,
+                "uploads": self._uploads,
                 "complete": self._complete,
                 "abort": self._abort,
                 "head": self._head_request,
@@ -310,6 +311,23 @@ class ClipBucket:
             if _error_code(exc) == "NoSuchUpload":
                 return {"parts": None}
             raise
+
+    def _uploads(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The multipart uploads in progress for exactly this key (a relay that crashed
+        between create and its record finds its upload here, and aborts strays)."""
+        key = self._key(request)
+        found: list[dict[str, str]] = []
+        markers: dict[str, str] = {}
+        while True:
+            page = self._s3.list_multipart_uploads(Bucket=self._bucket, Prefix=key, **markers)
+            found += [
+                {"upload_id": u["UploadId"], "initiated": u["Initiated"].isoformat()}
+                for u in page.get("Uploads", [])
+                if u.get("Key") == key
+            ]
+            if not page.get("IsTruncated"):
+                return {"uploads": found}
+            markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
 
     def _complete(self, request: dict[str, Any]) -> dict[str, Any]:
         key, upload_id = self._key(request), _field(request, "upload_id")

@@ -18,16 +18,20 @@ INGEST_BEFORE_FSYNC = "ingest-before-fsync"
 INGEST_BEFORE_ANSWER = "ingest-before-answer"
 # Uploading a clip, in order.
 UPLOAD_BEFORE_CREATE = "upload-before-create"
+UPLOAD_AFTER_CREATE = "upload-after-create"  # S3 answered CreateMultipartUpload; its id is not saved yet
 UPLOAD_BETWEEN_PARTS = "upload-between-parts"
 UPLOAD_AFTER_COMMIT = "upload-after-commit"
+UPLOAD_MID_REMOVE = "upload-mid-remove"  # delivered; its spool directory half deleted
 
 ALL = (
     INGEST_MID_BODY,
     INGEST_BEFORE_FSYNC,
     INGEST_BEFORE_ANSWER,
     UPLOAD_BEFORE_CREATE,
+    UPLOAD_AFTER_CREATE,
     UPLOAD_BETWEEN_PARTS,
     UPLOAD_AFTER_COMMIT,
+    UPLOAD_MID_REMOVE,
 )
 
 

@@ -136,10 +136,10 @@ class Spool:
         self._queue.release(clip_id, after_s=after_s)
 
     async def delivered(self, clip_id: str, *, key: str | None, route: str) -> None:
-        """The destination confirmed the clip: delete it from the spool."""
+        """The destination confirmed the clip: note it, then delete it from the spool."""
+        self._history.uploaded(clip_id, key, route)
         await asyncio.to_thread(self.store.remove, clip_id)
         self._queue.forget(clip_id)
-        self._history.uploaded(clip_id, key, route)
 
     async def vanished(self, clip_id: str) -> None:
         """A claimed clip whose metadata is gone: forget it if its directory is gone too

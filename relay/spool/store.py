@@ -207,11 +207,22 @@ class SpoolStore:
         else:
             write_file_durably(path, json.dumps(state).encode())
 
+    def upload_ids_in_use(self, but: str) -> set[str]:
+        """The multipart upload ids that clips other than ``but`` have saved."""
+        held = set()
+        for state_file in self.queue_dir.glob(f"*/{UPLOAD_STATE}"):
+            state = self.load_upload_state(state_file.parent.name) if state_file.parent.name != but else None
+            if state and isinstance(state.get("upload_id"), str):
+                held.add(state["upload_id"])
+        return held
+
     def remove(self, clip_id: str) -> None:
         """Delete a clip that was delivered or evicted: out of queue/ in one rename."""
         trashed = self.trash_dir / clip_id
         os.rename(self.queue_dir / clip_id, trashed)
         fsync_dir(self.queue_dir)
+        (trashed / DATA).unlink(missing_ok=True)
+        crashpoints.reached(crashpoints.UPLOAD_MID_REMOVE)
         shutil.rmtree(trashed, ignore_errors=True)
 
     def quarantine(self, clip_id: str, reason: str, detail: dict[str, Any]) -> dict[str, Any]:

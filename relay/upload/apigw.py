@@ -26,6 +26,7 @@ import json
 import re
 import ssl
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +36,16 @@ import structlog
 from relay.config import LAMBDA_REQUEST_LIMIT, MAPPED_EVENT_OVERHEAD, ApiGatewayConfig, RelayConfig
 from relay.spool.clip import ClipMeta
 from relay.spool.store import SpoolStore
-from relay.upload.delivery import Completion, Delivered, ObjectDelivery, Part, StoredObject, read_whole_clip, uplink
+from relay.upload.delivery import (
+    Completion,
+    Delivered,
+    ObjectDelivery,
+    OpenUpload,
+    Part,
+    StoredObject,
+    read_whole_clip,
+    uplink,
+)
 from relay.upload.failures import EndpointError, PermanentUploadError
 from relay.upload.s3 import S3Destination
 
@@ -262,6 +272,19 @@ class HandoffStore:
         if not isinstance(answer.get("upload_id"), str):
             raise EndpointError(502, "BadHandoffAnswer", f"no upload_id in {answer!r:.200}")
         return str(answer["upload_id"])
+
+    async def open_uploads(self, key: str) -> list[OpenUpload]:
+        answer = await self._endpoint.call("uploads", key=key)
+        uploads = answer.get("uploads")
+        if not isinstance(uploads, list):
+            raise EndpointError(502, "BadHandoffAnswer", f"no uploads list in {answer!r:.200}")
+        try:
+            return [
+                OpenUpload(str(u["upload_id"]), datetime.fromisoformat(str(u["initiated"])).astimezone(UTC))
+                for u in uploads
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EndpointError(502, "BadHandoffAnswer", f"malformed uploads in {answer!r:.200}: {exc}") from None
 
     async def upload_part(self, key: str, upload_id: str, number: int, block: bytes, checksum: str) -> str:
         # One URL per part, asked for just before it is sent: a URL cannot expire

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import posixpath
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -57,6 +58,14 @@ class StoredObject:
 
 
 @dataclass(frozen=True)
+class OpenUpload:
+    """A multipart upload in progress for a key, as the store lists it."""
+
+    upload_id: str
+    initiated: datetime
+
+
+@dataclass(frozen=True)
 class Part:
     number: int
     etag: str
@@ -77,6 +86,10 @@ class ObjectStore(Protocol):
 
     async def create_multipart(self, meta: ClipMeta, key: str) -> str: ...
 
+    async def open_uploads(self, key: str) -> list[OpenUpload]:
+        """The multipart uploads in progress for exactly this key."""
+        ...
+
     async def upload_part(self, key: str, upload_id: str, number: int, block: bytes, checksum: str) -> str:
         """Upload one part; returns its ETag."""
         ...
@@ -90,6 +103,17 @@ class ObjectStore(Protocol):
     async def abort(self, key: str, upload_id: str) -> None: ...
 
     async def head(self, key: str) -> StoredObject | None: ...
+
+
+# How far the store's clock (an upload's Initiated time) may be behind the relay's.
+ORPHAN_CLOCK_SKEW = timedelta(minutes=15)
+
+
+def _parse_time(text: object) -> datetime:
+    try:
+        return datetime.fromisoformat(str(text)).astimezone(UTC)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def object_key(template: str, meta: ClipMeta) -> str:
@@ -152,6 +176,7 @@ class ObjectDelivery:
         self._threshold = multipart_threshold_bytes
         self._part_size = part_size_bytes
         self._uplink = limit
+        self._starting = asyncio.Lock()
 
     def resumable_state(self, clip_id: str) -> dict[str, Any] | None:
         """Progress saved by this store for the clip (a multipart upload to resume)."""
@@ -191,7 +216,7 @@ class ObjectDelivery:
         clip_id = meta.clip_id
         state = self.resumable_state(clip_id)
         parts: dict[int, Part] = {}
-        if state and state.get("key") == key:
+        if state and state.get("key") == key and state.get("upload_id"):
             kept = await self._reconcile(key, state)
             if kept is None:
                 # The store no longer knows the upload: completed just before a crash
@@ -202,13 +227,9 @@ class ObjectDelivery:
                 state = None
             else:
                 parts = kept
-        if not state or state.get("key") != key:
-            crashpoints.reached(crashpoints.UPLOAD_BEFORE_CREATE)
-            upload_id = await self._store.create_multipart(meta, key)
-            state = {"via": self._store.name, "key": key, "upload_id": upload_id, "part_size": self._part_size}
+        if not state or state.get("key") != key or not state.get("upload_id"):
             parts = {}
-            await asyncio.to_thread(self._spool.save_upload_state, clip_id, {**state, "parts": {}})
-            log.info("multipart_started", clip_id=clip_id, key=key, upload_id=upload_id, store=self._store.name)
+            state = await self._start(meta, key, intent=state if state and state.get("key") == key else None)
         upload_id, part_size = state["upload_id"], int(state["part_size"])
         count = max(1, -(-meta.size // part_size))
         path = self._spool.data_path(clip_id)
@@ -247,6 +268,48 @@ class ObjectDelivery:
             await asyncio.to_thread(self._spool.save_upload_state, clip_id, None)
             return False
         return True
+
+    async def _start(self, meta: ClipMeta, key: str, intent: dict[str, Any] | None) -> dict[str, Any]:
+        """A multipart upload to fill: the one a crash left between S3's answer and our
+        record of it, if there is one, else a new one. The intent to create is saved
+        before the create, so after a crash the relay knows to look for what S3 holds."""
+        clip_id = meta.clip_id
+        state: dict[str, Any] = {"via": self._store.name, "key": key, "part_size": self._part_size, "parts": {}}
+        # One start at a time: two clips with one key (a file-name template without a
+        # time in it) must not take each other's fresh upload for an orphan.
+        async with self._starting:
+            upload_id = await self._adopt_orphans(meta, key, intent) if intent else None
+            if upload_id is None:
+                intent_at = datetime.now(UTC).isoformat()
+                await asyncio.to_thread(self._spool.save_upload_state, clip_id, {**state, "intent_at": intent_at})
+                crashpoints.reached(crashpoints.UPLOAD_BEFORE_CREATE)
+                upload_id = await self._store.create_multipart(meta, key)
+                crashpoints.reached(crashpoints.UPLOAD_AFTER_CREATE)
+                log.info("multipart_started", clip_id=clip_id, key=key, upload_id=upload_id, store=self._store.name)
+            state["upload_id"] = upload_id
+            await asyncio.to_thread(self._spool.save_upload_state, clip_id, state)
+        return state
+
+    async def _adopt_orphans(self, meta: ClipMeta, key: str, intent: dict[str, Any]) -> str | None:
+        """After a crash between create and its record: of the uploads open for the key
+        that no other clip of this spool holds, adopt the newest begun since the intent
+        (allowing for clock skew) and abort the rest; they would cost money until the
+        bucket's lifecycle rule removed them."""
+        held = await asyncio.to_thread(self._spool.upload_ids_in_use, meta.clip_id)
+        orphans = sorted(
+            (u for u in await self._store.open_uploads(key) if u.upload_id not in held),
+            key=lambda u: u.initiated,
+        )
+        since = _parse_time(intent.get("intent_at")) - ORPHAN_CLOCK_SKEW
+        ours = orphans[-1] if orphans and orphans[-1].initiated >= since else None
+        for orphan in orphans:
+            if orphan is not ours:
+                await self._store.abort(key, orphan.upload_id)
+                log.warning("multipart_orphan_aborted", key=key, upload_id=orphan.upload_id, store=self._store.name)
+        if ours is not None:
+            log.info("multipart_adopted", key=key, upload_id=ours.upload_id, store=self._store.name)
+            return ours.upload_id
+        return None
 
     async def abandon(self, meta: ClipMeta) -> None:
         """Abort the clip's open multipart upload, if any (it goes to quarantine):

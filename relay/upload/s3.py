@@ -18,7 +18,16 @@ from botocore.exceptions import ClientError
 from relay.config import S3Config
 from relay.spool.clip import ClipMeta
 from relay.spool.store import SpoolStore
-from relay.upload.delivery import Completion, Delivered, ObjectDelivery, Part, StoredObject, object_key, uplink
+from relay.upload.delivery import (
+    Completion,
+    Delivered,
+    ObjectDelivery,
+    OpenUpload,
+    Part,
+    StoredObject,
+    object_key,
+    uplink,
+)
 from relay.upload.failures import error_code
 
 
@@ -53,6 +62,18 @@ class S3Store:
             ChecksumAlgorithm="CRC32C", ChecksumType="FULL_OBJECT", **self._object_args(meta, key)
         )
         return str(created["UploadId"])
+
+    async def open_uploads(self, key: str) -> list[OpenUpload]:
+        found: list[OpenUpload] = []
+        markers: dict[str, str] = {}
+        while True:
+            page = await self._client.list_multipart_uploads(Bucket=self._bucket, Prefix=key, **markers)
+            found += [
+                OpenUpload(str(u["UploadId"]), u["Initiated"]) for u in page.get("Uploads", []) if u.get("Key") == key
+            ]
+            if not page.get("IsTruncated"):
+                return found
+            markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
 
     async def upload_part(self, key: str, upload_id: str, number: int, block: bytes, checksum: str) -> str:
         answer = await self._client.upload_part(

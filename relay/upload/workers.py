@@ -99,14 +99,14 @@ class Uploader:
                 await self._destination.abandon(meta)
             await self._quarantine(clip_id, verdict.reason, {**verdict.detail, "attempts": str(attempts)})
             return
-        # Counted before the spool forgets it: S3 has confirmed, whatever happens next
-        # (a cancelled removal only means the next start finds it already present).
+        # Counted and logged as soon as the destination confirmed, before the spool lets
+        # the clip go: a crash during the removal must not make a delivered clip look
+        # lost (the next start finds its directory in trash/ and finishes the removal).
         self._stats.clips_uploaded += 1
         self._stats.bytes_uploaded += meta.size
         self._stats.uploads_by_route[delivered.route] += 1
         self._stats.last_upload_at = time.time()
         self._stats.observe_upload(time.monotonic() - started)
-        await self._spool.delivered(clip_id, key=delivered.key, route=delivered.route)
         # The key only where it is known (an API Gateway function may not say).
         where = {"key": delivered.key} if delivered.key is not None else {"key_decided_by": "the endpoint"}
         log.info(
@@ -119,6 +119,7 @@ class Uploader:
             already_present=delivered.already_present,
             route=delivered.route,
         )
+        await self._spool.delivered(clip_id, key=delivered.key, route=delivered.route)
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
