@@ -113,3 +113,31 @@ async def test_damaged_spool_entries_are_quarantined_not_uploaded(
     assert await list_keys(s3, bucket) == []
     # The damaged multipart clip's upload was aborted, not left to cost money.
     assert not (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads")
+
+
+async def test_evict_oldest_makes_room_for_chunked_clips_on_a_full_disk(tmp_path: Path, tls: TLS) -> None:
+    """A body of unknown length makes room as it grows; it never runs into ENOSPC and
+    a 507 while older clips could have been evicted."""
+    dead = "https://127.0.0.1:1"  # nothing uploads: only eviction frees the disk
+    with small_filesystem(tmp_path / "small", "24m") as fs:
+        config = relay_config(
+            tmp_path, tls, dead, "clips", spool={"dir": str(fs / "spool"), "full_policy": "evict_oldest"}
+        )
+        async with running_relay(config, tls) as relay:
+            for n in range(4):  # fill most of the disk with clips nobody uploads
+                assert (
+                    await relay.device.post_clip(PATH, os.urandom(5 * 1024 * 1024), filename=f"old{n}.mkv")
+                ).status == 200
+            statuses = []
+            for n in range(3):
+                clip = os.urandom(10 * 1024 * 1024)
+                answer = await relay.device.post_clip(PATH, clip, filename=f"new{n}.mkv", chunked=True, pieces=40)
+                statuses.append(answer.status)
+            kept = {
+                json.loads((relay.spool / "queue" / c / "meta.json").read_text())["filename"] for c in relay.queued()
+            }
+    assert statuses == [200, 200, 200]
+    # The two oldest are held by the upload workers; the next oldest made the room.
+    assert "old2.mkv" not in kept
+    assert "old3.mkv" not in kept
+    assert "new2.mkv" in kept

@@ -29,14 +29,16 @@ from relay.ops import crashpoints
 from relay.ops.stats import RelayStats
 from relay.spool.clip import ClipMeta, Sender, safe_filename
 from relay.spool.spool import Spool
-from relay.spool.store import ClipWriter
+from relay.spool.store import WRITE_BATCH, ClipWriter
 
 log = structlog.get_logger("relay.ingest")
 
 READ_SIZE = 256 * 1024
 MAX_FORM_FIELD = 4096
-# How much a body of unknown length may grow between two checks of the spool limits.
-ROOM_CHECK_BYTES = 4 * 1024 * 1024
+# How far ahead of its bytes a body of unknown length makes room: one write batch, so
+# room is always made before the write that needs it, and a small clip on a nearly
+# full disk is not refused for room it would never use.
+ROOM_CHECK_BYTES = WRITE_BATCH
 
 
 class Rejected(Exception):
@@ -242,8 +244,10 @@ class Ingest:
         self, read: Callable[[], Awaitable[bytes]], writer: ClipWriter, declared: int | None = None
     ) -> None:
         limit = self._config.max_body_bytes
-        await self._ensure_room(declared or 0)
-        checked = 0
+        # Room is made before bytes are written: all of a declared size up front; for a
+        # body of unknown length (chunked), ahead of it as it grows.
+        reserved = declared if declared is not None else ROOM_CHECK_BYTES
+        await self._ensure_room(reserved)
         while True:
             async with asyncio.timeout(self._config.idle_timeout_s):
                 chunk = await read()
@@ -253,11 +257,18 @@ class Ingest:
                 return
             if writer.pending_size + len(chunk) > limit:
                 raise Rejected(413, f"body exceeds ingest.max_body_bytes ({limit} bytes)")
-            await writer.write(chunk)
-            # A body of unknown length is checked against the limits as it grows.
-            if declared is None and writer.pending_size - checked >= ROOM_CHECK_BYTES:
-                checked = writer.pending_size
+            while writer.pending_size + len(chunk) > reserved:
                 await self._ensure_room(ROOM_CHECK_BYTES)
+                reserved += ROOM_CHECK_BYTES
+            try:
+                await writer.write(chunk)
+            except OSError as exc:
+                # The disk filled anyway (another upload, the rest of the gateway): the
+                # policy holds here too. Make room, and write the same bytes once more.
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or self._spool.limits.full_policy != "evict_oldest":
+                    raise
+                await self._ensure_room(ROOM_CHECK_BYTES)
+                await writer.flush()
 
     async def _ensure_room(self, incoming: int) -> None:
         if not await self._spool.make_room(incoming):

@@ -22,6 +22,7 @@ the upload queue's (``relay.spool.queue``), which only the event loop touches.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 import crc32c
 import structlog
@@ -159,12 +160,14 @@ class SpoolStore:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
 
-    def open_incoming(self, clip_id: str) -> tuple[Path, BinaryIO]:
+    def open_incoming(self, clip_id: str) -> tuple[Path, io.FileIO]:
         directory = self.incoming_dir / clip_id
         directory.mkdir()
-        return directory, open(directory / DATA, "wb")
+        # Unbuffered: a full disk shows at the write that fills it, where the writer can
+        # make room and write the block again, not later at a flush or at close.
+        return directory, open(directory / DATA, "wb", buffering=0)
 
-    def make_durable(self, directory: Path, data: BinaryIO, meta: ClipMeta) -> None:
+    def make_durable(self, directory: Path, data: io.FileIO, meta: ClipMeta) -> None:
         """fsync the clip and its metadata, then move it into queue/ in one rename."""
         data.flush()
         crashpoints.reached(crashpoints.INGEST_BEFORE_FSYNC)
@@ -311,22 +314,32 @@ class ClipWriter:
         self._buffer += chunk
         self.pending_size += len(chunk)
         if len(self._buffer) >= WRITE_BATCH:
-            await self._flush()
+            await self.flush()
             crashpoints.reached(crashpoints.INGEST_MID_BODY)
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
+        """Write what is buffered. If the disk is full, the file is cut back to what was
+        written before and the buffer kept, so the caller may make room and call again."""
         if not self._buffer:
             return
-        block, self._buffer = bytes(self._buffer), bytearray()
+        block = bytes(self._buffer)
         self._crc = await asyncio.to_thread(self._write_block, block, self._crc)
+        self._buffer = bytearray()
         self.size += len(block)
 
     def _write_block(self, block: bytes, crc: int) -> int:
-        self._file.write(block)
+        view = memoryview(block)
+        try:
+            while view:
+                view = view[self._file.write(view) or 0 :]
+        except OSError:
+            self._file.truncate(self.size)
+            self._file.seek(self.size)
+            raise
         return crc32c.crc32c(block, crc)
 
     async def commit(self, extra_query: dict[str, str] | None = None) -> ClipMeta:
-        await self._flush()
+        await self.flush()
         fields = dict(self._fields)
         if extra_query:
             fields["query"] = {**extra_query, **fields["query"]}
