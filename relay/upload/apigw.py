@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import io
 import json
 import re
 import ssl
@@ -36,6 +35,7 @@ import structlog
 from relay.config import LAMBDA_REQUEST_LIMIT, MAPPED_EVENT_OVERHEAD, ApiGatewayConfig, RelayConfig
 from relay.spool.clip import ClipMeta
 from relay.spool.store import SpoolStore
+from relay.upload.body import FileRange
 from relay.upload.delivery import (
     Completion,
     Delivered,
@@ -43,8 +43,8 @@ from relay.upload.delivery import (
     OpenUpload,
     Part,
     StoredObject,
-    read_whole_clip,
     uplink,
+    whole_clip,
 )
 from relay.upload.failures import EndpointError, PermanentUploadError
 from relay.upload.s3 import S3Destination
@@ -171,7 +171,7 @@ class Endpoint:
             _refuse_redirect(answer, setting)
             return answer.status, text, answer.headers
 
-    async def post_clip(self, meta: ClipMeta, body: bytes) -> dict[str, Any]:
+    async def post_clip(self, meta: ClipMeta, body: FileRange) -> dict[str, Any]:
         headers = {
             "Content-Type": meta.content_type,
             "Content-Disposition": f'attachment; filename="{meta.filename}"',
@@ -180,14 +180,19 @@ class Endpoint:
             "X-Clip-Crc32c": meta.crc32c,
             **self._auth,
         }
-        status, text, answer_headers = await self._post(
-            self._config.url, "apigw.url", params={"subfolder": meta.camera}, data=io.BytesIO(body), headers=headers
-        )
+        with body.open() as stream:
+            status, text, answer_headers = await self._post(
+                self._config.url,
+                "apigw.url",
+                params={"subfolder": meta.camera},
+                data=stream,
+                headers={**headers, "Content-Length": str(body.length)},
+            )
         if not 200 <= status < 300:
             error = _gateway_error(status, text, answer_headers)
             if status == 413:
                 raise PayloadRefused(f"{error.code}: {error.message}")
-            if status >= 500 and len(body) > LAMBDA_BODY_LIMIT:
+            if status >= 500 and body.length > LAMBDA_BODY_LIMIT:
                 raise PayloadRefused(f"HTTP {status} for a body over {LAMBDA_BODY_LIMIT} bytes: {error.message}")
             raise error
         if text.strip() in ("", "null") and not self.verified:
@@ -225,14 +230,16 @@ class Endpoint:
             raise EndpointError(502, "BadHandoffAnswer", f"not a JSON object: {text[:200]!r}")
         return result
 
-    async def put(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
+    async def put(self, url: str, headers: dict[str, str], body: FileRange) -> tuple[int, str]:
         """A presigned PUT straight to S3: (status, ETag); 412 = the key is taken."""
-        # From a BytesIO, which aiohttp sends in pieces with a Content-Length.
-        async with self._session.put(url, data=io.BytesIO(body), headers=headers, allow_redirects=False) as answer:
-            text = await answer.text(errors="replace")
-            if answer.status in (200, 412):
-                return answer.status, answer.headers.get("ETag", "")
-            raise _s3_error(answer.status, text)
+        # S3 takes no chunked PUT: the length goes in the header.
+        with body.open() as stream:
+            sized = {**headers, "Content-Length": str(body.length)}
+            async with self._session.put(url, data=stream, headers=sized, allow_redirects=False) as answer:
+                text = await answer.text(errors="replace")
+        if answer.status in (200, 412):
+            return answer.status, answer.headers.get("ETag", "")
+        raise _s3_error(answer.status, text)
 
 
 def _presigned(answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
@@ -262,7 +269,7 @@ class HandoffStore:
             "size": meta.size,
         }
 
-    async def put(self, meta: ClipMeta, key: str, body: bytes) -> bool:
+    async def put(self, meta: ClipMeta, key: str, body: FileRange) -> bool:
         url, headers = _presigned(await self._endpoint.call("put", **self._object_fields(meta, key)))
         status, _ = await self._endpoint.put(url, headers, body)
         return status == 200
@@ -286,12 +293,12 @@ class HandoffStore:
         except (KeyError, TypeError, ValueError) as exc:
             raise EndpointError(502, "BadHandoffAnswer", f"malformed uploads in {answer!r:.200}: {exc}") from None
 
-    async def upload_part(self, key: str, upload_id: str, number: int, block: bytes, checksum: str) -> str:
+    async def upload_part(self, key: str, upload_id: str, number: int, body: FileRange, checksum: str) -> str:
         # One URL per part, asked for just before it is sent: a URL cannot expire
         # during an outage between parts.
         answer = await self._endpoint.call("part", key=key, upload_id=upload_id, number=number, crc32c=checksum)
         url, headers = _presigned(answer)
-        status, etag = await self._endpoint.put(url, headers, block)
+        status, etag = await self._endpoint.put(url, headers, body)
         if status != 200 or not etag:
             raise EndpointError(502, "BadPartAnswer", f"part {number}: HTTP {status}, ETag {etag!r}")
         return etag
@@ -387,7 +394,7 @@ class ApiGatewayDestination:
             ) from None
 
     async def _post(self, meta: ClipMeta) -> Delivered:
-        body = await read_whole_clip(self._spool, meta, self._uplink)
+        body = await whole_clip(self._spool, meta, self._uplink)
         result = await self._endpoint.post_clip(meta, body)
         key = result.get("key")
         # The function decides where the clip goes; the relay knows only what it says.

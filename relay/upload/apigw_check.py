@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from relay.config import RelayConfig
 from relay.spool.clip import ClipMeta, crc32c_b64, new_clip_id
 from relay.upload.apigw import VERIFIED_FILE, Endpoint, HandoffStore, HandoffUnavailable, PayloadRefused
+from relay.upload.body import FileRange
 from relay.upload.failures import EndpointError, PermanentUploadError
 
 CHECK_FOLDER = "axis-relay-check"
@@ -69,19 +71,30 @@ async def check(config: RelayConfig) -> CheckReport:
         report.say("no [apigw] section in the config: there is no API Gateway path to check")
         return report
     meta, body = _test_clip()
-    async with Endpoint.open(apigw) as endpoint:
-        try:
-            answer = await endpoint.post_clip(meta, body)
-        except (EndpointError, PayloadRefused, PermanentUploadError, OSError) as exc:
-            report.say(f"POST {apigw.url}: failed: {exc}")
-            return report
-        except Exception as exc:  # aiohttp's errors, a TLS failure: say what it was
-            report.say(f"POST {apigw.url}: failed: {type(exc).__name__}: {exc}")
-            return report
-        named = answer.get("key") if isinstance(answer.get("key"), str) else None
-        report.say(f"POST {apigw.url}: 200; the answer {'names the key ' + named if named else 'names no key'}")
-        candidates = [named] if named else [f"{meta.camera}/{meta.filename}", f"{SEED_DEFAULT_FOLDER}/{meta.filename}"]
-        found = await _find(config, endpoint, candidates, meta, body, report)
+    with tempfile.TemporaryDirectory() as scratch:
+        sent = Path(scratch) / meta.filename
+        sent.write_bytes(body)
+        async with Endpoint.open(apigw) as endpoint:
+            return await _post_and_find(config, endpoint, meta, FileRange(sent, 0, len(body)), body, report)
+
+
+async def _post_and_find(
+    config: RelayConfig, endpoint: Endpoint, meta: ClipMeta, sent: FileRange, body: bytes, report: CheckReport
+) -> CheckReport:
+    assert config.apigw is not None
+    apigw = config.apigw
+    try:
+        answer = await endpoint.post_clip(meta, sent)
+    except (EndpointError, PayloadRefused, PermanentUploadError, OSError) as exc:
+        report.say(f"POST {apigw.url}: failed: {exc}")
+        return report
+    except Exception as exc:  # aiohttp's errors, a TLS failure: say what it was
+        report.say(f"POST {apigw.url}: failed: {type(exc).__name__}: {exc}")
+        return report
+    named = answer.get("key") if isinstance(answer.get("key"), str) else None
+    report.say(f"POST {apigw.url}: 200; the answer {'names the key ' + named if named else 'names no key'}")
+    candidates = [named] if named else [f"{meta.camera}/{meta.filename}", f"{SEED_DEFAULT_FOLDER}/{meta.filename}"]
+    found = await _find(config, endpoint, candidates, meta, body, report)
     if found is None:
         return report
     if found.startswith(SEED_DEFAULT_FOLDER + "/"):

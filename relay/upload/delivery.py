@@ -17,16 +17,15 @@ import asyncio
 import posixpath
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import crc32c
 import structlog
 
 from relay.ops import crashpoints
 from relay.spool.clip import ClipMeta, crc32c_b64
 from relay.spool.store import SpoolStore
 from relay.upload.bandwidth import TokenBucket, Unlimited
+from relay.upload.body import FileRange
 from relay.upload.failures import FIXES, PermanentUploadError
 
 log = structlog.get_logger("relay.delivery")
@@ -80,7 +79,7 @@ class ObjectStore(Protocol):
         """Saved with multipart progress: an upload id means nothing to another store."""
         ...
 
-    async def put(self, meta: ClipMeta, key: str, body: bytes) -> bool:
+    async def put(self, meta: ClipMeta, key: str, body: FileRange) -> bool:
         """Store ``body`` at ``key`` unless the key exists; False if it does."""
         ...
 
@@ -90,7 +89,7 @@ class ObjectStore(Protocol):
         """The multipart uploads in progress for exactly this key."""
         ...
 
-    async def upload_part(self, key: str, upload_id: str, number: int, block: bytes, checksum: str) -> str:
+    async def upload_part(self, key: str, upload_id: str, number: int, body: FileRange, checksum: str) -> str:
         """Upload one part; returns its ETag."""
         ...
 
@@ -134,27 +133,15 @@ def disambiguated(key: str, clip_id: str) -> str:
     return f"{stem}~{clip_id}{ext}"
 
 
-def read_range(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(length)
-
-
-def _read_part(path: Path, offset: int, length: int, running: int, for_upload: bool) -> tuple[bytes, str, int]:
-    """The part, its own CRC32C for the store (only when it is to be sent) and
-    ``running`` extended over it (the whole clip's CRC, checked before completing)."""
-    block = read_range(path, offset, length)
-    own = crc32c_b64(crc32c.crc32c(block)) if for_upload else ""
-    return block, own, crc32c.crc32c(block, running)
-
-
-async def read_whole_clip(store: SpoolStore, meta: ClipMeta, limit: TokenBucket | Unlimited) -> bytes:
-    """The spooled clip, checked against the size that arrived, once the uplink has room."""
-    body = await asyncio.to_thread(read_range, store.data_path(meta.clip_id), 0, meta.size)
-    if len(body) != meta.size:
-        raise PermanentUploadError(f"spooled clip is {len(body)} bytes, but {meta.size} arrived")
-    await limit.take(len(body))
-    return body
+async def whole_clip(store: SpoolStore, meta: ClipMeta, limit: TokenBucket | Unlimited) -> FileRange:
+    """The spooled clip as a body, checked against the size that arrived, once the
+    uplink has room for it."""
+    path = store.data_path(meta.clip_id)
+    size = (await asyncio.to_thread(path.stat)).st_size
+    if size != meta.size:
+        raise PermanentUploadError(f"spooled clip is {size} bytes, but {meta.size} arrived")
+    await limit.take(meta.size)
+    return FileRange(path, 0, meta.size)
 
 
 def uplink(bytes_per_s: int) -> TokenBucket | Unlimited:
@@ -208,7 +195,7 @@ class ObjectDelivery:
                 log.warning("key_taken", clip_id=meta.clip_id, key=other, new_key=key, store=self._store.name)
 
     async def _put(self, meta: ClipMeta, key: str) -> bool:
-        body = await read_whole_clip(self._spool, meta, self._uplink)
+        body = await whole_clip(self._spool, meta, self._uplink)
         # The store checks the body against the CRC taken at ingest: none to compute here.
         return await self._store.put(meta, key, body)
 
@@ -239,14 +226,12 @@ class ObjectDelivery:
         running = 0
         for number in range(1, count + 1):
             offset = (number - 1) * part_size
-            block, checksum, running = await asyncio.to_thread(
-                _read_part, path, offset, min(part_size, meta.size - offset), running, number not in parts
-            )
+            part = FileRange(path, offset, min(part_size, meta.size - offset))
+            checksum, running = await asyncio.to_thread(part.checksums, running)
             if number in parts:
                 continue
-            await self._uplink.take(len(block))
-            etag = await self._store.upload_part(key, upload_id, number, block, checksum)
-            del block
+            await self._uplink.take(part.length)
+            etag = await self._store.upload_part(key, upload_id, number, part, checksum)
             parts[number] = Part(number, etag, checksum)
             saved = {**state, "parts": {str(n): {"etag": p.etag, "crc32c": p.crc32c} for n, p in parts.items()}}
             await asyncio.to_thread(self._spool.save_upload_state, clip_id, saved)

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from relay.config import S3Config
 from relay.spool.clip import ClipMeta
 from relay.spool.store import SpoolStore
+from relay.upload.body import FileRange
 from relay.upload.delivery import (
     Completion,
     Delivered,
@@ -46,11 +47,12 @@ class S3Store:
     def _object_args(self, meta: ClipMeta, key: str) -> dict[str, Any]:
         return {"Bucket": self._bucket, "Key": key, "ContentType": meta.content_type, "Metadata": object_metadata(meta)}
 
-    async def put(self, meta: ClipMeta, key: str, body: bytes) -> bool:
+    async def put(self, meta: ClipMeta, key: str, body: FileRange) -> bool:
         try:
-            await self._client.put_object(
-                Body=body, ChecksumCRC32C=meta.crc32c, IfNoneMatch="*", **self._object_args(meta, key)
-            )
+            with body.open() as stream:
+                await self._client.put_object(
+                    Body=stream, ChecksumCRC32C=meta.crc32c, IfNoneMatch="*", **self._object_args(meta, key)
+                )
         except ClientError as exc:
             if error_code(exc) in ("PreconditionFailed", "412"):
                 return False
@@ -75,10 +77,16 @@ class S3Store:
                 return found
             markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
 
-    async def upload_part(self, key: str, upload_id: str, number: int, block: bytes, checksum: str) -> str:
-        answer = await self._client.upload_part(
-            Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=block, ChecksumCRC32C=checksum
-        )
+    async def upload_part(self, key: str, upload_id: str, number: int, body: FileRange, checksum: str) -> str:
+        with body.open() as stream:
+            answer = await self._client.upload_part(
+                Bucket=self._bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=stream,
+                ChecksumCRC32C=checksum,
+            )
         return str(answer["ETag"])
 
     async def list_parts(self, key: str, upload_id: str) -> dict[int, str] | None:

@@ -118,6 +118,10 @@ class RelayProcess:
         if self._reader:
             await self._reader
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc and self._proc.returncode is None else None
+
     def restart_env(self, env: dict[str, str]) -> None:
         """The environment of the next start (crash points are set and cleared here)."""
         self.env = {"PYTHONASYNCIODEBUG": "1", **env}
