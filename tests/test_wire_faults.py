@@ -81,3 +81,32 @@ async def test_upload_bandwidth_limit_holds(tmp_path: Path, tls: TLS, s3_server:
     # here; bench/ measures how close to the limit it gets.
     assert rate <= limit * 1.10
     assert len(await list_keys(s3, bucket)) == 3
+
+
+async def test_a_connection_lost_mid_upload_is_named_and_every_attempt_counted(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """A kept-alive connection reset during the second PUT it carries: aiohttp would
+    re-send at once, silently; the relay counts, names and backs off that attempt."""
+    faults = Faults(reset_connections=1, after_bytes=400_000)
+    async with in_front_of(s3_server.endpoint_url, faults) as proxy:
+        config = relay_config(tmp_path, tls, proxy.endpoint_url, bucket, s3={"workers": 1})
+        async with running_relay(config, tls) as relay:
+            first, second = os.urandom(100_000), os.urandom(800_000)
+            assert (await relay.device.post_clip(PATH, first, filename="first.mkv")).status == 200
+            await wait_until(lambda: relay.stats.clips_uploaded == 1, what="the first clip, on a new connection")
+            assert (await relay.device.post_clip(PATH, second, filename="second.mkv")).status == 200
+            await wait_until(lambda: relay.stats.clips_uploaded == 2, what="the second clip, after the reset")
+            stats = await relay.stop()
+    assert faults.injected == ["reset"]
+    assert dict(stats.retries_by_reason) == {"ConnectionLost": 1}
+    stored = {k.rsplit("/", 1)[1]: await object_bytes(s3, bucket, k) for k in await list_keys(s3, bucket)}
+    assert stored == {"first.mkv": first, "second.mkv": second}
+
+
+def test_aiohttp_still_has_the_switch_the_relay_turns_off() -> None:
+    # relay.upload.failures.one_attempt sets a private aiohttp attribute: if an upgrade
+    # renames it, this fails rather than the relay silently re-sending again.
+    import aiohttp
+
+    assert "_retry_connection" in aiohttp.ClientSession.ATTRS

@@ -46,7 +46,7 @@ from relay.upload.delivery import (
     uplink,
     whole_clip,
 )
-from relay.upload.failures import EndpointError, PermanentUploadError
+from relay.upload.failures import EndpointError, PermanentUploadError, one_attempt
 from relay.upload.s3 import S3Destination
 
 log = structlog.get_logger("relay.apigw")
@@ -162,6 +162,7 @@ class Endpoint:
         timeout = aiohttp.ClientTimeout(sock_connect=config.connect_timeout_s, sock_read=config.read_timeout_s)
         connector = aiohttp.TCPConnector(ssl=context, limit=max(10, config.workers * 2))
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False) as session:
+            one_attempt(session)
             yield cls(session, config, verified=verified)
 
     async def _post(self, url: str, setting: str, **request: Any) -> tuple[int, str, Any]:

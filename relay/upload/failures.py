@@ -6,7 +6,8 @@ costs a retry; a wrong "permanent" verdict moves a good clip out of the queue.
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError
+import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError
 
 
 class PermanentUploadError(Exception):
@@ -63,12 +64,46 @@ class EndpointError(Exception):
         self.fix = fix
 
 
+def one_attempt(session: aiohttp.ClientSession) -> None:
+    """Make a failed request on a reused connection fail, as any other attempt does.
+
+    aiohttp re-sends an idempotent request (a PUT of a clip or part) once, silently,
+    when a kept-alive connection breaks under it: the retry is neither counted, nor
+    logged, nor backed off. The relay's own policy does all three for every attempt.
+    aiohttp offers no public switch for this (tests/test_wire_faults.py pins it).
+    """
+    session._retry_connection = False
+
+
+def connection_lost(exc: BaseException) -> BaseException | None:
+    """The error underneath, when a connection that was made broke during the request
+    (reset, closed), as opposed to one that could not be made at all."""
+    # botocore keeps the HTTP client's error in kwargs (EndpointConnectionError,
+    # ConnectionClosedError); the API Gateway path raises aiohttp's own.
+    underlying = exc.kwargs.get("error") if isinstance(exc, BotoCoreError) else exc
+    if isinstance(underlying, aiohttp.ClientConnectorError):
+        return None
+    if isinstance(underlying, aiohttp.ClientOSError | aiohttp.ServerDisconnectedError):
+        return underlying
+    return None
+
+
 def error_code(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "")) or "Unknown"
     if isinstance(exc, EndpointError):
         return exc.code
+    if connection_lost(exc) is not None:
+        return "ConnectionLost"
     return type(exc).__name__
+
+
+def describe(exc: BaseException) -> str:
+    """What happened, in the words an operator needs (botocore says "Could not connect
+    to the endpoint URL" also for a connection that was reset half-way through a part)."""
+    if (underlying := connection_lost(exc)) is not None:
+        return f"the connection was lost during the request: {underlying}"
+    return str(exc)
 
 
 def http_status(exc: BaseException) -> int:

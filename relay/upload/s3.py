@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import aioboto3
-from botocore.config import Config as BotoConfig
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from botocore.exceptions import ClientError
 
 from relay.config import S3Config
@@ -29,7 +31,16 @@ from relay.upload.delivery import (
     object_key,
     uplink,
 )
-from relay.upload.failures import error_code
+from relay.upload.failures import error_code, one_attempt
+
+
+class OneAttemptHTTPSession(AIOHTTPSession):  # type: ignore[misc]
+    """aiobotocore's HTTP session, without aiohttp's one silent re-send."""
+
+    async def _get_session(self, proxy_url: str | None) -> aiohttp.ClientSession:
+        session: aiohttp.ClientSession = await super()._get_session(proxy_url)
+        one_attempt(session)
+        return session
 
 
 def object_metadata(meta: ClipMeta) -> dict[str, str]:
@@ -165,10 +176,12 @@ class S3Destination:
             aws_secret_access_key=config.secret_access_key.get_secret_value() if config.secret_access_key else None,
             region_name=config.region,
         )
-        boto_config = BotoConfig(
+        boto_config = AioConfig(
             # One attempt per call: our own policy retries, with backoff the operator
-            # configured and a log line per retry; botocore's retries would hide both.
+            # configured and a log line per retry; botocore's retries would hide both,
+            # and so would aiohttp's silent re-send on a reused connection.
             retries={"total_max_attempts": 1, "mode": "standard"},
+            http_session_cls=OneAttemptHTTPSession,
             connect_timeout=config.connect_timeout_s,
             read_timeout=config.read_timeout_s,
             max_pool_connections=max(10, config.workers * 2),

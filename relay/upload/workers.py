@@ -31,7 +31,7 @@ from relay.ops.stats import RelayStats
 from relay.spool.clip import ClipMeta
 from relay.spool.spool import Spool
 from relay.upload.delivery import Delivered
-from relay.upload.failures import PermanentUploadError, classify, error_code
+from relay.upload.failures import PermanentUploadError, classify, describe, error_code
 
 log = structlog.get_logger("relay.uploader")
 
@@ -130,7 +130,7 @@ class Uploader:
             "upload_retry",
             attempt=state.attempt_number,
             reason=reason,
-            error=str(exc)[:300],
+            error=describe(exc)[:300] if exc else "",
             wait_s=round(state.upcoming_sleep, 2),
         )
 
