@@ -117,6 +117,9 @@ class _Uploads(_Strict):
     # Total upload rate over all workers, bytes per second; 0 = as fast as the uplink goes.
     max_upload_bytes_per_s: Annotated[int, Field(ge=0)] = 0
     connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    # A request that sends nothing for this long is logged (upload_stalled) at once;
+    # read_timeout_s still decides when it is given up.
+    stall_warning_s: Annotated[float, Field(gt=0)] = 30.0
 
 
 class S3Config(_Uploads):

@@ -215,12 +215,13 @@ async def serve(
         if cut_off:
             log.warning("device_uploads_cut_off", count=cut_off, grace_s=config.ingest.shutdown_grace_s)
         # Read before the exit stack cancels the workers: these clips stay queued.
-        left_queued, interrupted = spool.queued_clips, len(spool.uploading)
+        left_queued, interrupted, evicted = spool.queued_clips, len(spool.uploading), spool.evicted_clips
     log.info(
         "relay_stopped",
         uptime_s=round(time.time() - stats.started_at, 1),
         left_queued=left_queued,
         uploads_interrupted=interrupted,
+        clips_evicted=evicted,
         **stats.summary(),
     )
     return stats

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -100,3 +101,34 @@ async def test_status_when_relay_is_down(tmp_path: Path, tls: TLS) -> None:
     _, err = await proc.communicate()
     assert proc.returncode == 3
     assert b"is the relay running" in err
+
+
+async def test_a_full_spool_shows_in_health_and_metrics(tmp_path: Path, tls: TLS) -> None:
+    """Refusing clips is unhealthy (devices do not resend them); evictions are counted."""
+    dead = "https://127.0.0.1:1"  # nothing uploads: the quota fills
+    for policy in ("reject", "evict_oldest"):
+        config = relay_config(
+            tmp_path / policy,
+            tls,
+            dead,
+            "clips",
+            spool={"max_bytes": 250_000, "full_policy": policy},
+            s3={"workers": 1},
+        )
+        async with running_relay(config, tls) as relay:
+            statuses = [(await relay.device.post_clip(PATH, os.urandom(100_000))).status for _ in range(3)]
+            health_status, body = await get(relay.metrics_url + "/healthz")
+            _, text = await get(relay.metrics_url + "/metrics")
+        report = json.loads(body)
+        if policy == "reject":
+            assert statuses == [200, 200, 507]
+            assert health_status == 503
+            assert any("the spool is full" in p for p in report["problems"])
+            assert report["clips_refused_spool_full"] == 1
+            assert metric(text, "axis_relay_clips_refused_spool_full_total") == 1
+        else:
+            assert statuses == [200, 200, 200]
+            assert health_status == 200, body
+            assert report["clips_evicted"] == 1
+            assert metric(text, "axis_relay_clips_evicted_total") == 1
+            assert metric(text, "axis_relay_bytes_evicted_total") == 100_000

@@ -8,6 +8,8 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from relay.dev.local_s3 import LocalS3
 from tests.support.faultproxy import Faults, SlowDownProxy, in_front_of
 from tests.support.harness import PATH, TLS, list_keys, object_bytes, relay_config, running_relay, wait_until
@@ -110,3 +112,30 @@ def test_aiohttp_still_has_the_switch_the_relay_turns_off() -> None:
     import aiohttp
 
     assert "_retry_connection" in aiohttp.ClientSession.ATTRS
+
+
+async def test_a_stalled_connection_is_logged_long_before_the_read_timeout(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    faults = Faults(stall_connections=1, after_bytes=256 * 1024)
+    async with in_front_of(s3_server.endpoint_url, faults) as proxy:
+        config = relay_config(
+            tmp_path, tls, proxy.endpoint_url, bucket, s3={"stall_warning_s": 0.3, "read_timeout_s": 4.0}
+        )
+        clip = os.urandom(12 * 1024 * 1024)
+        with structlog.testing.capture_logs() as logs:
+            async with running_relay(config, tls) as relay:
+                assert (await relay.device.post_clip(PATH, clip, filename="stalled.mkv")).status == 200
+                await wait_until(
+                    lambda: relay.stats.clips_uploaded == 1, timeout=60, what="the upload, after the stall"
+                )
+    stalled = [e for e in logs if e["event"] == "upload_stalled"]
+    assert stalled, "no upload_stalled line"
+    assert stalled[0]["log_level"] == "warning"
+    assert stalled[0]["seconds"] < 4.0  # said long before it was given up
+    # Given up after read_timeout_s without progress, by name, and retried: a client
+    # blocked writing to a full socket has no read timeout to end it.
+    assert relay.stats.retries_by_reason["UploadStalled"] == 1
+    assert faults.injected == ["stall"]
+    [key] = await list_keys(s3, bucket)
+    assert await object_bytes(s3, bucket, key) == clip

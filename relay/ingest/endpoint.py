@@ -114,6 +114,9 @@ class Ingest:
             meta = await self._receive_tracked(name, request)
         except Rejected as exc:
             self._stats.clips_rejected += 1
+            if exc.status == 507:
+                self._stats.clips_refused_spool_full += 1
+                self._stats.last_refused_spool_full_at = time.time()
             log.warning(
                 "clip_rejected",
                 device=name,

@@ -20,6 +20,9 @@ from relay.config import MetricsConfig
 from relay.ops.stats import RelayStats
 from relay.spool.spool import Spool
 
+# /healthz stays unhealthy this long after a clip was refused for a full spool.
+REFUSING_WINDOW_S = 60.0
+
 
 class RelayCollector(Collector):
     def __init__(self, stats: RelayStats, spool: Spool) -> None:
@@ -32,6 +35,13 @@ class RelayCollector(Collector):
             ("axis_relay_clips_accepted", "Clips stored durably and answered 200", s.clips_accepted),
             ("axis_relay_bytes_accepted", "Bytes of accepted clips", s.bytes_accepted),
             ("axis_relay_clips_rejected", "Requests refused (4xx/5xx), nothing stored", s.clips_rejected),
+            (
+                "axis_relay_clips_refused_spool_full",
+                "Clips refused with 507: the spool was full",
+                s.clips_refused_spool_full,
+            ),
+            ("axis_relay_clips_evicted", "Clips deleted unsent to make room (evict_oldest)", self._spool.evicted_clips),
+            ("axis_relay_bytes_evicted", "Bytes of clips deleted unsent to make room", self._spool.evicted_bytes),
             ("axis_relay_clips_uploaded", "Clips S3 confirmed", s.clips_uploaded),
             ("axis_relay_bytes_uploaded", "Bytes of clips S3 confirmed", s.bytes_uploaded),
             ("axis_relay_clips_quarantined", "Clips moved to quarantine", s.clips_quarantined),
@@ -86,6 +96,12 @@ def health(stats: RelayStats, spool: Spool, config: MetricsConfig) -> dict[str, 
     free = spool.store.free_bytes()
     if free < spool.limits.min_free_bytes:
         problems.append(f"free disk {free} bytes is below spool.min_free_bytes")
+    refused_at = stats.last_refused_spool_full_at
+    if refused_at is not None and time.time() - refused_at < REFUSING_WINDOW_S:
+        problems.append(
+            f"the spool is full: clips were refused (507) in the last {REFUSING_WINDOW_S:g} s, and devices do not "
+            'resend them; free disk, raise spool.max_bytes, or set spool.full_policy = "evict_oldest"'
+        )
     oldest = spool.oldest_pending_at()
     last = stats.last_upload_at or stats.started_at
     if oldest is not None and time.time() - last > config.upload_stall_s:
@@ -102,6 +118,8 @@ def health(stats: RelayStats, spool: Spool, config: MetricsConfig) -> dict[str, 
         "clips_uploaded": stats.clips_uploaded,
         "clips_quarantined": stats.clips_quarantined,
         "clips_rejected": stats.clips_rejected,
+        "clips_refused_spool_full": stats.clips_refused_spool_full,
+        "clips_evicted": spool.evicted_clips,
         "upload_retries": stats.upload_retries,
     }
 

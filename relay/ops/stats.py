@@ -15,6 +15,9 @@ class RelayStats:
     clips_accepted: int = 0
     bytes_accepted: int = 0
     clips_rejected: int = 0
+    # Of those rejected: refused with 507 because the spool was full (quota or disk).
+    clips_refused_spool_full: int = 0
+    last_refused_spool_full_at: float | None = None
     clips_uploaded: int = 0
     bytes_uploaded: int = 0
     clips_quarantined: int = 0
@@ -42,6 +45,12 @@ class RelayStats:
         out = asdict(self)
         out["retries_by_reason"] = dict(self.retries_by_reason)
         out["uploads_by_route"] = dict(self.uploads_by_route)
-        for histogram_part in ("upload_seconds_bounds", "upload_seconds_counts", "upload_seconds_sum", "last_clip_at"):
-            out.pop(histogram_part)
+        for detail in (
+            "upload_seconds_bounds",
+            "upload_seconds_counts",
+            "upload_seconds_sum",
+            "last_clip_at",
+            "last_refused_spool_full_at",
+        ):
+            out.pop(detail)
         return out

@@ -42,6 +42,9 @@ class Spool:
         self._history = history
         # One eviction at a time: two requests short of room must not both evict.
         self._room = asyncio.Lock()
+        # Accepted, then deleted unsent to make room (spool.full_policy = "evict_oldest").
+        self.evicted_clips = 0
+        self.evicted_bytes = 0
 
     # ----- start-up and adoption -----------------------------------------
 
@@ -94,6 +97,8 @@ class Spool:
                     raise
                 self._queue.forget(clip_id)
                 self._history.evicted(clip_id)
+                self.evicted_clips += 1
+                self.evicted_bytes += size
                 log.warning("clip_evicted", clip_id=clip_id, bytes=size, policy="evict_oldest")
             return True
 

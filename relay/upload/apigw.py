@@ -138,6 +138,7 @@ class Endpoint:
         self._session = session
         self._config = config
         self._auth = {"x-api-key": config.api_key.get_secret_value()} if config.api_key else {}
+        self._watch = {"stall_warning_s": config.stall_warning_s, "give_up_s": config.read_timeout_s}
         # True once `axis-relay apigw check` saw a test clip arrive through apigw.url.
         self.verified = verified
         self._warned = False
@@ -181,7 +182,7 @@ class Endpoint:
             "X-Clip-Crc32c": meta.crc32c,
             **self._auth,
         }
-        with body.open() as stream:
+        async with body.sending(f"POST {meta.filename}", **self._watch) as stream:
             status, text, answer_headers = await self._post(
                 self._config.url,
                 "apigw.url",
@@ -234,7 +235,7 @@ class Endpoint:
     async def put(self, url: str, headers: dict[str, str], body: FileRange) -> tuple[int, str]:
         """A presigned PUT straight to S3: (status, ETag); 412 = the key is taken."""
         # S3 takes no chunked PUT: the length goes in the header.
-        with body.open() as stream:
+        async with body.sending("presigned PUT", **self._watch) as stream:
             sized = {**headers, "Content-Length": str(body.length)}
             async with self._session.put(url, data=stream, headers=sized, allow_redirects=False) as answer:
                 text = await answer.text(errors="replace")

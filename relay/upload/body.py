@@ -9,13 +9,19 @@ was down. Checksums are taken the same way, a piece at a time, in a worker threa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import crc32c
+import structlog
 
 from relay.spool.clip import crc32c_b64
+
+log = structlog.get_logger("relay.upload")
 
 CHECKSUM_PIECE = 1024 * 1024
 
@@ -38,6 +44,35 @@ class FileRange:
                 own = crc32c.crc32c(piece, own)
                 running = crc32c.crc32c(piece, running)
         return crc32c_b64(own), running
+
+    @contextlib.asynccontextmanager
+    async def sending(self, what: str, *, stall_warning_s: float, give_up_s: float) -> AsyncIterator[FileWindow]:
+        """The range opened for one request, and watched. When the client reads nothing
+        from it for ``stall_warning_s`` (a peer that stopped without closing), a warning
+        says so at once. When that lasts ``give_up_s``, the request is ended
+        (UploadStalled, retried): a client blocked writing to a full socket is not
+        covered by its read timeout, and would wait for TCP to give up (minutes). Having
+        read all of the range proves nothing: the last of it may still wait in the
+        client's buffers; and a PUT is answered as soon as its body has arrived."""
+        with self.open() as stream:
+            try:
+                async with asyncio.timeout(None) as deadline:
+                    watcher = asyncio.create_task(_watch(stream, what, stall_warning_s, give_up_s, deadline))
+                    try:
+                        yield stream
+                    finally:
+                        watcher.cancel()
+                        await asyncio.gather(watcher, return_exceptions=True)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise UploadStalled(
+                    f"{what}: {stream.tell()} of {len(stream)} bytes read, then nothing moved for {give_up_s:g} s"
+                ) from None
+
+
+class UploadStalled(TimeoutError):
+    """A request whose body stopped moving; transient, so it is retried."""
 
 
 class FileWindow(io.RawIOBase):
@@ -83,3 +118,29 @@ class FileWindow(io.RawIOBase):
     def close(self) -> None:
         self._file.close()
         super().close()
+
+
+async def _watch(
+    stream: FileWindow, what: str, warn_after_s: float, give_up_s: float, deadline: asyncio.Timeout
+) -> None:
+    loop = asyncio.get_running_loop()
+    position, since, warned = stream.tell(), loop.time(), False
+    while True:
+        await asyncio.sleep(min(1.0, warn_after_s / 4))
+        if stream.tell() != position:
+            position, since, warned = stream.tell(), loop.time(), False
+            continue
+        still = loop.time() - since
+        if still >= warn_after_s and not warned:
+            warned = True
+            log.warning(
+                "upload_stalled",
+                request=what,
+                read_bytes=position,
+                of_bytes=len(stream),
+                seconds=round(still, 1),
+                gives_up_in_s=round(give_up_s - still, 1),
+            )
+        if still >= give_up_s:
+            deadline.reschedule(loop.time())
+            return

@@ -51,16 +51,17 @@ def object_metadata(meta: ClipMeta) -> dict[str, str]:
 class S3Store:
     name: Literal["s3"] = "s3"
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: Any, bucket: str, *, stall_warning_s: float, give_up_s: float) -> None:
         self._client = client
         self._bucket = bucket
+        self._watch = {"stall_warning_s": stall_warning_s, "give_up_s": give_up_s}
 
     def _object_args(self, meta: ClipMeta, key: str) -> dict[str, Any]:
         return {"Bucket": self._bucket, "Key": key, "ContentType": meta.content_type, "Metadata": object_metadata(meta)}
 
     async def put(self, meta: ClipMeta, key: str, body: FileRange) -> bool:
         try:
-            with body.open() as stream:
+            async with body.sending(f"PutObject {key}", **self._watch) as stream:
                 await self._client.put_object(
                     Body=stream, ChecksumCRC32C=meta.crc32c, IfNoneMatch="*", **self._object_args(meta, key)
                 )
@@ -89,7 +90,7 @@ class S3Store:
             markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
 
     async def upload_part(self, key: str, upload_id: str, number: int, body: FileRange, checksum: str) -> str:
-        with body.open() as stream:
+        async with body.sending(f"UploadPart {number} of {key}", **self._watch) as stream:
             answer = await self._client.upload_part(
                 Bucket=self._bucket,
                 Key=key,
@@ -161,7 +162,7 @@ class S3Destination:
         self.has_credentials = has_credentials
         self._config = config
         self._delivery = ObjectDelivery(
-            S3Store(client, config.bucket),
+            S3Store(client, config.bucket, stall_warning_s=config.stall_warning_s, give_up_s=config.read_timeout_s),
             spool,
             multipart_threshold_bytes=config.multipart_threshold_bytes,
             part_size_bytes=config.part_size_bytes,
