@@ -359,6 +359,8 @@ class ClipBucket:
             code = _error_code(exc)
             if code in ("PreconditionFailed", "412"):
                 return {"outcome": "taken"}
+            if code == "ConditionalRequestConflict":
+                return {"outcome": "conflict"}  # 409: the relay uploads every part again
             if code == "NoSuchUpload":
                 return {"outcome": "gone"}
             if code in ("InvalidPart", "InvalidPartOrder", "BadDigest", "InvalidRequest", "EntityTooSmall"):

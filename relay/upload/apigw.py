@@ -46,7 +46,7 @@ from relay.upload.delivery import (
     uplink,
     whole_clip,
 )
-from relay.upload.failures import EndpointError, PermanentUploadError, one_attempt
+from relay.upload.failures import CommitConflict, EndpointError, PermanentUploadError, one_attempt
 from relay.upload.s3 import S3Destination
 
 log = structlog.get_logger("relay.apigw")
@@ -241,7 +241,10 @@ class Endpoint:
                 text = await answer.text(errors="replace")
         if answer.status in (200, 412):
             return answer.status, answer.headers.get("ETag", "")
-        raise _s3_error(answer.status, text)
+        error = _s3_error(answer.status, text)
+        if error.code == "ConditionalRequestConflict":
+            raise CommitConflict(f"presigned PUT: {error.message}")
+        raise error
 
 
 def _presigned(answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
@@ -318,7 +321,7 @@ class HandoffStore:
         listing = [{"number": p.number, "etag": p.etag, "crc32c": p.crc32c} for p in parts]
         answer = await self._endpoint.call("complete", key=key, upload_id=upload_id, parts=listing, crc32c=meta.crc32c)
         outcome = answer.get("outcome")
-        if outcome not in ("done", "taken", "gone"):
+        if outcome not in ("done", "taken", "gone", "conflict"):
             raise EndpointError(502, "BadHandoffAnswer", f"unknown outcome in {answer!r:.200}")
         return outcome  # type: ignore[no-any-return]
 

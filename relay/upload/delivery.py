@@ -26,11 +26,12 @@ from relay.spool.clip import ClipMeta, crc32c_b64
 from relay.spool.store import SpoolStore
 from relay.upload.bandwidth import TokenBucket, Unlimited
 from relay.upload.body import FileRange
-from relay.upload.failures import FIXES, PermanentUploadError
+from relay.upload.failures import FIXES, CommitConflict, PermanentUploadError
 
 log = structlog.get_logger("relay.delivery")
 
-Completion = Literal["done", "taken", "gone"]
+# "conflict": 409 ConditionalRequestConflict; AWS says to upload every part again.
+Completion = Literal["done", "taken", "gone", "conflict"]
 # How a clip went, for the log, the metrics and the ledger: straight to S3, or through
 # API Gateway as one POST, through the presigned hand-off, or to the fallback bucket.
 Route = Literal["s3", "post", "handoff", "fallback_s3"]
@@ -108,11 +109,12 @@ class ObjectStore(Protocol):
 ORPHAN_CLOCK_SKEW = timedelta(minutes=15)
 
 
-def _parse_time(text: object) -> datetime:
+def _begun_since(intent: dict[str, Any]) -> datetime | None:
+    """The earliest Initiated time an upload created for this intent can carry."""
     try:
-        return datetime.fromisoformat(str(text)).astimezone(UTC)
-    except ValueError:
-        return datetime.min.replace(tzinfo=UTC)
+        return datetime.fromisoformat(str(intent["intent_at"])).astimezone(UTC) - ORPHAN_CLOCK_SKEW
+    except (KeyError, ValueError):
+        return None  # an intent without a time (set aside after a 409): any will do
 
 
 def object_key(template: str, meta: ClipMeta) -> str:
@@ -183,6 +185,7 @@ class ObjectDelivery:
                 committed = await self._multipart(meta, key)
             if committed:
                 crashpoints.reached(crashpoints.UPLOAD_AFTER_COMMIT)
+                await self._abort_superseded(meta.clip_id, key)
                 return Delivered(key, route=self._store.name)
             # Not committed: the key exists, or a multipart upload vanished. The object
             # may be ours (a commit whose answer was lost), other content, or absent.
@@ -252,6 +255,13 @@ class ObjectDelivery:
             # object is there (checked by the caller) or we upload again.
             await asyncio.to_thread(self._spool.save_upload_state, clip_id, None)
             return False
+        if outcome == "conflict":
+            # Raced another operation on the key (perhaps our own earlier complete, still
+            # being processed). As AWS says: a new upload, every part again. The old one
+            # is set aside, never adopted, and aborted once the clip is committed.
+            aside = {"via": self._store.name, "key": key, "superseded": [*state.get("superseded", []), upload_id]}
+            await asyncio.to_thread(self._spool.save_upload_state, clip_id, aside)
+            raise CommitConflict(f"CompleteMultipartUpload {key} ({upload_id}) conflicted with another operation")
         return True
 
     async def _start(self, meta: ClipMeta, key: str, intent: dict[str, Any] | None) -> dict[str, Any]:
@@ -260,6 +270,8 @@ class ObjectDelivery:
         before the create, so after a crash the relay knows to look for what S3 holds."""
         clip_id = meta.clip_id
         state: dict[str, Any] = {"via": self._store.name, "key": key, "part_size": self._part_size, "parts": {}}
+        if intent and intent.get("superseded"):
+            state["superseded"] = intent["superseded"]
         # One start at a time: two clips with one key (a file-name template without a
         # time in it) must not take each other's fresh upload for an orphan.
         async with self._starting:
@@ -281,12 +293,13 @@ class ObjectDelivery:
         (allowing for clock skew) and abort the rest; they would cost money until the
         bucket's lifecycle rule removed them."""
         held = await asyncio.to_thread(self._spool.upload_ids_in_use, meta.clip_id)
+        held |= set(intent.get("superseded", []))  # set aside after a 409: not an orphan
         orphans = sorted(
             (u for u in await self._store.open_uploads(key) if u.upload_id not in held),
             key=lambda u: u.initiated,
         )
-        since = _parse_time(intent.get("intent_at")) - ORPHAN_CLOCK_SKEW
-        ours = orphans[-1] if orphans and orphans[-1].initiated >= since else None
+        since = _begun_since(intent)
+        ours = orphans[-1] if orphans and (since is None or orphans[-1].initiated >= since) else None
         for orphan in orphans:
             if orphan is not ours:
                 await self._store.abort(key, orphan.upload_id)
@@ -295,6 +308,13 @@ class ObjectDelivery:
             log.info("multipart_adopted", key=key, upload_id=ours.upload_id, store=self._store.name)
             return ours.upload_id
         return None
+
+    async def _abort_superseded(self, clip_id: str, key: str) -> None:
+        """Uploads given up after a 409 on their completion: not needed any more."""
+        state = self.resumable_state(clip_id) or {}
+        for upload_id in state.get("superseded", []):
+            await self._store.abort(key, upload_id)
+            log.info("multipart_superseded_aborted", key=key, upload_id=upload_id, store=self._store.name)
 
     async def abandon(self, meta: ClipMeta) -> None:
         """Abort the clip's open multipart upload, if any (it goes to quarantine):

@@ -52,6 +52,12 @@ FIXES = {
 }
 
 
+class CommitConflict(Exception):
+    """S3 answered 409 ConditionalRequestConflict: a conditional write raced another
+    operation on the key (a completion still in progress, say). Not committed, and
+    not permanent: retried after a backoff, when the key's holder is checked again."""
+
+
 class EndpointError(Exception):
     """An HTTP endpoint we talk to without botocore (API Gateway, a presigned S3 URL)
     answered with an error status; ``fix`` says what an operator can do about a 4xx."""
@@ -93,6 +99,8 @@ def error_code(exc: BaseException) -> str:
         return str(exc.response.get("Error", {}).get("Code", "")) or "Unknown"
     if isinstance(exc, EndpointError):
         return exc.code
+    if isinstance(exc, CommitConflict):
+        return "ConditionalRequestConflict"
     if connection_lost(exc) is not None:
         return "ConnectionLost"
     return type(exc).__name__

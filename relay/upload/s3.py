@@ -31,7 +31,7 @@ from relay.upload.delivery import (
     object_key,
     uplink,
 )
-from relay.upload.failures import error_code, one_attempt
+from relay.upload.failures import CommitConflict, error_code, one_attempt
 
 
 class OneAttemptHTTPSession(AIOHTTPSession):  # type: ignore[misc]
@@ -68,6 +68,8 @@ class S3Store:
         except ClientError as exc:
             if error_code(exc) in ("PreconditionFailed", "412"):
                 return False
+            if error_code(exc) == "ConditionalRequestConflict":
+                raise CommitConflict(f"PutObject {key}: {exc}") from None
             raise
         return True
 
@@ -137,6 +139,8 @@ class S3Store:
                 return "taken"
             if code == "NoSuchUpload":
                 return "gone"
+            if code == "ConditionalRequestConflict":
+                return "conflict"
             raise
         return "done"
 

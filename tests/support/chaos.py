@@ -63,15 +63,20 @@ async def kill_at_random(raw: dict[str, Any], tmp_path: Path, tls: TLS, s3: Any,
     duplicated = len(base_names) - len(set(base_names))
     lost = sorted(set(acked) - set(base_names))
     unexpected = sorted(set(base_names) - set(acked) - set(unanswered))
+    open_uploads = (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", [])
+    quarantined = list((Path(raw["spool"]["dir"]) / "quarantine").iterdir())
     print(
         f"\nchaos seed={seed} destination={raw.get('destination', 's3')}: kill cycles {CYCLES}, "
         f"clips acknowledged {len(acked)}, "
-        f"unanswered {len(unanswered)}, objects in S3 {len(keys)}, lost {len(lost)}, duplicated {duplicated}"
+        f"unanswered {len(unanswered)}, objects in S3 {len(keys)}, lost {len(lost)}, duplicated {duplicated}, "
+        f"multipart uploads left open {len(open_uploads)}, quarantined {len(quarantined)}"
     )
     assert acked, "the device never got a clip through"
     assert lost == []
     assert duplicated == 0
     assert unexpected == []
+    assert open_uploads == []
+    assert quarantined == []
     for key, name in zip(keys, base_names, strict=True):
         expected = acked.get(name, unanswered.get(name))
         assert crc32c.crc32c(await object_bytes(s3, bucket, key)) == expected, key

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,32 +121,67 @@ async def in_front_of(endpoint_url: str, faults: Faults) -> AsyncIterator[FaultP
         yield proxy
 
 
-SLOW_DOWN = (
-    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
-)
-SLOW_DOWN_BODY = (
-    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
-    b"<Message>Please reduce your request rate.</Message></Error>"
-)
+@dataclass
+class Scripted:
+    """An answer S3 documents but the test server never gives, for the next ``count``
+    requests whose request line ``matches``."""
+
+    matches: Callable[[bytes], bool]
+    status: int
+    reason: str
+    code: str
+    message: str
+    count: int = 1
+
+    def response(self) -> bytes:
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{self.code}</Code>'
+            f"<Message>{self.message}</Message></Error>"
+        ).encode()
+        head = (
+            f"HTTP/1.1 {self.status} {self.reason}\r\nContent-Type: application/xml\r\n"
+            f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
+
+
+def put_object(line: bytes) -> bool:
+    return line.startswith(b"PUT ") and b"uploadId=" not in line
+
+
+def complete_multipart(line: bytes) -> bool:
+    return line.startswith(b"POST ") and b"uploadId=" in line
+
+
+def any_request(line: bytes) -> bool:
+    return True
 
 
 @dataclass
-class SlowDownProxy:
-    """Terminates TLS, answers the first ``count`` requests with S3's 503 SlowDown, and
+class AnswerProxy:
+    """Terminates TLS, answers requests that match a script with its S3 error, and
     passes the rest through (re-encrypted) to the real server, bytes untouched."""
 
     target_port: int
     server_ssl: Any
     client_ssl: Any
-    count: int
+    script: list[Scripted]
     answered: int = 0
     port: int = 0
 
+    def _scripted(self, request_line: bytes) -> Scripted | None:
+        for answer in self.script:
+            if answer.count > 0 and answer.matches(request_line):
+                answer.count -= 1
+                return answer
+        return None
+
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
-            if self.answered < self.count:
+            head = await client_r.readuntil(b"\r\n\r\n")
+            answer = self._scripted(head.split(b"\r\n", 1)[0])
+            if answer is not None:
                 self.answered += 1
-                head = await client_r.readuntil(b"\r\n\r\n")
                 length = next(
                     (
                         int(line.split(b":", 1)[1])
@@ -157,10 +192,14 @@ class SlowDownProxy:
                 )
                 if b"100-continue" not in head.lower():
                     await client_r.readexactly(length)  # else the client waits for our verdict first
-                client_w.write(SLOW_DOWN % (len(SLOW_DOWN_BODY), SLOW_DOWN_BODY))
+                client_w.write(answer.response())
                 await client_w.drain()
                 return
             server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port, ssl=self.client_ssl)
+            # One request per connection, so that the script sees every request: the
+            # server closes after answering, and the client opens a new one.
+            lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"connection:")]
+            server_w.write(b"\r\n".join([*lines[:-2], b"Connection: close", b"", b""]))
             await asyncio.gather(FaultProxy._downstream(client_r, server_w), FaultProxy._downstream(server_r, client_w))
         except (OSError, asyncio.IncompleteReadError):
             pass
@@ -168,10 +207,16 @@ class SlowDownProxy:
             client_w.close()
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[SlowDownProxy]:
+    async def running(self) -> AsyncIterator[AnswerProxy]:
         server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.server_ssl)
         self.port = int(server.sockets[0].getsockname()[1])
         try:
             yield self
         finally:
             server.close()
+
+
+def SlowDownProxy(target_port: int, server_ssl: Any, client_ssl: Any, count: int) -> AnswerProxy:
+    """The first ``count`` requests get S3's 503 SlowDown."""
+    slow_down = Scripted(any_request, 503, "Slow Down", "SlowDown", "Please reduce your request rate.", count)
+    return AnswerProxy(target_port, server_ssl, client_ssl, [slow_down])
