@@ -46,6 +46,7 @@ format: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/upload.py
+	$(BIN)/python bench/signing.py
 
 # After changing dependencies in pyproject.toml: add them to the locks, keeping every
 # other pin. `make upgrade-deps` moves every pin to the newest release allowed.

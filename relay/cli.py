@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     spool.add_argument("action", choices=["list", "retry"])
     spool.add_argument("clip_ids", nargs="*", help="with retry: only these clips")
     spool.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    s3 = sub.add_parser("s3", help="check the S3 bucket and credentials")
+    s3.add_argument("action", choices=["check"], help="try each call the relay makes, on a probe object")
+    s3.add_argument("--prefix", default="axis-relay-check/", help="where the probe objects go in the bucket")
+    s3.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     apigw = sub.add_parser("apigw", help="check the API Gateway path")
     apigw.add_argument("action", choices=["check"], help="send one test clip through apigw.url and look for it")
     apigw.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -133,6 +137,24 @@ def _status(config: RelayConfig) -> int:
     return 0 if report["healthy"] else 1
 
 
+def _check(args: argparse.Namespace) -> int:
+    """`axis-relay s3 check` and `axis-relay apigw check`: exit 0 when all is well."""
+    config = _load(args.config)
+    if args.command == "s3":
+        from relay.upload import s3_check
+
+        report = asyncio.run(s3_check.check(config, args.prefix))
+        verdict = "OK: the bucket and the credentials do what the relay needs"
+    else:
+        from relay.upload import apigw_check
+
+        report = asyncio.run(apigw_check.check(config))
+        verdict = "OK: delivery through API Gateway verified"
+    print("\n".join(report.lines))
+    print(verdict if report.verified else "NOT VERIFIED")
+    return 0 if report.verified else 1
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
@@ -161,13 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "spool":
         _spool_command(_load(args.config), args.action, args.clip_ids)
         return
-    if args.command == "apigw":
-        from relay.upload.apigw_check import check
-
-        report = asyncio.run(check(_load(args.config)))
-        print("\n".join(report.lines))
-        print("OK: delivery through API Gateway verified" if report.verified else "NOT VERIFIED")
-        raise SystemExit(0 if report.verified else 1)
+    if args.command in ("apigw", "s3"):
+        raise SystemExit(_check(args))
     if args.command == "clips":
         raise SystemExit(_clips(_load(args.config), args.camera, args.since, args.json))
     try:

@@ -106,6 +106,8 @@ class DeviceConfig(_Strict):
 
 
 KEY_FIELDS = {"camera", "filename", "date", "clip_id", "stem", "ext"}
+# S3's limit on the parts of one multipart upload.
+S3_MAX_PARTS = 10_000
 
 
 class _Uploads(_Strict):
@@ -133,6 +135,15 @@ class S3Config(_Uploads):
     secret_access_key: SecretStr | None = None
     key_template: str = "{camera}/{date:%Y/%m/%d}/{filename}"
     read_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+
+    @model_validator(mode="after")
+    def _directory_bucket_addressing(self) -> S3Config:
+        if self.bucket.endswith("--x-s3") and self.addressing_style == "path":
+            raise ValueError(
+                'addressing_style: directory buckets (S3 Express One Zone, "...--x-s3") take only virtual-hosted '
+                'addressing; set addressing_style = "auto" or "virtual"'
+            )
+        return self
 
     @field_validator("key_template")
     @classmethod
@@ -244,6 +255,22 @@ class RelayConfig(_Strict):
     devices: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")], DeviceConfig] = Field(
         min_length=1
     )
+
+    @model_validator(mode="after")
+    def _parts_fit_the_largest_clip(self) -> RelayConfig:
+        for name, section in (("s3", self.s3), ("apigw", self.apigw)):
+            if section is None:
+                continue
+            parts = -(-self.ingest.max_body_bytes // section.part_size_bytes)
+            if parts > S3_MAX_PARTS:
+                smallest = -(-self.ingest.max_body_bytes // S3_MAX_PARTS // MiB) * MiB
+                largest = self.ingest.max_body_bytes
+                raise ValueError(
+                    f"{name}.part_size_bytes: a clip of ingest.max_body_bytes ({largest}) would take {parts} parts, "
+                    f"and S3 allows {S3_MAX_PARTS}; raise {name}.part_size_bytes to at least {smallest}, or lower "
+                    "ingest.max_body_bytes"
+                )
+        return self
 
     @model_validator(mode="after")
     def _destination_configured(self) -> RelayConfig:

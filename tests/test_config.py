@@ -50,6 +50,12 @@ def test_unknown_key_is_refused_by_name() -> None:
         ({"s3": {"bucket": "b", "key_template": "{camera}/{nope}"}}, r"unknown field\(s\) \['nope'\]"),
         ({"s3": {"bucket": "b", "key_template": "{camera}/fixed.mkv"}}, r"every clip lands on one key"),
         ({"s3": {"bucket": "b", "part_size_bytes": 1000}}, r"s3\.part_size_bytes"),
+        # 100 GiB clips in 5 MiB parts: 20,480 parts, over S3's 10,000.
+        (
+            {"ingest": {"max_body_bytes": 100 * 2**30}, "s3": {"bucket": "clips", "part_size_bytes": 5 * 2**20}},
+            r"s3\.part_size_bytes: .*20480 parts, and S3 allows 10000; raise s3\.part_size_bytes to at least 11534336",
+        ),
+        ({"s3": {"bucket": "relay--euw1-az1--x-s3", "addressing_style": "path"}}, r"directory buckets .*virtual"),
         ({"ingest": {"tls_cert": "/x.pem"}}, r"set both tls_cert and tls_key"),
         ({"destination": "apigw"}, r"no \[apigw\] section; add one with at least url"),
         ({"destination": "sftp"}, r"destination: Input should be 's3' or 'apigw'"),

@@ -7,9 +7,11 @@ relay's reaction is checked.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,18 @@ import pytest
 import structlog
 
 from relay.dev.local_s3 import LocalS3
-from tests.support.faultproxy import AnswerProxy, Scripted, complete_multipart, put_object
-from tests.support.harness import PATH, TLS, list_keys, object_bytes, relay_config, running_relay, wait_until
+from tests.support.faultproxy import AnswerProxy, Scripted, complete_multipart, head_object, put_object
+from tests.support.harness import (
+    PATH,
+    TLS,
+    list_keys,
+    object_bytes,
+    raw_config,
+    relay_config,
+    running_relay,
+    wait_until,
+    write_config,
+)
 
 CONFLICT = "A conflicting conditional operation is currently in progress against this resource. Please try again."
 
@@ -85,3 +97,106 @@ async def test_a_409_on_complete_uploads_every_part_again_and_leaves_nothing_ope
     [key] = await list_keys(s3, bucket)
     assert await object_bytes(s3, bucket, key) == clip
     assert not (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads")
+
+
+async def test_a_403_on_the_head_check_names_the_missing_s3_listbucket(
+    tmp_path: Path, tls: TLS, proxy_for: Any, bucket: str
+) -> None:
+    """Without s3:ListBucket, HeadObject on a missing key answers 403, not 404: exactly
+    the check after a conditional write was refused, or an old upload expired."""
+    taken = Scripted(
+        put_object, 412, "Precondition Failed", "PreconditionFailed", "At least one of the pre-conditions did not hold"
+    )
+    no_list = Scripted(head_object, 403, "Forbidden", "403", "Forbidden")
+    proxy = await proxy_for(taken, no_list)
+    config = relay_config(tmp_path, tls, f"https://127.0.0.1:{proxy.port}", bucket)
+    async with running_relay(config, tls) as relay:
+        assert (await relay.device.post_clip(PATH, os.urandom(10_000))).status == 200
+        await wait_until(lambda: bool(relay.quarantined()), what="the quarantine")
+        reason = relay.quarantine_reason(relay.quarantined()[0])
+    assert reason["code"] == "HeadForbidden"
+    assert "s3:ListBucket" in reason["fix"]
+
+
+async def test_an_sse_kms_denial_names_the_key_permissions(
+    tmp_path: Path, tls: TLS, proxy_for: Any, bucket: str
+) -> None:
+    kms = Scripted(
+        put_object,
+        403,
+        "Forbidden",
+        "AccessDenied",
+        "User: arn:aws:iam::123456789012:user/relay is not authorized to perform: kms:GenerateDataKey on resource: "
+        "arn:aws:kms:eu-west-1:123456789012:key/1234abcd because no identity-based policy allows the action",
+    )
+    proxy = await proxy_for(kms)
+    config = relay_config(tmp_path, tls, f"https://127.0.0.1:{proxy.port}", bucket)
+    async with running_relay(config, tls) as relay:
+        assert (await relay.device.post_clip(PATH, os.urandom(10_000))).status == 200
+        await wait_until(lambda: bool(relay.quarantined()), what="the quarantine")
+        reason = relay.quarantine_reason(relay.quarantined()[0])
+    assert reason["code"] == "KMS.AccessDenied"
+    assert "kms:GenerateDataKey" in reason["fix"]
+    assert "kms:Decrypt" in reason["fix"]
+
+
+async def s3_check(config_file: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay",
+        "s3",
+        "check",
+        "--config",
+        str(config_file),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return int(proc.returncode or 0), out.decode()
+
+
+async def test_s3_check_passes_against_a_bucket_that_works(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket)
+    code, out = await s3_check(write_config(tmp_path / "relay.toml", raw))
+    assert code == 0, out
+    assert "HeadObject on a missing key answers 404" in out
+    assert "AbortMultipartUpload" in out
+    assert await list_keys(s3, bucket) == []  # the probe was deleted
+    assert not (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads")
+
+
+async def test_s3_check_names_each_missing_permission(tmp_path: Path, tls: TLS, proxy_for: Any, bucket: str) -> None:
+    missing_key = Scripted(lambda line: line.startswith(b"HEAD ") and b"/missing-" in line, 403, "Forbidden", "403", "")
+    no_list = Scripted(
+        lambda line: line.startswith(b"GET ") and b"?uploads" in line, 403, "Forbidden", "AccessDenied", "Access Denied"
+    )
+    proxy = await proxy_for(missing_key, no_list)
+    raw = raw_config(tmp_path, tls, f"https://127.0.0.1:{proxy.port}", bucket)
+    code, out = await s3_check(write_config(tmp_path / "relay.toml", raw))
+    assert code == 1
+    assert "s3:ListBucket on the bucket (without it a missing key answers 403)" in out
+    assert "it needs s3:ListBucketMultipartUploads" in out
+    assert "NOT VERIFIED" in out
+
+
+async def test_s3_check_names_a_missing_bucket(tmp_path: Path, tls: TLS, s3_server: LocalS3) -> None:
+    raw = raw_config(tmp_path, tls, s3_server.endpoint_url, "no-such-bucket-here")
+    code, out = await s3_check(write_config(tmp_path / "relay.toml", raw))
+    assert code == 1
+    assert "does not exist; create it or correct s3.bucket" in out
+
+
+async def test_over_https_the_body_is_not_hashed_again_for_the_signature(
+    tmp_path: Path, tls: TLS, proxy_for: Any, bucket: str
+) -> None:
+    proxy = await proxy_for()  # no script: it only looks
+    config = relay_config(tmp_path, tls, f"https://127.0.0.1:{proxy.port}", bucket)
+    async with running_relay(config, tls) as relay:
+        assert (await relay.device.post_clip(PATH, os.urandom(50_000))).status == 200
+        await wait_until(lambda: relay.stats.clips_uploaded == 1, what="the upload")
+    [put] = [h for h in proxy.heads if put_object(h.split(b"\r\n", 1)[0])]
+    assert b"x-amz-content-sha256: unsigned-payload" in put.lower()
+    assert b"x-amz-checksum-crc32c:" in put.lower()  # S3 still verifies every byte

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import crc32c
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.config import RelayConfig
+from relay.ops.checks import CheckReport
 from relay.spool.clip import ClipMeta, crc32c_b64, new_clip_id
 from relay.upload.apigw import VERIFIED_FILE, Endpoint, HandoffStore, HandoffUnavailable, PayloadRefused
 from relay.upload.body import FileRange
@@ -31,15 +31,6 @@ from relay.upload.failures import EndpointError, PermanentUploadError
 
 CHECK_FOLDER = "axis-relay-check"
 SEED_DEFAULT_FOLDER = "default_folder"
-
-
-@dataclass
-class CheckReport:
-    verified: bool = False
-    lines: list[str] = field(default_factory=list)
-
-    def say(self, line: str) -> None:
-        self.lines.append(line)
 
 
 def _record_verified(spool_dir: Path, url: str, key: str) -> None:

@@ -49,6 +49,10 @@ FIXES = {
     "BadDigest": "the spooled clip no longer matches the checksum taken when it arrived (disk corruption?)",
     "PermanentRedirect": "set s3.region to the bucket's region",
     "AuthorizationHeaderMalformed": "set s3.region to the bucket's region",
+    "KMS.AccessDenied": "the bucket is encrypted with SSE-KMS: grant the relay's credentials kms:GenerateDataKey "
+    "and kms:Decrypt on its key (a multipart upload with checksums and a HeadObject with checksums need both)",
+    "HeadForbidden": "grant the relay's credentials s3:ListBucket on the bucket: without it S3 answers 403, "
+    "not 404, for a key that does not exist, and the relay cannot tell a missing key from a refused one",
 }
 
 
@@ -138,6 +142,14 @@ def classify(exc: BaseException) -> PermanentUploadError | None:
             fix=exc.fix or "check the [apigw] settings in the config",
         )
     if 400 <= status < 500:
+        message = str(exc.response.get("Error", {}).get("Message", "")) if isinstance(exc, ClientError) else ""
+        if code == "AccessDenied" and "kms" in message.lower():
+            # SSE-KMS: S3 needs the key too, for writing and for reading checksums back.
+            return PermanentUploadError(
+                f"S3 refused the upload: the bucket's KMS key is not usable: {message}",
+                code="KMS.AccessDenied",
+                fix=FIXES["KMS.AccessDenied"],
+            )
         fix = FIXES.get(code, "check the S3 destination settings in the config")
         return PermanentUploadError(f"S3 refused the upload: {code} (HTTP {status})", code=code, fix=fix)
     return None

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import aioboto3
 import aiohttp
+import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.httpsession import AIOHTTPSession
 from botocore.exceptions import ClientError
@@ -31,7 +32,9 @@ from relay.upload.delivery import (
     object_key,
     uplink,
 )
-from relay.upload.failures import CommitConflict, error_code, one_attempt
+from relay.upload.failures import FIXES, CommitConflict, PermanentUploadError, error_code, http_status, one_attempt
+
+log = structlog.get_logger("relay.s3")
 
 
 class OneAttemptHTTPSession(AIOHTTPSession):  # type: ignore[misc]
@@ -41,6 +44,16 @@ class OneAttemptHTTPSession(AIOHTTPSession):  # type: ignore[misc]
         session: aiohttp.ClientSession = await super()._get_session(proxy_url)
         one_attempt(session)
         return session
+
+
+def payload_signing(endpoint_url: str | None) -> dict[str, bool]:
+    """No SHA-256 of every body for the signature over HTTPS. botocore skips it only when
+    it computed the checksum header itself; ours comes from ingest, so it would hash
+    every byte again: on a Raspberry Pi, more CPU than the CRC32C it was meant to save
+    (bench/signing.py). TLS and the CRC32C S3 verifies carry the integrity. Over plain
+    HTTP (a local test server) the payload stays signed."""
+    https = endpoint_url is None or endpoint_url.startswith("https://")
+    return {"payload_signing_enabled": False} if https else {}
 
 
 def object_metadata(meta: ClipMeta) -> dict[str, str]:
@@ -83,7 +96,19 @@ class S3Store:
         found: list[OpenUpload] = []
         markers: dict[str, str] = {}
         while True:
-            page = await self._client.list_multipart_uploads(Bucket=self._bucket, Prefix=key, **markers)
+            try:
+                page = await self._client.list_multipart_uploads(Bucket=self._bucket, Prefix=key, **markers)
+            except ClientError as exc:
+                if http_status(exc) != 403:
+                    raise
+                # Not worth a clip: an upload a crash left open then waits for the
+                # bucket's lifecycle rule instead of being aborted (or adopted) now.
+                log.warning(
+                    "open_uploads_unlisted",
+                    key=key,
+                    fix="grant s3:ListBucketMultipartUploads on the bucket",
+                )
+                return []
             found += [
                 OpenUpload(str(u["UploadId"]), u["Initiated"]) for u in page.get("Uploads", []) if u.get("Key") == key
             ]
@@ -155,10 +180,45 @@ class S3Store:
         except ClientError as exc:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
+            if http_status(exc) == 403:
+                raise PermanentUploadError(
+                    f"S3 refused HeadObject on {key} (HTTP 403)", code="HeadForbidden", fix=FIXES["HeadForbidden"]
+                ) from None
             raise
         return StoredObject(
             head.get("Metadata", {}).get("clip-id"), head.get("ContentLength"), head.get("ChecksumCRC32C")
         )
+
+
+@contextlib.asynccontextmanager
+async def open_client(config: S3Config) -> AsyncIterator[tuple[Any, bool]]:
+    """The relay's S3 client, and whether any credentials were found for it."""
+    session = aioboto3.Session(
+        aws_access_key_id=config.access_key_id,
+        aws_secret_access_key=config.secret_access_key.get_secret_value() if config.secret_access_key else None,
+        region_name=config.region,
+    )
+    boto_config = AioConfig(
+        # One attempt per call: our own policy retries, with backoff the operator
+        # configured and a log line per retry; botocore's retries would hide both,
+        # and so would aiohttp's silent re-send on a reused connection.
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        http_session_cls=OneAttemptHTTPSession,
+        connect_timeout=config.connect_timeout_s,
+        read_timeout=config.read_timeout_s,
+        max_pool_connections=max(10, config.workers * 2),
+        s3={"addressing_style": config.addressing_style, **payload_signing(config.endpoint_url)},
+        # We supply CRC32C ourselves (taken once, at ingest); don't let botocore
+        # checksum every body again with CRC32 on a small CPU.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    verify: str | bool = str(config.ca_bundle) if config.ca_bundle else True
+    # Resolved once here so a site without any credentials fails at start-up with a
+    # clear message, instead of quarantining every clip later.
+    has_credentials = await session.get_credentials() is not None
+    async with session.client("s3", endpoint_url=config.endpoint_url, config=boto_config, verify=verify) as client:
+        yield client, has_credentials
 
 
 class S3Destination:
@@ -176,31 +236,7 @@ class S3Destination:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, config: S3Config, spool: SpoolStore) -> AsyncIterator[S3Destination]:
-        session = aioboto3.Session(
-            aws_access_key_id=config.access_key_id,
-            aws_secret_access_key=config.secret_access_key.get_secret_value() if config.secret_access_key else None,
-            region_name=config.region,
-        )
-        boto_config = AioConfig(
-            # One attempt per call: our own policy retries, with backoff the operator
-            # configured and a log line per retry; botocore's retries would hide both,
-            # and so would aiohttp's silent re-send on a reused connection.
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            http_session_cls=OneAttemptHTTPSession,
-            connect_timeout=config.connect_timeout_s,
-            read_timeout=config.read_timeout_s,
-            max_pool_connections=max(10, config.workers * 2),
-            s3={"addressing_style": config.addressing_style},
-            # We supply CRC32C ourselves (taken once, at ingest); don't let botocore
-            # checksum every body again with CRC32 on a small CPU.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
-        verify: str | bool = str(config.ca_bundle) if config.ca_bundle else True
-        # Resolved once here so a site without any credentials fails at start-up with a
-        # clear message, instead of quarantining every clip later.
-        has_credentials = await session.get_credentials() is not None
-        async with session.client("s3", endpoint_url=config.endpoint_url, config=boto_config, verify=verify) as client:
+        async with open_client(config) as (client, has_credentials):
             yield cls(client, config, spool, has_credentials)
 
     async def deliver(self, meta: ClipMeta) -> Delivered:

@@ -133,11 +133,13 @@ class Scripted:
     message: str
     count: int = 1
 
-    def response(self) -> bytes:
+    def response(self, to_head: bool) -> bytes:
         body = (
             f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{self.code}</Code>'
             f"<Message>{self.message}</Message></Error>"
         ).encode()
+        if to_head:
+            body = b""  # S3 answers HEAD with the status alone
         head = (
             f"HTTP/1.1 {self.status} {self.reason}\r\nContent-Type: application/xml\r\n"
             f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -147,6 +149,10 @@ class Scripted:
 
 def put_object(line: bytes) -> bool:
     return line.startswith(b"PUT ") and b"uploadId=" not in line
+
+
+def head_object(line: bytes) -> bool:
+    return line.startswith(b"HEAD ")
 
 
 def complete_multipart(line: bytes) -> bool:
@@ -168,6 +174,8 @@ class AnswerProxy:
     script: list[Scripted]
     answered: int = 0
     port: int = 0
+    # Every request head seen, scripted or passed through.
+    heads: list[bytes] = field(default_factory=list)
 
     def _scripted(self, request_line: bytes) -> Scripted | None:
         for answer in self.script:
@@ -179,6 +187,7 @@ class AnswerProxy:
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
             head = await client_r.readuntil(b"\r\n\r\n")
+            self.heads.append(head)
             answer = self._scripted(head.split(b"\r\n", 1)[0])
             if answer is not None:
                 self.answered += 1
@@ -192,7 +201,7 @@ class AnswerProxy:
                 )
                 if b"100-continue" not in head.lower():
                     await client_r.readexactly(length)  # else the client waits for our verdict first
-                client_w.write(answer.response())
+                client_w.write(answer.response(to_head=head.startswith(b"HEAD ")))
                 await client_w.drain()
                 return
             server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port, ssl=self.client_ssl)
