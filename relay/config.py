@@ -63,6 +63,9 @@ class IngestConfig(_Strict):
     max_uploads_per_device: Annotated[int, Field(ge=1)] = 4
     # Failed logins per source address per minute before it gets 429 without a check.
     auth_failures_per_minute: Annotated[int, Field(ge=1)] = 10
+    # Failed logins from all addresses together per minute; past it, addresses that
+    # failed lately get 429 at once (devices that log in right are still served).
+    auth_failures_per_minute_total: Annotated[int, Field(ge=1)] = 60
 
     @model_validator(mode="after")
     def _tls_pair(self) -> IngestConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,35 @@ async def test_empty_body_is_400(relay: RunningRelay) -> None:
     assert answer.status == 400
     assert b"empty" in answer.body
     assert spool_is_empty(relay)
+
+
+def form(fields: dict[str, str] | list[tuple[str, str]], clip: bytes, boundary: str = "xYzZY") -> bytes:
+    items = fields.items() if isinstance(fields, dict) else fields
+    parts = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in items)
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="form.mkv"\r\n\r\n'
+    return (parts + head).encode() + clip + f"\r\n--{boundary}--\r\n".encode()
+
+
+async def test_form_fields_are_bounded_and_credentials_are_never_stored(tmp_path: Path, tls: TLS) -> None:
+    # S3 unreachable: the clip stays in the spool, where its meta.json can be read.
+    async with running_relay(relay_config(tmp_path, tls, "https://127.0.0.1:1", "clips"), tls) as relay:
+        await _form_fields_are_bounded(relay)
+
+
+async def _form_fields_are_bounded(relay: RunningRelay) -> None:
+    multipart = {"Content-Type": "multipart/form-data; boundary=xYzZY"}
+    many = [(f"f{n}", "v") for n in range(200)]
+    answer = await relay.device.request("POST", PATH, body=form(many, b"clip"), headers=multipart)
+    assert answer.status == 400
+    assert b"form fields" in answer.body
+    long = {"note": "x" * 5000}
+    answer = await relay.device.request("POST", PATH, body=form(long, b"clip"), headers=multipart)
+    assert answer.status == 400
+    assert b"longer than 4096 bytes" in answer.body
+    secret = {"accessToken": "leaked-token", "password": "leaked-password", "site": "lobby"}
+    answer = await relay.device.request("POST", PATH, body=form(secret, b"clip"), headers=multipart)
+    assert answer.status == 200, answer.body
+    clip_id = json.loads(answer.body)["clip_id"]
+    meta = (relay.spool / "queue" / clip_id / "meta.json").read_text()
+    assert "leaked" not in meta
+    assert json.loads(meta)["query"]["site"] == "lobby"

@@ -103,3 +103,14 @@ async def test_hashed_secrets_from_hash_secret(tmp_path: Path, tls: TLS, s3_serv
         challenge = await relay.device.request("GET", path)
         assert challenge.status == 401
         assert challenge.headers["www-authenticate"].startswith("Basic")  # no Digest for a hashed password
+
+
+async def test_a_digest_device_is_never_braked_for_its_handshakes(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    """Every Digest handshake opens with a request that carries no credentials; those are
+    not wrong guesses. Twelve clips in a minute, with a brake of 10 failures a minute."""
+    config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket, ingest={"auth_failures_per_minute": 10})
+    async with running_relay(config, tls) as relay:
+        statuses = [await post(relay, tls, "root", "pass-word", os.urandom(1000)) for _ in range(12)]
+    assert statuses == [200] * 12

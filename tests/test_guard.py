@@ -34,3 +34,14 @@ def test_blocks_after_the_limit_only_that_address_and_only_for_a_minute() -> Non
     assert not limiter.blocked("192.0.2.8")
     clock.now += guard.WINDOW_S + 1
     assert not limiter.blocked("192.0.2.7")
+
+
+def test_a_budget_for_all_addresses_stops_rotating_guessers_but_not_good_devices() -> None:
+    clock = Clock()
+    limiter = FailureLimiter(per_minute=10, clock=clock, total_per_minute=5)
+    for n in range(5):  # five addresses, one wrong guess each: none at its own limit
+        limiter.failed(f"10.0.0.{n}")
+    assert limiter.blocked("10.0.0.0")  # past the budget, an address that failed waits
+    assert not limiter.blocked("10.0.0.99")  # one that never failed (a good device) is served
+    clock.now += guard.WINDOW_S + 1
+    assert not limiter.blocked("10.0.0.0")

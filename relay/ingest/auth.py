@@ -26,6 +26,9 @@ class AuthResult:
     ok: bool
     reason: str = ""
     stale: bool = False  # a Digest nonce that was ours but expired: challenge again
+    # False when the request carried no credentials at all: the first request of every
+    # Digest handshake does, by design; it is not a wrong guess.
+    presented: bool = True
 
 
 def _same(given: str, expected: str) -> bool:
@@ -72,7 +75,7 @@ async def authenticate(
             if verdict == "stale":
                 return AuthResult(False, "Digest nonce expired", stale=True)
             return AuthResult(False, verdict)
-    return AuthResult(False, "no credentials")
+    return AuthResult(False, "no credentials", presented=False)
 
 
 def public_query(query: Mapping[str, str]) -> dict[str, str]:

@@ -21,7 +21,7 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 from multidict import CIMultiDict
 
 from relay.config import DeviceConfig, IngestConfig
-from relay.ingest.auth import authenticate, public_query
+from relay.ingest.auth import TOKEN_PARAMS, authenticate, public_query
 from relay.ingest.digest import DigestAuth
 from relay.ingest.guard import FailureLimiter, allowed_source
 from relay.ingest.secret_hash import SecretChecker, is_hashed
@@ -35,6 +35,9 @@ log = structlog.get_logger("relay.ingest")
 
 READ_SIZE = 256 * 1024
 MAX_FORM_FIELD = 4096
+MAX_FORM_FIELDS = 32
+# Form fields never stored with a clip: credentials, whatever the form calls them.
+SECRET_FIELDS = frozenset({*TOKEN_PARAMS, "password", "passwd", "username", "user", "auth", "authorization"})
 # How far ahead of its bytes a body of unknown length makes room: one write batch, so
 # room is always made before the write that needs it, and a small clip on a nearly
 # full disk is not refused for room it would never use.
@@ -68,7 +71,9 @@ class Ingest:
         self._stats = stats
         self._digest = DigestAuth()
         self._secrets = SecretChecker()
-        self._limiter = FailureLimiter(config.auth_failures_per_minute)
+        self._limiter = FailureLimiter(
+            config.auth_failures_per_minute, total_per_minute=config.auth_failures_per_minute_total
+        )
         self._per_device: dict[str, int] = {}
         self._in_progress = 0
         self._idle = asyncio.Event()
@@ -162,7 +167,7 @@ class Ingest:
             uri=request.path_qs,
         )
         if not result.ok:
-            if not result.stale:
+            if result.presented and not result.stale:
                 self._limiter.failed(source)
             challenges = CIMultiDict[str]()
             if device.password:
@@ -221,9 +226,7 @@ class Ingest:
             if not isinstance(part, BodyPartReader):
                 raise Rejected(400, "nested multipart bodies are not supported")
             if part.filename is None:
-                value = await part.read_chunk(MAX_FORM_FIELD)
-                if part.name:
-                    fields[part.name] = value.decode(errors="replace")
+                await _read_field(part, fields)
                 continue
             if meta is not None:
                 raise Rejected(400, "send one file part per request")
@@ -236,8 +239,7 @@ class Ingest:
                 while (extra := await reader.next()) is not None:
                     if not isinstance(extra, BodyPartReader) or extra.filename is not None:
                         raise Rejected(400, "send one file part per request")
-                    if extra.name:
-                        fields[extra.name] = (await extra.read_chunk(MAX_FORM_FIELD)).decode(errors="replace")
+                    await _read_field(extra, fields)
                 meta = await writer.commit(extra_query=fields)
         if meta is None:
             raise Rejected(400, "the multipart body has no file part")
@@ -279,6 +281,21 @@ class Ingest:
                 507,
                 "the relay's spool is full (spool.max_bytes / spool.min_free_bytes); the clip was not stored",
             )
+
+
+async def _read_field(part: BodyPartReader, fields: dict[str, str]) -> None:
+    """A small form field, kept with the clip like a query parameter. Bounded in number
+    and size (they live in meta.json, outside the body limit and the spool quota), and
+    never a credential."""
+    if len(fields) >= MAX_FORM_FIELDS:
+        raise Rejected(400, f"more than {MAX_FORM_FIELDS} form fields; send the clip and a few fields")
+    value = b""
+    while chunk := await part.read_chunk(MAX_FORM_FIELD):
+        value += chunk
+        if len(value) > MAX_FORM_FIELD:
+            raise Rejected(400, f"form field {part.name!r} is longer than {MAX_FORM_FIELD} bytes")
+    if part.name and part.name not in SECRET_FIELDS:
+        fields[part.name] = value.decode(errors="replace")
 
 
 def _fallback(device: str) -> str:

@@ -23,12 +23,21 @@ def allowed_source(source: str | None, networks: list[ipaddress.IPv4Network | ip
 
 class FailureLimiter:
     """At most ``per_minute`` failed authentications per source address in any minute;
-    past that the address gets 429 without its credentials being checked at all."""
+    past that the address gets 429 without its credentials being checked at all.
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    Beside it, a budget for all addresses together (``total_per_minute``): past it, an
+    address that failed lately is not heard again for now, so guesses from many
+    rotating addresses stop too, while an address that has not failed (a device that
+    is configured right) is still checked and served."""
+
+    def __init__(
+        self, per_minute: int, clock: Callable[[], float] = time.monotonic, total_per_minute: int | None = None
+    ) -> None:
         self._limit = per_minute
+        self._total = total_per_minute
         self._clock = clock
         self._failures: dict[str, deque[float]] = {}
+        self._all: deque[float] = deque()
 
     def _recent(self, source: str, now: float) -> deque[float]:
         times = self._failures.get(source, deque())
@@ -37,16 +46,25 @@ class FailureLimiter:
         return times
 
     def blocked(self, source: str) -> bool:
-        times = self._recent(source, self._clock())
+        now = self._clock()
+        times = self._recent(source, now)
         if not times:
             self._failures.pop(source, None)  # bounded: only sources that failed lately
-        return len(times) >= self._limit
+            return False
+        if len(times) >= self._limit:
+            return True
+        while self._all and now - self._all[0] > WINDOW_S:
+            self._all.popleft()
+        return self._total is not None and len(self._all) >= self._total
 
     def failed(self, source: str) -> None:
         now = self._clock()
         times = self._recent(source, now)
         times.append(now)
         self._failures[source] = times
+        self._all.append(now)
+        if self._total is not None and len(self._all) > 2 * self._total:
+            self._all.popleft()  # bounded: only the count inside the window matters
         if len(self._failures) > MAX_TRACKED:
             # Many addresses failing once (a scan) must not grow memory without bound.
             for other in list(self._failures):

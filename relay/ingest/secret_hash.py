@@ -34,7 +34,9 @@ def is_hashed(stored: str) -> bool:
 
 class SecretChecker:
     def __init__(self) -> None:
-        self._verified: set[bytes] = set()
+        self._verified: set[bytes] = set()  # successes only: a wrong guess is never cheap
+        # One hash at a time: a storm of wrong passwords takes one core, not all of them.
+        self._hashing = asyncio.Semaphore(1)
 
     async def matches(self, given: str, stored: str) -> bool:
         if not is_hashed(stored):
@@ -42,8 +44,9 @@ class SecretChecker:
         key = hashlib.sha256(given.encode() + b"\0" + stored.encode()).digest()
         if key in self._verified:
             return True
-        if not await asyncio.to_thread(_scrypt_matches, given, stored):
-            return False
+        async with self._hashing:
+            if not await asyncio.to_thread(_scrypt_matches, given, stored):
+                return False
         if len(self._verified) >= CACHE_LIMIT:
             self._verified.clear()
         self._verified.add(key)

@@ -1,14 +1,76 @@
-"""structlog set-up: JSON lines for journald, readable lines on a terminal."""
+"""structlog set-up: JSON lines for journald, readable lines on a terminal.
+
+Secrets never reach the log: every line, the relay's own and the libraries', passes
+one redaction step (tokens and passwords in query strings, plain or URL-encoded, and
+Basic/Digest/Bearer credentials), because a request line or a header can arrive in
+an error message verbatim. Library records (aiohttp reports each malformed request
+with a traceback of several KB) keep only the traceback's last line and are limited
+to a few a minute, so a flood of bad requests cannot fill the journal.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from typing import Literal
+import time
+from collections.abc import MutableMapping
+from typing import Any, Literal
 
 import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+# No word boundary before the name: URL-encoded, "?accessToken=" is "%3FaccessToken%3D".
+_SECRET_PARAM = re.compile(r"(?i)(access_?token|token|password|passwd|secret)(=|%3D)[^&\s\"'\\]+")
+_CREDENTIALS = re.compile(r"(?i)\b(Basic|Bearer)\s+[A-Za-z0-9+/=._~-]{4,}|\b(Digest)\s+[^\r\n]+")
+LIBRARY_RECORDS_PER_MINUTE = 10
+
+
+def redact(text: str) -> str:
+    text = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
+    return _CREDENTIALS.sub(lambda m: f"{m.group(1) or m.group(2)} <redacted>", text)
+
+
+def _redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = redact(value)
+        elif isinstance(value, list | tuple):
+            event[key] = [redact(v) if isinstance(v, str) else v for v in value]
+    return event
+
+
+def _last_traceback_line(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A library's traceback says nothing an operator can act on beyond its last line."""
+    if isinstance(event.get("exception"), str):
+        event["exception"] = event["exception"].strip().splitlines()[-1]
+    return event
+
+
+class _LibraryFlood(logging.Filter):
+    """At most ``per_minute`` library records a minute; the next one let through says
+    how many were dropped meanwhile."""
+
+    def __init__(self, per_minute: int) -> None:
+        super().__init__()
+        self._per_minute = per_minute
+        self._window = time.monotonic()
+        self._passed = 0
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self._window >= 60:
+            self._window, self._passed = now, 0
+        if self._passed >= self._per_minute:
+            self.dropped += 1
+            return False
+        self._passed += 1
+        if self.dropped:
+            record.msg = f"{record.msg} ({self.dropped} similar records dropped before this one)"
+            self.dropped = 0
+        return True
 
 
 def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
@@ -18,26 +80,25 @@ def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "in
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
     ]
-    renderer: structlog.typing.Processor
-    if use_json:
-        processors.append(structlog.processors.format_exc_info)
-        renderer = structlog.processors.JSONRenderer()
-    else:
-        renderer = structlog.dev.ConsoleRenderer()
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    )
     structlog.configure(
-        processors=[*processors, renderer],
+        processors=[*processors, _redact_event, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     # Libraries log through the standard library (aiohttp reports malformed or oversized
-    # requests there): render those records as the same JSON lines, warnings and up.
+    # requests there): render those records as the same lines, warnings and up.
     handler = logging.StreamHandler(stream)
+    handler.addFilter(_LibraryFlood(LIBRARY_RECORDS_PER_MINUTE))
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processor=renderer,
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors, _last_traceback_line, _redact_event],
         )
     )
     root = logging.getLogger()
