@@ -18,7 +18,7 @@ from relay.config import ConfigError, RelayConfig, load_config
 from relay.ingest.secret_hash import hash_secret
 from relay.ops import listings, logs
 from relay.ops.systemd import Notifier
-from relay.server import RelayError, serve
+from relay.server import RelayError, serve, startup_problems
 from relay.spool.ledger import Ledger
 from relay.spool.store import SpoolStore
 
@@ -74,6 +74,8 @@ def _load(path: Path) -> RelayConfig:
 
 
 async def _run(config: RelayConfig) -> None:
+    # Clips and the ledger are for the relay's user alone, with or without systemd's UMask.
+    os.umask(0o077)
     stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -159,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         config = _load(args.config)
+        if problems := startup_problems(config):
+            print(f"axis-relay: configuration error in {args.config}:", *problems, sep="\n", file=sys.stderr)
+            raise SystemExit(EXIT_CONFIG)
         if config.destination == "apigw" and config.apigw:
             target = config.apigw.url
         else:

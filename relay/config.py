@@ -49,6 +49,8 @@ Port = Annotated[int, Field(ge=0, le=65535)]
 class IngestConfig(_Strict):
     host: str = "0.0.0.0"
     port: Port = 8443
+    # Checked by `check-config` (they must load as a pair), not here: the example config
+    # names the files a gateway has.
     tls_cert: Path | None = None
     tls_key: Path | None = None
     # A device streams a clip at real-time speed through its post-buffer, so
@@ -132,7 +134,7 @@ class S3Config(_Uploads):
     region: str = "us-east-1"
     endpoint_url: str | None = None
     # A CA bundle for an S3-compatible endpoint with a private certificate.
-    ca_bundle: Path | None = None
+    ca_bundle: FilePath | None = None
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
@@ -151,7 +153,10 @@ class S3Config(_Uploads):
     @field_validator("key_template")
     @classmethod
     def _known_fields(cls, template: str) -> str:
-        used = {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name}
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        if reaching := sorted(n for n in names if "." in n or "[" in n):
+            raise ValueError(f"{reaching}: only plain field names, with a format spec after ':', e.g. {{date:%Y}}")
+        used = names
         unknown = used - KEY_FIELDS
         if unknown:
             raise ValueError(f"unknown field(s) {sorted(unknown)}; use any of {sorted(KEY_FIELDS)}")
@@ -345,6 +350,8 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> RelayConfi
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror}); pass an existing file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

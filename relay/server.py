@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -65,6 +66,27 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise RelayError(f"ingest.tls_cert/tls_key: cannot load {cert} / {key}: {exc}") from None
     return context
+
+
+def startup_problems(config: RelayConfig) -> list[str]:
+    """What would stop the relay at start that the config's own validation cannot see:
+    a certificate and key that do not load as a pair, a spool directory it cannot
+    write. `axis-relay check-config` reports them (ExecStartPre), before a restart loop."""
+    problems = []
+    cert, key = config.ingest.tls_cert, config.ingest.tls_key
+    if cert and key:
+        try:
+            tls_context(cert, key)
+        except RelayError as exc:
+            problems.append(str(exc))
+    existing = config.spool.dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        problems.append(f"spool.dir: {config.spool.dir} cannot be created: {existing} is not a directory")
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problems.append(f"spool.dir: {config.spool.dir} cannot be created or written ({existing} is not writable)")
+    return problems
 
 
 async def _reload_tls(context: ssl.SSLContext, cert: Path, key: Path, requests: asyncio.Event) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from relay.dev.local_s3 import LocalS3
 from tests.support.device import read_answer
@@ -145,11 +146,17 @@ async def test_device_source_allow_list(tmp_path: Path, tls: TLS, s3_server: Loc
             "lab": {"token": TOKEN, "allow_from": ["127.0.0.0/8"]},
         },
     )
-    async with running_relay(config, tls) as relay:
-        refused = await relay.device.post_clip(PATH, b"x" * 100)
-        assert refused.status == 403
-        assert b"allow_from" in refused.body
-        assert (await relay.device.post_clip(f"/upload/lab?accessToken={TOKEN}", b"x" * 100)).status == 200
+    with structlog.testing.capture_logs() as logs:
+        async with running_relay(config, tls) as relay:
+            refused = await relay.device.post_clip(PATH, b"x" * 100)
+            unknown = await relay.device.post_clip(f"/upload/nobody?accessToken={TOKEN}", b"x" * 100)
+            assert (await relay.device.post_clip(f"/upload/lab?accessToken={TOKEN}", b"x" * 100)).status == 200
+    # A stranger learns nothing: the answer is the one for a name not configured at all.
+    assert refused.status == unknown.status == 404
+    assert refused.body.replace(DEVICE.encode(), b"nobody") == unknown.body
+    # The operator's log says what happened.
+    [reason] = [e["reason"] for e in logs if e["event"] == "clip_rejected" and e["device"] == DEVICE]
+    assert "allow_from" in reason
 
 
 async def test_too_many_uploads_from_one_device_is_429(
@@ -215,3 +222,44 @@ async def _form_fields_are_bounded(relay: RunningRelay) -> None:
     meta = (relay.spool / "queue" / clip_id / "meta.json").read_text()
     assert "leaked" not in meta
     assert json.loads(meta)["query"]["site"] == "lobby"
+
+
+async def test_malformed_multipart_is_400_not_500(relay: RunningRelay) -> None:
+    multipart = {"Content-Type": "multipart/form-data"}
+    no_boundary = await relay.device.request("POST", PATH, body=b"x" * 100, headers=multipart)
+    assert no_boundary.status == 400, no_boundary.body
+    unterminated = b'--xYzZY\r\nContent-Disposition: form-data; name="file"; filename="a.mkv"\r\n\r\n' + b"x" * 1000
+    answer = await relay.device.request(
+        "POST", PATH, body=unterminated, headers={"Content-Type": "multipart/form-data; boundary=xYzZY"}
+    )
+    assert answer.status == 400, answer.body
+    assert relay.queued() == []
+
+
+async def expect_continue(relay: RunningRelay, path: str, length: int) -> tuple[bytes, Any]:
+    """Send a head with Expect: 100-continue; the first status line back, and the stream."""
+    reader, writer = await relay.device._open()
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: video/x-matroska\r\nContent-Length: {length}\r\n"
+        "Expect: 100-continue\r\n\r\n".encode()
+    )
+    await writer.drain()
+    return await asyncio.wait_for(reader.readline(), 10), (reader, writer)
+
+
+async def test_expect_100_continue_only_after_credentials_and_size(relay: RunningRelay) -> None:
+    status, (_, writer) = await expect_continue(relay, f"/upload/{DEVICE}?accessToken=wrong", 1000)
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 401")  # refused before any body was asked for
+    too_big = 10 * 1024**4
+    status, (_, writer) = await expect_continue(relay, PATH, too_big)
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 413")
+    status, (reader, writer) = await expect_continue(relay, PATH, 1000)
+    assert status.startswith(b"HTTP/1.1 100")
+    assert await reader.readline() == b"\r\n"  # the interim answer has no headers
+    writer.write(b"x" * 1000)
+    await writer.drain()
+    answer = await read_answer(reader)
+    writer.close()
+    assert answer.status == 200

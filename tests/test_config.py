@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from relay.config import APIGW_DEFAULT_BODY_BYTES, ApiGatewayConfig, ConfigError, load_config, parse_config
 
@@ -56,7 +57,9 @@ def test_unknown_key_is_refused_by_name() -> None:
             r"s3\.part_size_bytes: .*20480 parts, and S3 allows 10000; raise s3\.part_size_bytes to at least 11534336",
         ),
         ({"s3": {"bucket": "relay--euw1-az1--x-s3", "addressing_style": "path"}}, r"directory buckets .*virtual"),
-        ({"ingest": {"tls_cert": "/x.pem"}}, r"set both tls_cert and tls_key"),
+        ({"ingest": {"tls_cert": __file__}}, r"set both tls_cert and tls_key"),
+        ({"s3": {"bucket": "clips", "ca_bundle": "/nope.pem"}}, r"s3\.ca_bundle: Path does not point to a file"),
+        ({"s3": {"bucket": "clips", "key_template": "{camera.__class__}/{filename}"}}, r"only plain field names"),
         ({"destination": "apigw"}, r"no \[apigw\] section; add one with at least url"),
         ({"destination": "sftp"}, r"destination: Input should be 's3' or 'apigw'"),
         ({"destination": "apigw", "apigw": {"url": "abc.execute-api"}}, r"apigw\.url: .*https:// URL"),
@@ -111,8 +114,16 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_check_config_cli(tmp_path: Path) -> None:
-    ok = run_cli("check-config", str(EXAMPLE))
-    assert ok.returncode == 0
+    # The example as an installer has it: certificates made, the spool somewhere writable.
+    assert run_cli("gen-cert", "relay.local", "--dir", str(tmp_path / "tls")).returncode == 0
+    example = tmp_path / "example.toml"
+    example.write_text(
+        EXAMPLE.read_text()
+        .replace("/etc/axis-relay/tls", str(tmp_path / "tls"))
+        .replace("/var/lib/axis-relay/spool", str(tmp_path / "spool"))
+    )
+    ok = run_cli("check-config", str(example))
+    assert ok.returncode == 0, ok.stderr
     assert "OK" in ok.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text('[s3]\nbucket = "clips"\nworkers = 0\n[devices.cam1]\ntoken = "t"\n')
@@ -157,4 +168,27 @@ def test_run_refuses_a_port_in_use_with_exit_3(tmp_path: Path) -> None:
         result = run_cli("run", "--config", str(cfg))
     assert result.returncode == 3
     assert "ingest.host/port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_catches_what_would_stop_the_start(tmp_path: Path) -> None:
+    """Files that exist but do not load as a TLS pair, a spool it cannot write, a config
+    that is not UTF-8: each a clear line and exit 2, not a traceback or a restart loop."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    tls = {"tls_cert": str(garbage), "tls_key": str(garbage)}
+    raw = minimal() | {"ingest": tls, "spool": {"dir": str(garbage / "spool")}}  # under a file: never a directory
+    config_file = tmp_path / "relay.toml"
+    config_file.write_text(tomli_w.dumps(raw))
+    check = [sys.executable, "-m", "relay", "check-config"]
+    result = subprocess.run([*check, str(config_file)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "ingest.tls_cert/tls_key: cannot load" in result.stderr
+    assert "spool.dir: " in result.stderr
+    assert "is not a directory" in result.stderr
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes("# caméra\n".encode("latin-1") + config_file.read_bytes())
+    result = subprocess.run([*check, str(latin1)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "not UTF-8 text" in result.stderr
     assert "Traceback" not in result.stderr

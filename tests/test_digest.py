@@ -114,3 +114,24 @@ async def test_a_digest_device_is_never_braked_for_its_handshakes(
     async with running_relay(config, tls) as relay:
         statuses = [await post(relay, tls, "root", "pass-word", os.urandom(1000)) for _ in range(12)]
     assert statuses == [200] * 12
+
+
+def test_a_replayed_nonce_count_is_refused() -> None:
+    import hashlib
+
+    auth = DigestAuth()
+    nonce = parse_digest(auth.challenges()[0])["nonce"]
+
+    def params(nc: str) -> dict[str, str]:
+        def h(text: str) -> str:
+            return hashlib.sha256(text.encode()).hexdigest()
+
+        ha1, ha2 = h("root:axis-relay:pass-word"), h("POST:/upload/x")
+        response = h(f"{ha1}:{nonce}:{nc}:c1:auth:{ha2}")
+        fields = {"username": "root", "nonce": nonce, "nc": nc, "cnonce": "c1", "qop": "auth", "uri": "/upload/x"}
+        return {**fields, "algorithm": "SHA-256", "response": response}
+
+    assert auth.verify(params("00000001"), "POST", "/upload/x", "root", "pass-word") == "ok"
+    # The same header again, captured and replayed:
+    assert auth.verify(params("00000001"), "POST", "/upload/x", "root", "pass-word") == "Digest nonce count replayed"
+    assert auth.verify(params("00000002"), "POST", "/upload/x", "root", "pass-word") == "ok"

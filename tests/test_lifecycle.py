@@ -129,3 +129,14 @@ async def test_an_unexpected_worker_error_leaves_the_clip_waiting_and_the_worker
         assert (await relay.device.post_clip(PATH, os.urandom(10_000), filename="second.mkv")).status == 200
         await wait_until(lambda: not relay.queued(), what="both clips delivered and removed")
         assert sorted(k.rsplit("/", 1)[1] for k in await list_keys(s3, bucket)) == ["first.mkv", "second.mkv"]
+
+
+async def test_spool_files_are_for_the_relay_alone(tmp_path: Path, tls: TLS) -> None:
+    """Outside systemd (no UMask=0077) the relay sets its own umask."""
+    raw = raw_config(tmp_path, tls, "https://127.0.0.1:1", "clips")
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
+        assert (await relay.device.post_clip(PATH, os.urandom(1000))).status == 200
+        [clip] = (Path(raw["spool"]["dir"]) / "queue").iterdir()
+        assert clip.stat().st_mode & 0o777 == 0o700
+        assert (clip / "data").stat().st_mode & 0o777 == 0o600
+        assert (clip / "meta.json").stat().st_mode & 0o777 == 0o600

@@ -30,7 +30,10 @@ Verdict = Literal[
     "Digest without qop=auth",
     "Digest uri does not match the request",
     "wrong username or password",
+    "Digest nonce count replayed",
 ]
+# Nonces whose last nonce count is remembered; an expired nonce is forgotten anyway.
+MAX_NONCES_TRACKED = 4096
 
 _PARAM = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
@@ -46,6 +49,9 @@ def parse_digest(header: str) -> dict[str, str]:
 class DigestAuth:
     key: bytes = field(default_factory=lambda: os.urandom(32))
     lifetime_s: float = NONCE_LIFETIME_S
+    # The highest nonce count used with each nonce: a captured Authorization header sent
+    # again unchanged (same nc) is refused, for the nonce's whole life.
+    _counts: dict[str, int] = field(default_factory=dict)
 
     def _sign(self, stamp: str) -> str:
         return hmac.new(self.key, stamp.encode(), hashlib.sha256).hexdigest()[:32]
@@ -94,4 +100,24 @@ class DigestAuth:
         expected = h(f"{ha1}:{params['nonce']}:{params['nc']}:{params['cnonce']}:auth:{ha2}")
         user_ok = hmac.compare_digest(params.get("username", "").encode(), username.encode())
         response_ok = hmac.compare_digest(params["response"].encode(), expected.encode())
-        return "ok" if user_ok and response_ok else "wrong username or password"
+        if not (user_ok and response_ok):
+            return "wrong username or password"
+        return "ok" if self._count_is_new(params["nonce"], params["nc"]) else "Digest nonce count replayed"
+
+    def _count_is_new(self, nonce: str, nc: str) -> bool:
+        try:
+            count = int(nc, 16)
+        except ValueError:
+            return False
+        if count <= self._counts.get(nonce, 0):
+            return False
+        if len(self._counts) >= MAX_NONCES_TRACKED:
+            for old in [n for n in self._counts if self._nonce_state(n) != "fresh"]:
+                del self._counts[old]
+        if len(self._counts) >= MAX_NONCES_TRACKED:
+            # Still full (a flood of fresh nonces): the oldest half is forgotten, and a
+            # header captured under one of those could be replayed once more.
+            for old in list(self._counts)[: MAX_NONCES_TRACKED // 2]:
+                del self._counts[old]
+        self._counts[nonce] = count
+        return True

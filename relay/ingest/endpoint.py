@@ -38,6 +38,8 @@ MAX_FORM_FIELD = 4096
 MAX_FORM_FIELDS = 32
 # Form fields never stored with a clip: credentials, whatever the form calls them.
 SECRET_FIELDS = frozenset({*TOKEN_PARAMS, "password", "passwd", "username", "user", "auth", "authorization"})
+# Set on a request whose credentials were checked before it was told to continue.
+AUTHENTICATED = web.RequestKey("authenticated", bool)
 # How far ahead of its bytes a body of unknown length makes room: one write batch, so
 # room is always made before the write that needs it, and a small clip on a nearly
 # full disk is not refused for room it would never use.
@@ -47,11 +49,14 @@ ROOM_CHECK_BYTES = WRITE_BATCH
 class Rejected(Exception):
     """An upload refused with an HTTP status and a message the sender can act on."""
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, headers: Mapping[str, str] | None = None, *, logged: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = CIMultiDict(headers or {})  # several WWW-Authenticate challenges
+        self.logged = logged or message  # what the operator reads, when the sender must read less
 
 
 def filename_from(disposition: str | None) -> str | None:
@@ -97,40 +102,61 @@ class Ingest:
         # client_max_size only limits request.read()/post(), which we never use: bodies
         # are streamed, and their size is checked against max_body_bytes as they arrive.
         app = web.Application()
-        app.router.add_route("*", "/upload/{device}", self.handle)
+        app.router.add_route("*", "/upload/{device}", self.handle, expect_handler=self._expect)
         return app
+
+    async def _expect(self, request: web.Request) -> web.StreamResponse | None:
+        """``Expect: 100-continue``: the sender is told to go on only once its credentials
+        and declared size are accepted, so no body is sent to be refused."""
+        if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+            return web.json_response({"error": "only Expect: 100-continue is understood"}, status=417)
+        try:
+            await self._authenticate(request.match_info["device"], request)
+            self._check_declared_size(request)
+        except Rejected as exc:
+            return self._refuse(request, request.match_info["device"], exc)
+        request[AUTHENTICATED] = True
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+
+    def _check_declared_size(self, request: web.Request) -> None:
+        declared = request.content_length
+        if declared is not None and declared > self._config.max_body_bytes:
+            raise Rejected(413, f"body of {declared} bytes exceeds ingest.max_body_bytes")
+
+    def _refuse(self, request: web.Request, name: str, exc: Rejected) -> web.StreamResponse:
+        self._stats.clips_rejected += 1
+        if exc.status == 507:
+            self._stats.clips_refused_spool_full += 1
+            self._stats.last_refused_spool_full_at = time.time()
+        log.warning(
+            "clip_rejected",
+            device=name,
+            source=request.remote,
+            status=exc.status,
+            reason=exc.logged,
+            method=request.method,
+        )
+        return web.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["device"]
         started = time.monotonic()
         try:
-            await self._authenticate(name, request)
+            if not request.get(AUTHENTICATED):  # else checked before 100 Continue
+                await self._authenticate(name, request)
             if request.method in (hdrs.METH_GET, hdrs.METH_HEAD):
                 return web.json_response({"status": "ready", "device": name})
             if request.method not in (hdrs.METH_POST, hdrs.METH_PUT):
                 raise Rejected(405, "use POST or PUT to send a clip", {"Allow": "GET, HEAD, POST, PUT"})
-            declared = request.content_length
-            if declared is not None and declared > self._config.max_body_bytes:
-                raise Rejected(413, f"body of {declared} bytes exceeds ingest.max_body_bytes")
+            self._check_declared_size(request)
             if self._per_device.get(name, 0) >= self._config.max_uploads_per_device:
                 raise Rejected(
                     429, f"already {self._per_device[name]} uploads from this device (ingest.max_uploads_per_device)"
                 )
             meta = await self._receive_tracked(name, request)
         except Rejected as exc:
-            self._stats.clips_rejected += 1
-            if exc.status == 507:
-                self._stats.clips_refused_spool_full += 1
-                self._stats.last_refused_spool_full_at = time.time()
-            log.warning(
-                "clip_rejected",
-                device=name,
-                source=request.remote,
-                status=exc.status,
-                reason=exc.message,
-                method=request.method,
-            )
-            return web.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
+            return self._refuse(request, name, exc)
         crashpoints.reached(crashpoints.INGEST_BEFORE_ANSWER)
         self._stats.clips_accepted += 1
         self._stats.bytes_accepted += meta.size
@@ -156,7 +182,13 @@ class Ingest:
             self._limiter.failed(source)
             raise Rejected(404, f"no device named {name!r} is configured on this relay")
         if not allowed_source(source, device.allow_from):
-            raise Rejected(403, f"device {name!r} may not send from {source} (devices.{name}.allow_from)")
+            # The same answer as for a name that is not configured: a stranger learns
+            # nothing; the operator's log says what happened.
+            raise Rejected(
+                404,
+                f"no device named {name!r} is configured on this relay",
+                logged=f"device {name!r} may not send from {source} (devices.{name}.allow_from)",
+            )
         result = await authenticate(
             device,
             request.query,
@@ -193,7 +225,11 @@ class Ingest:
         sender = Sender(camera=name, query=public_query(request.query), source=request.remote or "")
         try:
             if request.content_type == "multipart/form-data":
-                return await self._receive_form(request, sender)
+                try:
+                    return await self._receive_form(request, sender)
+                except (ValueError, AssertionError) as exc:
+                    # aiohttp's multipart reader: no boundary, or a body that ends unterminated.
+                    raise Rejected(400, f"malformed multipart body: {exc}") from None
             filename = safe_filename(filename_from(request.headers.get(hdrs.CONTENT_DISPOSITION)), _fallback(name))
             content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
             async with self._spool.receiving(sender, filename=filename, content_type=content_type) as writer:
