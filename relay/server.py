@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 
 from relay.config import IngestConfig, MetricsConfig, RelayConfig
+from relay.ingest.connections import ConnectionGuard, GuardedSite, connection_cap
 from relay.ingest.endpoint import Ingest
 from relay.ops.health import metrics_app
 from relay.ops.stats import RelayStats
@@ -103,7 +104,9 @@ async def _reload_tls(context: ssl.SSLContext, cert: Path, key: Path, requests: 
             log.info("tls_reloaded", cert=str(cert))
 
 
-async def _listen(ingest: Ingest, config: IngestConfig, context: ssl.SSLContext | None) -> web.AppRunner:
+async def _listen(
+    ingest: Ingest, config: IngestConfig, context: ssl.SSLContext | None, guard: ConnectionGuard
+) -> web.AppRunner:
     runner = web.AppRunner(
         ingest.app(),
         shutdown_timeout=LISTENER_CLEANUP_S,
@@ -116,7 +119,7 @@ async def _listen(ingest: Ingest, config: IngestConfig, context: ssl.SSLContext 
         keepalive_timeout=config.idle_timeout_s,
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, ssl_context=context, reuse_address=True)
+    site = GuardedSite(runner, config.host, config.port, guard, ssl_context=context, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
@@ -201,7 +204,9 @@ async def serve(
         ]
         stack.push_async_callback(_stop, background)
 
-        ingest = Ingest(config.ingest, config.devices, spool, stats)
+        guard = ConnectionGuard(connection_cap(config.ingest.max_connections), config.ingest.head_timeout_s)
+        await stack.enter_async_context(guard.sweeping())
+        ingest = Ingest(config.ingest, config.devices, spool, stats, guard)
         metrics: list[str] = []
         if config.metrics.enabled:
             metrics = await stack.enter_async_context(_metrics_listener(stats, spool, config.metrics))
@@ -210,7 +215,7 @@ async def serve(
         if context and cert and key and tls_reload:
             reloader = asyncio.create_task(_reload_tls(context, cert, key, tls_reload))
             stack.push_async_callback(_stop, [reloader])
-        runner = await _listen(ingest, config.ingest, context)
+        runner = await _listen(ingest, config.ingest, context, guard)
         stack.push_async_callback(runner.cleanup)
         listening = Listening([_url(a, tls=context is not None) for a in runner.addresses], metrics)
         log.info(

@@ -45,3 +45,40 @@ def test_a_budget_for_all_addresses_stops_rotating_guessers_but_not_good_devices
     assert not limiter.blocked("10.0.0.99")  # one that never failed (a good device) is served
     clock.now += guard.WINDOW_S + 1
     assert not limiter.blocked("10.0.0.0")
+
+
+class Transport:
+    """Enough of a transport for the connection guard: it records being closed."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Handler:
+    """Stands in for aiohttp's request handler: the guard only passes calls on."""
+
+    def connection_made(self, transport: object) -> None: ...
+
+    def connection_lost(self, exc: object) -> None: ...
+
+
+def test_over_the_cap_the_oldest_idle_connection_goes_never_a_busy_one() -> None:
+    from relay.ingest.connections import ConnectionGuard
+
+    connections = ConnectionGuard(cap=2, head_timeout_s=10)
+    make = connections.factory(Handler)
+    first, second, third, fourth = (make() for _ in range(4))
+    transports = [Transport() for _ in range(4)]
+    first.connection_made(transports[0])  # type: ignore[arg-type]
+    second.connection_made(transports[1])  # type: ignore[arg-type]
+    with connections.request(transports[0]):  # type: ignore[arg-type]  # a device mid-upload on the oldest
+        third.connection_made(transports[2])  # type: ignore[arg-type]
+        assert [t.closed for t in transports[:3]] == [False, True, False]  # the oldest idle went
+        second.connection_lost(None)
+        with connections.request(transports[2]):  # type: ignore[arg-type]  # both held ones busy now
+            fourth.connection_made(transports[3])  # type: ignore[arg-type]
+            assert transports[3].closed  # the newcomer is turned away, nobody busy is cut
+    assert not transports[0].closed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from relay.config import DeviceConfig
@@ -44,12 +44,15 @@ async def authenticate(
     checker: SecretChecker | None = None,
     method: str = "",
     uri: str = "",
+    may_hash: Callable[[], bool] | None = None,
 ) -> AuthResult:
+    """Checks the credentials; HashingRefused when a hashed secret's check would be due
+    but ``may_hash`` (the login brake) says no."""
     checker = checker or SecretChecker()
     if device.token is not None:
         for name in TOKEN_PARAMS:
             if name in query:
-                if await checker.matches(query[name], device.token.get_secret_value()):
+                if await checker.matches(query[name], device.token.get_secret_value(), may_hash):
                     return AuthResult(True)
                 return AuthResult(False, "wrong token")
     if device.password is not None and authorization:
@@ -60,7 +63,7 @@ async def authenticate(
             except (binascii.Error, UnicodeDecodeError):
                 return AuthResult(False, "malformed Basic credentials")
             user_ok = _same(user, device.username or "")
-            password_ok = await checker.matches(password, device.password.get_secret_value())
+            password_ok = await checker.matches(password, device.password.get_secret_value(), may_hash)
             if user_ok and password_ok:
                 return AuthResult(True)
             return AuthResult(False, "wrong username or password")

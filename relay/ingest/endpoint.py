@@ -22,9 +22,10 @@ from multidict import CIMultiDict
 
 from relay.config import DeviceConfig, IngestConfig
 from relay.ingest.auth import TOKEN_PARAMS, authenticate, public_query
+from relay.ingest.connections import ConnectionGuard
 from relay.ingest.digest import DigestAuth
 from relay.ingest.guard import FailureLimiter, allowed_source
-from relay.ingest.secret_hash import SecretChecker, is_hashed
+from relay.ingest.secret_hash import HashingRefused, SecretChecker, is_hashed
 from relay.ops import crashpoints
 from relay.ops.stats import RelayStats
 from relay.spool.clip import ClipMeta, Sender, safe_filename
@@ -68,9 +69,15 @@ def filename_from(disposition: str | None) -> str | None:
 
 class Ingest:
     def __init__(
-        self, config: IngestConfig, devices: Mapping[str, DeviceConfig], spool: Spool, stats: RelayStats
+        self,
+        config: IngestConfig,
+        devices: Mapping[str, DeviceConfig],
+        spool: Spool,
+        stats: RelayStats,
+        connections: ConnectionGuard,
     ) -> None:
         self._config = config
+        self._connections = connections
         self._devices = devices
         self._spool = spool
         self._stats = stats
@@ -140,6 +147,11 @@ class Ingest:
         return web.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        # While a request is handled, its connection is never closed to make room.
+        with self._connections.request(request.transport):
+            return await self._handle(request)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["device"]
         started = time.monotonic()
         try:
@@ -175,8 +187,9 @@ class Ingest:
 
     async def _authenticate(self, name: str, request: web.Request) -> None:
         source = request.remote or ""
+        braked = Rejected(429, "too many failed logins from this address; wait a minute", {"Retry-After": "60"})
         if self._limiter.blocked(source):
-            raise Rejected(429, "too many failed logins from this address; wait a minute", {"Retry-After": "60"})
+            raise braked
         device = self._devices.get(name)
         if device is None:
             self._limiter.failed(source)
@@ -189,15 +202,19 @@ class Ingest:
                 f"no device named {name!r} is configured on this relay",
                 logged=f"device {name!r} may not send from {source} (devices.{name}.allow_from)",
             )
-        result = await authenticate(
-            device,
-            request.query,
-            request.headers.get(hdrs.AUTHORIZATION),
-            digest=self._digest,
-            checker=self._secrets,
-            method=request.method,
-            uri=request.path_qs,
-        )
+        try:
+            result = await authenticate(
+                device,
+                request.query,
+                request.headers.get(hdrs.AUTHORIZATION),
+                digest=self._digest,
+                checker=self._secrets,
+                method=request.method,
+                uri=request.path_qs,
+                may_hash=lambda: not self._limiter.blocked(source),
+            )
+        except HashingRefused:
+            raise braked from None
         if not result.ok:
             if result.presented and not result.stale:
                 self._limiter.failed(source)

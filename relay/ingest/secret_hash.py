@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
 
 PREFIX = "scrypt$"
 N, R, P = 2**14, 8, 1
@@ -32,19 +33,28 @@ def is_hashed(stored: str) -> bool:
     return stored.startswith(PREFIX)
 
 
+class HashingRefused(Exception):
+    """The sender was braked while its check waited its turn: it is refused unhashed."""
+
+
 class SecretChecker:
     def __init__(self) -> None:
         self._verified: set[bytes] = set()  # successes only: a wrong guess is never cheap
         # One hash at a time: a storm of wrong passwords takes one core, not all of them.
         self._hashing = asyncio.Semaphore(1)
 
-    async def matches(self, given: str, stored: str) -> bool:
+    async def matches(self, given: str, stored: str, may_hash: Callable[[], bool] | None = None) -> bool:
+        """Whether ``given`` is the secret ``stored`` (plain or hashed). ``may_hash`` is
+        asked again once the check's turn comes: guesses sent all at once are all let in
+        before the first of them has failed, and the brake must hold them too."""
         if not is_hashed(stored):
             return hmac.compare_digest(given.encode(), stored.encode())
         key = hashlib.sha256(given.encode() + b"\0" + stored.encode()).digest()
         if key in self._verified:
             return True
         async with self._hashing:
+            if may_hash is not None and not may_hash():
+                raise HashingRefused
             if not await asyncio.to_thread(_scrypt_matches, given, stored):
                 return False
         if len(self._verified) >= CACHE_LIMIT:

@@ -25,9 +25,11 @@ class Device:
     host: str
     port: int
     ssl_context: ssl.SSLContext | None
+    source: str | None = None  # the address to send from (any 127.x.y.z on loopback)
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_connection(self.host, self.port, ssl=self.ssl_context)
+        local = (self.source, 0) if self.source else None
+        return await asyncio.open_connection(self.host, self.port, ssl=self.ssl_context, local_addr=local)
 
     async def request(
         self,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import ssl
 import sys
@@ -25,10 +26,17 @@ from tests.support.device import Device
 
 @contextlib.asynccontextmanager
 async def relay_process(
-    config_path: Path, client_tls: ssl.SSLContext | None, *, env: dict[str, str] | None = None, start: bool = True
+    config_path: Path,
+    client_tls: ssl.SSLContext | None,
+    *,
+    env: dict[str, str] | None = None,
+    start: bool = True,
+    nofile: int | None = None,
 ) -> AsyncIterator[RelayProcess]:
-    """A relay process (started unless ``start`` is False), closed however the test ends."""
+    """A relay process (started unless ``start`` is False), closed however the test ends;
+    ``nofile`` lowers its file descriptor limit."""
     relay = RelayProcess(config_path, client_tls, env)
+    relay.nofile = nofile
     try:
         if start:
             await relay.start()
@@ -43,6 +51,7 @@ class RelayProcess:
         # asyncio debug mode in the relay too, as in the suite (pyproject: asyncio_debug).
         self.env: dict[str, str] = {"PYTHONASYNCIODEBUG": "1", **(env or {})}
         self.device = Device("127.0.0.1", 0, client_tls)
+        self.nofile: int | None = None
         self.metrics_url = ""
         self.events: list[dict[str, Any]] = []
         self._changed = asyncio.Condition()
@@ -61,6 +70,7 @@ class RelayProcess:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, **self.env},
+            preexec_fn=self._limits,
         )
         self._reader = asyncio.create_task(self._read(self._proc))
         started = await self.wait_for("relay_started", timeout=60)
@@ -117,6 +127,11 @@ class RelayProcess:
         await self._proc.wait()
         if self._reader:
             await self._reader
+
+    def _limits(self) -> None:
+        """In the child, before exec."""
+        if self.nofile:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     @property
     def pid(self) -> int | None:

@@ -1,0 +1,147 @@
+"""Abuse from the LAN: a connection flood neither stops the relay nor keeps a device out.
+
+A real relay process with a lowered file descriptor limit (256); waves of connections
+that never finish a TLS handshake, and idle TLS connections that never send a request,
+while a device sends clips. Connection counts are bounded, and so is the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from relay.dev.local_s3 import LocalS3
+from tests.support.device import Device
+from tests.support.harness import DEVICE, PATH, TLS, TOKEN, raw_config, wait_until, write_config
+from tests.support.relay_process import RelayProcess, relay_process
+
+NOFILE = 256
+WAVES = 3
+HALF_OPEN_PER_WAVE = 100  # three waves: more than the relay has descriptors, were they kept
+IDLE_TLS_PER_WAVE = 40  # past the cap (64), the oldest idle ones are closed
+
+
+async def timed_clip(relay: RelayProcess) -> float:
+    """Seconds for one clip, from the device's first byte to its 200."""
+    started = time.monotonic()
+    assert (await relay.device.post_clip(PATH, os.urandom(100_000))).status == 200
+    return time.monotonic() - started
+
+
+def rss(relay: RelayProcess) -> int:
+    assert relay.pid is not None
+    line = next(x for x in Path(f"/proc/{relay.pid}/status").read_text().splitlines() if x.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+async def test_a_connection_flood_neither_stops_the_relay_nor_keeps_a_device_out(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    raw = raw_config(
+        tmp_path, tls, s3_server.endpoint_url, bucket, ingest={"head_timeout_s": 1.0, "max_connections": 64}
+    )
+    flood: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context(), nofile=NOFILE) as relay:
+        port = relay.device.port
+        before = rss(relay)
+        try:
+            for _ in range(WAVES):
+                wave = [await asyncio.open_connection("127.0.0.1", port) for _ in range(HALF_OPEN_PER_WAVE)]
+                flood += wave
+                flood += [
+                    await asyncio.open_connection("127.0.0.1", port, ssl=tls.client_context())
+                    for _ in range(IDLE_TLS_PER_WAVE)
+                ]
+
+                async def wave_closed(wave: list[Any] = wave) -> bool:
+                    # A handshake not finished within head_timeout_s is closed by the relay.
+                    for reader, _ in wave:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(reader.read(1), 0.01)
+                    return all(reader.at_eof() for reader, _ in wave)
+
+                await wait_until(wave_closed, timeout=15, what="the half-open connections to be closed")
+            latencies = [await timed_clip(relay) for _ in range(5)]  # each asserts its 200
+            peak = rss(relay)
+            assert relay.pid is not None, "the relay died"
+        finally:
+            for _, writer in flood:
+                writer.close()
+        assert await relay.stop() == 0
+    mib = 1 << 20
+    print(
+        f"\nflood: {WAVES * (HALF_OPEN_PER_WAVE + IDLE_TLS_PER_WAVE)} connections against {NOFILE} descriptors; "
+        f"RSS {before // mib} -> {peak // mib} MiB; a device's clip took at most {max(latencies) * 1000:.0f} ms"
+    )
+    assert peak - before < 64 * mib
+    assert not relay.named("process_exited")[:-1]  # one exit: the stop
+
+
+async def test_headers_trickled_byte_by_byte_are_cut_at_the_head_deadline(tmp_path: Path, tls: TLS) -> None:
+    """Slowloris: the relay's own deadline, not the HTTP library's version, ends it."""
+    raw = raw_config(tmp_path, tls, "https://127.0.0.1:1", "clips", ingest={"head_timeout_s": 1.0})
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.device.port, ssl=tls.client_context())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        head = f"POST {PATH} HTTP/1.1\r\nHost: x\r\n" + "X-Pad: " + "p" * 200
+        try:
+            for byte in head.encode():
+                writer.write(bytes([byte]))
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    if await asyncio.wait_for(reader.read(1), 0.05) == b"":
+                        break  # the relay closed it
+            cut_after = loop.time() - started
+        except ConnectionError:
+            cut_after = loop.time() - started
+        finally:
+            writer.close()
+        assert reader.at_eof() or cut_after < len(head) * 0.05
+        assert cut_after < 5.0  # the head deadline (1 s) plus a sweep, not the whole trickle (10 s)
+
+
+async def test_a_login_storm_from_rotating_addresses_is_braked_and_a_device_stays_fast(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    """Wrong passwords for a device whose password is stored hashed (scrypt, the costly
+    check), from 30 loopback addresses in turn, while another device sends clips."""
+    from relay.ingest.secret_hash import hash_secret
+
+    devices = {
+        DEVICE: {"token": TOKEN},
+        "door": {"username": "root", "password": hash_secret("right-password")},
+    }
+    raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket, devices=devices)
+    wrong = base64.b64encode(b"root:wrong-password").decode()
+    statuses: Counter[int] = Counter()
+
+    # The test's own loop must not be what slows the device: a bounded number of guesses
+    # at a time, and one client TLS context (each costs a load of the system's CAs).
+    at_once = asyncio.Semaphore(15)
+    client_tls = tls.client_context()
+
+    async def guess(source: str) -> None:
+        device = Device("127.0.0.1", relay.device.port, client_tls, source=source)
+        async with at_once:
+            answer = await device.request("GET", "/upload/door", headers={"Authorization": f"Basic {wrong}"})
+        statuses[answer.status] += 1
+
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
+        quiet = [await timed_clip(relay) for _ in range(3)]
+        storm = asyncio.gather(*(guess(f"127.0.0.{2 + n % 30}") for n in range(150)))
+        during = [await timed_clip(relay) for _ in range(5)]
+        await storm
+    print(
+        f"\nlogin storm: 150 guesses from 30 addresses: {dict(statuses)}; a device's clip took "
+        f"{max(quiet) * 1000:.0f} ms before, at most {max(during) * 1000:.0f} ms during"
+    )
+    assert statuses[429] > 0  # braked: past the budget, those addresses are not checked again
+    assert statuses[401] <= 70  # the budget (60) and the per-address limit let few through
+    assert max(during) < 2.0  # a device is not held up by the hashing
