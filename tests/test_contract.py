@@ -66,3 +66,11 @@ def test_object_metadata_has_the_same_names_and_values_on_both_paths() -> None:
     headers = json.loads(answer["body"])["headers"]
     signed = {k.removeprefix("x-amz-meta-"): v for k, v in headers.items() if k.startswith("x-amz-meta-")}
     assert signed == object_metadata(meta)
+
+
+def test_file_names_the_relay_keeps_are_keys_the_function_accepts() -> None:
+    from relay.spool.clip import safe_filename
+
+    for given in ("video23-04-13_21-50-27-63_00001.mkv", "видео.mkv", "caméra 1.mkv", "x~y.mkv", "a" * 300):
+        name = safe_filename(given, "fallback")
+        assert handler.SEGMENT.fullmatch(name), name

@@ -137,3 +137,11 @@ async def test_existing_key_with_other_content_is_never_overwritten(relay: Runni
     await wait_until(lambda: not relay.queued(), what="queue to drain")
     assert len(await list_keys(s3, bucket)) == 2
     assert await has_object(s3, bucket, key)
+
+
+async def test_a_file_name_in_another_script_reaches_s3_readable(relay: RunningRelay, s3: Any, bucket: str) -> None:
+    clip = os.urandom(20_000)
+    assert (await relay.device.post_clip(PATH, clip, filename="вход-камера.mkv")).status == 200
+    [key] = await delivered(s3, bucket, 1)
+    assert key.endswith("/вход-камера.mkv")
+    assert await object_bytes(s3, bucket, key) == clip

@@ -19,7 +19,11 @@ from relay.spool.clip import MAX_FILENAME_BYTES, safe_filename
         ("", "fallback.mkv"),
         (None, "fallback.mkv"),
         ("  spaced name .mkv", "spaced_name_.mkv"),
-        ("caméra-1.mkv", "cam_ra-1.mkv"),
+        # Any script stays readable (was "cam_ra-1.mkv", "mkv" and "lip.mkv").
+        ("caméra-1.mkv", "caméra-1.mkv"),
+        ("видео.mkv", "видео.mkv"),
+        ("\u0441lip.mkv", "\u0441lip.mkv"),  # a Cyrillic es first, kept (was "lip.mkv")
+        ("\uff56\uff49\uff44\uff45\uff4f.mkv", "video.mkv"),  # fullwidth letters, folded by NFKC
     ],
 )
 def test_safe_filename(given: str | None, expected: str) -> None:
@@ -30,3 +34,10 @@ def test_long_names_are_bounded_and_keep_their_extension() -> None:
     name = safe_filename("x" * 1000 + ".mkv", "fallback")
     assert len(name.encode()) <= MAX_FILENAME_BYTES
     assert name.endswith(".mkv")
+
+
+def test_long_names_in_any_script_are_bounded_in_bytes() -> None:
+    name = safe_filename("видео" * 100 + ".mkv", "fallback")
+    assert len(name.encode()) <= MAX_FILENAME_BYTES
+    assert name.endswith(".mkv")
+    assert name.startswith("видео")

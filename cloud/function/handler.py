@@ -36,7 +36,8 @@ from botocore.exceptions import ClientError
 
 # One key segment: what the relay's safe file names and device names consist of,
 # plus "~" for the "<stem>~<clip id>" names that keep both of two clashing clips.
-SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~+=@,-]{0,199}")
+# Letters and digits of any script, as the relay keeps them in file names.
+SEGMENT = re.compile(r"[^\W_][\w.~+=@,-]{0,199}")
 CRC32C = re.compile(r"[A-Za-z0-9+/]{6}==")
 CLIP_ID = re.compile(r"[A-Za-z0-9.:_-]{1,64}")
 # What the relay and this function must agree on (tests/test_contract.py pins each one;

@@ -13,7 +13,9 @@ from typing import Literal, get_args
 
 MAX_FILENAME_BYTES = 200  # leaves room in a 255-byte name for a disambiguating suffix
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+=@,-]+")
+# Letters and digits of any script stay (after NFKC): "видео.mkv" is kept readable, not
+# collapsed to "mkv". S3 keys and file systems take UTF-8; separators and controls never.
+_UNSAFE = re.compile(r"[^\w.+=@,-]+")
 
 
 CLIP_ID_TIME = "%Y%m%dT%H%M%S.%fZ"
@@ -69,7 +71,9 @@ def safe_filename(name: str | None, fallback_stem: str, default_ext: str = ".mkv
     if len(name.encode()) > MAX_FILENAME_BYTES:
         stem, dot, ext = name.rpartition(".")
         ext = dot + ext if dot and len(ext) <= 10 else ""
-        name = (stem if dot else name)[: MAX_FILENAME_BYTES - len(ext)] + ext
+        # Cut in bytes, not characters (a Cyrillic letter is two), never mid-character.
+        room = MAX_FILENAME_BYTES - len(ext.encode())
+        name = (stem if ext else name).encode()[:room].decode(errors="ignore") + ext
     return name
 
 
