@@ -8,7 +8,7 @@ real TLS, and waits on polled states with a bound, never on a fixed sleep.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 import trustme
 
 from relay.dev.local_s3 import LocalS3
+from tests.support.apigw_standin import function_s3_client
 from tests.support.harness import TLS, RunningRelay, relay_config, running_relay, s3_client
 
 
@@ -55,3 +56,11 @@ async def bucket(s3: Any) -> str:
 async def relay(tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str) -> AsyncIterator[RunningRelay]:
     async with running_relay(relay_config(tmp_path, tls, s3_server.endpoint_url, bucket), tls) as running:
         yield running
+
+
+@pytest.fixture
+def function_s3(s3_server: LocalS3, tls: TLS) -> Iterator[Any]:
+    """The cloud function's own S3 client (boto3, synchronous, as in Lambda)."""
+    client = function_s3_client(s3_server.endpoint_url, tls.ca_file)
+    yield client
+    client.close()

@@ -13,7 +13,7 @@ import json
 import os
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from relay.config import APIGW_DEFAULT_BODY_BYTES, RelayConfig, parse_config
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
 from relay.ops import crashpoints
 from relay.ops.stats import RelayStats
-from tests.support.apigw_standin import API_KEY, ApiGatewayStandIn, GatewayRules, apigw_raw, function_s3_client
+from tests.support.apigw_standin import API_KEY, ApiGatewayStandIn, GatewayRules, apigw_raw
 from tests.support.chaos import kill_at_random
 from tests.support.faultproxy import FaultProxy, Faults
 from tests.support.harness import (
@@ -50,13 +50,6 @@ MiB = 1024 * 1024
 
 def crc(data: bytes) -> str:
     return base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode()
-
-
-@pytest.fixture
-def function_s3(s3_server: LocalS3, tls: TLS) -> Iterator[Any]:
-    client = function_s3_client(s3_server.endpoint_url, tls.ca_file)
-    yield client
-    client.close()
 
 
 @pytest.fixture

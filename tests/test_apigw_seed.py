@@ -8,10 +8,8 @@ not told, and a function that stores nothing must not pass unnoticed.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +20,21 @@ from relay.config import parse_config
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3
 from relay.spool.ledger import Ledger
 from relay.upload.apigw import VERIFIED_FILE
-from tests.support.apigw_standin import API_KEY, ApiGatewayStandIn, apigw_raw, function_s3_client
-from tests.support.harness import DEVICE, PATH, TLS, list_keys, object_bytes, running_relay, wait_until, write_config
+from tests.support.apigw_standin import API_KEY, ApiGatewayStandIn, apigw_raw
+from tests.support.harness import (
+    DEVICE,
+    PATH,
+    TLS,
+    axis_relay,
+    list_keys,
+    object_bytes,
+    running_relay,
+    wait_until,
+    write_config,
+)
 from tests.support.seed_function import SeedFunction
 
 FILENAME = "video23-04-13_21-50-27-63_00007.mkv"
-
-
-@pytest.fixture
-def function_s3(s3_server: LocalS3, tls: TLS) -> Iterator[Any]:
-    client = function_s3_client(s3_server.endpoint_url, tls.ca_file)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -72,19 +73,8 @@ def seed_raw(tmp_path: Path, tls: TLS, gateway: ApiGatewayStandIn, s3_server: Lo
 
 
 async def apigw_check(config_file: Path) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "relay",
-        "apigw",
-        "check",
-        "--config",
-        str(config_file),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    return int(proc.returncode or 0), out.decode()
+    code, out, err = await axis_relay("apigw", "check", "--config", str(config_file))
+    return code, out + err
 
 
 async def test_each_camera_lands_in_its_own_folder_and_only_a_known_key_is_claimed(

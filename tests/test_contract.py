@@ -13,8 +13,8 @@ import boto3
 
 from cloud.function import handler
 from relay.spool.clip import CLIP_ID_TIME, ClipMeta, clip_id_time, new_clip_id
-from relay.upload.apigw import HandoffStore
 from relay.upload.delivery import disambiguated
+from relay.upload.handoff import HandoffStore
 from relay.upload.s3 import object_metadata
 
 

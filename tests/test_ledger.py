@@ -24,25 +24,13 @@ from relay.ops.listings import parse_since
 from relay.spool.clip import ClipMeta, crc32c_b64, new_clip_id, sequence_number
 from relay.spool.ledger import SCHEMA_VERSION, Ledger
 from relay.spool.store import SpoolStore, StoredClip
-from tests.support.harness import DEVICE, PATH, TLS, raw_config, running_relay, wait_until, write_config
+from tests.support.harness import DEVICE, PATH, TLS, axis_relay, raw_config, running_relay, wait_until, write_config
 
 DEAD_S3 = "https://127.0.0.1:1"  # nothing listens: clips stay queued
 
 
 async def clips_cli(config_file: Path, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "relay",
-        "clips",
-        "--config",
-        str(config_file),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    return int(proc.returncode or 0), out.decode(), err.decode()
+    return await axis_relay("clips", "--config", str(config_file), *args)
 
 
 async def ledger_rows(config_file: Path, *args: str) -> list[dict[str, Any]]:

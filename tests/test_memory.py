@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import ssl
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,7 @@ def rss(relay: RelayProcess) -> int:
 async def test_rss_stays_flat_across_hundreds_of_retries(
     tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
 ) -> None:
-    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ssl.load_cert_chain(tls.cert_file, tls.key_file)
+    server_ssl = tls.server_context()
     s3_port = int(s3_server.endpoint_url.rsplit(":", 1)[1])
     async with SlowDownProxy(s3_port, server_ssl, tls.client_context(), count=10**9).running() as proxy:
         raw = raw_config(

@@ -7,11 +7,8 @@ relay's reaction is checked.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import ssl
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from tests.support.faultproxy import AnswerProxy, Scripted, complete_multipart, 
 from tests.support.harness import (
     PATH,
     TLS,
+    axis_relay,
     list_keys,
     object_bytes,
     raw_config,
@@ -36,25 +34,18 @@ from tests.support.harness import (
 CONFLICT = "A conflicting conditional operation is currently in progress against this resource. Please try again."
 
 
-@pytest.fixture
-def server_ssl(tls: TLS) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls.cert_file, tls.key_file)
-    return context
-
-
 def conflict(matches: Any) -> Scripted:
     return Scripted(matches, 409, "Conflict", "ConditionalRequestConflict", CONFLICT)
 
 
 @pytest.fixture
-async def proxy_for(s3_server: LocalS3, server_ssl: ssl.SSLContext, tls: TLS) -> AsyncIterator[Any]:
+async def proxy_for(s3_server: LocalS3, tls: TLS) -> AsyncIterator[Any]:
     """Starts a proxy in front of the test S3 with the given script; stops it after the test."""
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(*script: Scripted) -> AnswerProxy:
             port = int(s3_server.endpoint_url.rsplit(":", 1)[1])
-            proxy = AnswerProxy(port, server_ssl, tls.client_context(), list(script))
+            proxy = AnswerProxy(port, tls.server_context(), tls.client_context(), list(script))
             return await stack.enter_async_context(proxy.running())
 
         yield start
@@ -141,19 +132,8 @@ async def test_an_sse_kms_denial_names_the_key_permissions(
 
 
 async def s3_check(config_file: Path) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "relay",
-        "s3",
-        "check",
-        "--config",
-        str(config_file),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    return int(proc.returncode or 0), out.decode()
+    code, out, err = await axis_relay("s3", "check", "--config", str(config_file))
+    return code, out + err
 
 
 async def test_s3_check_passes_against_a_bucket_that_works(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import ssl
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +48,7 @@ async def test_resets_stalls_and_latency_delay_but_never_lose(
 async def test_slow_down_503_is_backed_off_and_retried(
     tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
 ) -> None:
-    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ssl.load_cert_chain(tls.cert_file, tls.key_file)
+    server_ssl = tls.server_context()
     s3_port = int(s3_server.endpoint_url.rsplit(":", 1)[1])
     async with SlowDownProxy(s3_port, server_ssl, tls.client_context(), count=4).running() as proxy:
         config = relay_config(tmp_path, tls, f"https://127.0.0.1:{proxy.port}", bucket)
@@ -119,10 +117,14 @@ async def test_a_stalled_connection_is_logged_long_before_the_read_timeout(
 ) -> None:
     faults = Faults(stall_connections=1, after_bytes=256 * 1024)
     async with in_front_of(s3_server.endpoint_url, faults) as proxy:
-        config = relay_config(
-            tmp_path, tls, proxy.endpoint_url, bucket, s3={"stall_warning_s": 0.3, "read_timeout_s": 4.0}
-        )
-        clip = os.urandom(12 * 1024 * 1024)
+        # A 16 MiB part is more than the loopback socket buffers hold, so the client is
+        # left blocked writing it: the case only the relay's own deadline ends (a part
+        # that fits would be all written, and the read timeout would end it instead).
+        part = 16 * 1024 * 1024
+        uploads = {"stall_warning_s": 0.3, "read_timeout_s": 4.0}
+        uploads |= {"part_size_bytes": part, "multipart_threshold_bytes": part}
+        config = relay_config(tmp_path, tls, proxy.endpoint_url, bucket, s3=uploads)
+        clip = os.urandom(2 * part + 1000)
         with structlog.testing.capture_logs() as logs:
             async with running_relay(config, tls) as relay:
                 assert (await relay.device.post_clip(PATH, clip, filename="stalled.mkv")).status == 200

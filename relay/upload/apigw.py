@@ -25,9 +25,8 @@ import json
 import re
 import ssl
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import structlog
@@ -37,16 +36,13 @@ from relay.spool.clip import ClipMeta
 from relay.spool.store import SpoolStore
 from relay.upload.body import FileRange
 from relay.upload.delivery import (
-    Completion,
     Delivered,
     ObjectDelivery,
-    OpenUpload,
-    Part,
-    StoredObject,
     uplink,
     whole_clip,
 )
 from relay.upload.failures import CommitConflict, EndpointError, PermanentUploadError, one_attempt
+from relay.upload.handoff import HandoffStore, HandoffUnavailable
 from relay.upload.s3 import S3Destination
 
 log = structlog.get_logger("relay.apigw")
@@ -87,10 +83,6 @@ def is_verified(spool_dir: Path, url: str) -> bool:
 
 class PayloadRefused(Exception):
     """The gateway or the function refused the clip for its size."""
-
-
-class HandoffUnavailable(Exception):
-    """The endpoint offers no presigned hand-off."""
 
 
 def seed_key(meta: ClipMeta) -> str:
@@ -245,96 +237,6 @@ class Endpoint:
         if error.code == "ConditionalRequestConflict":
             raise CommitConflict(f"presigned PUT: {error.message}")
         raise error
-
-
-def _presigned(answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
-    url, headers = answer.get("url"), answer.get("headers") or {}
-    if not isinstance(url, str) or not isinstance(headers, dict):
-        raise EndpointError(502, "BadHandoffAnswer", f"no presigned URL in {answer!r:.200}")
-    return url, {str(k): str(v) for k, v in headers.items()}
-
-
-class HandoffStore:
-    """The object store operations, through presigned URLs the endpoint hands out."""
-
-    name: Literal["handoff"] = "handoff"
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self._endpoint = endpoint
-
-    @staticmethod
-    def _object_fields(meta: ClipMeta, key: str) -> dict[str, Any]:
-        return {
-            "key": key,
-            "clip_id": meta.clip_id,
-            "camera": meta.camera,
-            "content_type": meta.content_type,
-            "crc32c": meta.crc32c,
-            "received_at": meta.received_at,
-            "size": meta.size,
-        }
-
-    async def put(self, meta: ClipMeta, key: str, body: FileRange) -> bool:
-        url, headers = _presigned(await self._endpoint.call("put", **self._object_fields(meta, key)))
-        status, _ = await self._endpoint.put(url, headers, body)
-        return status == 200
-
-    async def create_multipart(self, meta: ClipMeta, key: str) -> str:
-        answer = await self._endpoint.call("create", **self._object_fields(meta, key))
-        if not isinstance(answer.get("upload_id"), str):
-            raise EndpointError(502, "BadHandoffAnswer", f"no upload_id in {answer!r:.200}")
-        return str(answer["upload_id"])
-
-    async def open_uploads(self, key: str) -> list[OpenUpload]:
-        answer = await self._endpoint.call("uploads", key=key)
-        uploads = answer.get("uploads")
-        if not isinstance(uploads, list):
-            raise EndpointError(502, "BadHandoffAnswer", f"no uploads list in {answer!r:.200}")
-        try:
-            return [
-                OpenUpload(str(u["upload_id"]), datetime.fromisoformat(str(u["initiated"])).astimezone(UTC))
-                for u in uploads
-            ]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EndpointError(502, "BadHandoffAnswer", f"malformed uploads in {answer!r:.200}: {exc}") from None
-
-    async def upload_part(self, key: str, upload_id: str, number: int, body: FileRange, checksum: str) -> str:
-        # One URL per part, asked for just before it is sent: a URL cannot expire
-        # during an outage between parts.
-        answer = await self._endpoint.call("part", key=key, upload_id=upload_id, number=number, crc32c=checksum)
-        url, headers = _presigned(answer)
-        status, etag = await self._endpoint.put(url, headers, body)
-        if status != 200 or not etag:
-            raise EndpointError(502, "BadPartAnswer", f"part {number}: HTTP {status}, ETag {etag!r}")
-        return etag
-
-    async def list_parts(self, key: str, upload_id: str) -> dict[int, str] | None:
-        answer = await self._endpoint.call("parts", key=key, upload_id=upload_id)
-        parts = answer.get("parts")
-        if parts is None:
-            return None
-        if not isinstance(parts, dict):
-            raise EndpointError(502, "BadHandoffAnswer", f"parts is not an object in {answer!r:.200}")
-        return {int(n): str(etag) for n, etag in parts.items()}
-
-    async def complete(self, meta: ClipMeta, key: str, upload_id: str, parts: list[Part]) -> Completion:
-        listing = [{"number": p.number, "etag": p.etag, "crc32c": p.crc32c} for p in parts]
-        answer = await self._endpoint.call("complete", key=key, upload_id=upload_id, parts=listing, crc32c=meta.crc32c)
-        outcome = answer.get("outcome")
-        if outcome not in ("done", "taken", "gone", "conflict"):
-            raise EndpointError(502, "BadHandoffAnswer", f"unknown outcome in {answer!r:.200}")
-        return outcome  # type: ignore[no-any-return]
-
-    async def abort(self, key: str, upload_id: str) -> None:
-        # Best effort: parts left behind are removed by the bucket's lifecycle rule.
-        with contextlib.suppress(EndpointError, HandoffUnavailable, aiohttp.ClientError, OSError):
-            await self._endpoint.call("abort", key=key, upload_id=upload_id)
-
-    async def head(self, key: str) -> StoredObject | None:
-        found = (await self._endpoint.call("head", key=key)).get("object")
-        if not isinstance(found, dict):
-            return None
-        return StoredObject(found.get("clip_id"), found.get("size"), found.get("crc32c"))
 
 
 class ApiGatewayDestination:

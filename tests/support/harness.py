@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -59,6 +60,21 @@ class TLS:
         context = ssl.create_default_context()
         self.ca.configure_trust(context)
         return context
+
+    def server_context(self) -> ssl.SSLContext:
+        """For a test server that stands in for S3 (a TLS-terminating proxy)."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+async def axis_relay(*args: str) -> tuple[int, str, str]:
+    """`axis-relay ARGS` as an operator runs it, in a process: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    return int(proc.returncode or 0), out.decode(), err.decode()
 
 
 def s3_client(endpoint_url: str, tls: TLS | None) -> Any:
