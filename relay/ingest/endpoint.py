@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
-from aiohttp import BodyPartReader, hdrs, web
+from aiohttp import BodyPartReader, HttpVersion11, hdrs, web
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 from multidict import CIMultiDict
 
@@ -123,7 +123,8 @@ class Ingest:
         except Rejected as exc:
             return self._refuse(request, request.match_info["device"], exc)
         request[AUTHENTICATED] = True
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if request.version == HttpVersion11:  # HTTP/1.0 has no interim answers
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return None
 
     def _check_declared_size(self, request: web.Request) -> None:
