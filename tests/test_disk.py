@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from relay.dev.local_s3 import LocalS3, free_port
-from tests.support.harness import PATH, TLS, list_keys, relay_config, running_relay, wait_until
+from tests.support.harness import PATH, TLS, http_get, list_keys, metric, relay_config, running_relay, wait_until
 
 
 @contextlib.contextmanager
@@ -54,6 +54,8 @@ async def test_full_disk_answers_507_and_keeps_accepted_clips(tmp_path: Path, tl
 
 
 async def test_quota_policies(tmp_path: Path, tls: TLS) -> None:
+    """What each policy keeps; refusing clips is unhealthy (devices do not resend them),
+    and evictions are counted."""
     dead = f"https://127.0.0.1:{free_port()}"
     for policy in ("reject", "evict_oldest"):
         config = relay_config(
@@ -72,12 +74,23 @@ async def test_quota_policies(tmp_path: Path, tls: TLS) -> None:
             names = {
                 json.loads((relay.spool / "queue" / c / "meta.json").read_text())["filename"] for c in relay.queued()
             }
+            health_status, body = await http_get(relay.metrics_url + "/healthz")
+            _, text = await http_get(relay.metrics_url + "/metrics")
+        report = json.loads(body)
         if policy == "reject":
             assert statuses == [200, 200, 507]
             assert names == {"c0.mkv", "c1.mkv"}
+            assert health_status == 503
+            assert any("the spool is full" in p for p in report["problems"])
+            assert report["clips_refused_spool_full"] == 1
+            assert metric(text, "axis_relay_clips_refused_spool_full_total") == 1
         else:
             assert statuses == [200, 200, 200]
             assert names == {"c0.mkv", "c2.mkv"}  # c1 made room; c0 is held by the worker
+            assert health_status == 200, body
+            assert report["clips_evicted"] == 1
+            assert metric(text, "axis_relay_clips_evicted_total") == 1
+            assert metric(text, "axis_relay_bytes_evicted_total") == 100_000
 
 
 async def test_damaged_spool_entries_are_quarantined_not_uploaded(

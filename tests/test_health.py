@@ -3,33 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from relay.dev.local_s3 import LocalS3, free_port
-from tests.support.harness import DEVICE, PATH, TLS, raw_config, relay_config, running_relay, wait_until, write_config
-
-
-def metric(text: str, name: str) -> float:
-    line = next(x for x in text.splitlines() if x.startswith(name + " ") or x.startswith(name + "{"))
-    return float(line.rsplit(" ", 1)[1])
-
-
-async def get(url: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.get(url) as answer:
-        return answer.status, await answer.text()
+from tests.support.harness import (
+    DEVICE,
+    PATH,
+    TLS,
+    http_get,
+    metric,
+    raw_config,
+    relay_config,
+    running_relay,
+    wait_until,
+    write_config,
+)
 
 
 async def test_metrics_change_as_clips_flow(tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str) -> None:
     config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket)
     async with running_relay(config, tls) as relay:
         base = relay.metrics_url
-        status, before = await get(base + "/metrics")
+        status, before = await http_get(base + "/metrics")
         assert status == 200
         assert metric(before, "axis_relay_clips_accepted_total") == 0
         assert (await relay.device.post_clip(PATH, os.urandom(30_000))).status == 200
@@ -37,11 +35,11 @@ async def test_metrics_change_as_clips_flow(tmp_path: Path, tls: TLS, s3_server:
 
         async def uploaded_and_forgotten() -> bool:
             # Counted when S3 confirms, just before the spool lets the clip go.
-            _, text = await get(base + "/metrics")
+            _, text = await http_get(base + "/metrics")
             return metric(text, "axis_relay_clips_uploaded_total") == 1 and metric(text, "axis_relay_spool_clips") == 0
 
         await wait_until(uploaded_and_forgotten, what="the upload to leave the spool")
-        _, after = await get(base + "/metrics")
+        _, after = await http_get(base + "/metrics")
         assert metric(after, "axis_relay_clips_accepted_total") == 1
         assert metric(after, "axis_relay_bytes_uploaded_total") == 30_000
         assert metric(after, "axis_relay_clips_rejected_total") == 1
@@ -50,7 +48,7 @@ async def test_metrics_change_as_clips_flow(tmp_path: Path, tls: TLS, s3_server:
         assert metric(after, 'axis_relay_clips_uploaded_by_route_total{route="s3"}') == 1
         assert metric(after, "axis_relay_last_upload_timestamp_seconds") > 0
         assert f'axis_relay_device_last_clip_timestamp_seconds{{device="{DEVICE}"}}' in after
-        status, body = await get(base + "/healthz")
+        status, body = await http_get(base + "/healthz")
         assert status == 200, body
 
 
@@ -63,16 +61,16 @@ async def test_healthz_turns_unhealthy_when_uploads_stall_and_status_says_so(tmp
     from relay.config import parse_config
 
     async with running_relay(parse_config(raw, environ={}), tls) as relay:
-        assert (await get(base + "/healthz"))[0] == 200
+        assert (await http_get(base + "/healthz"))[0] == 200
         assert (await relay.device.post_clip(PATH, os.urandom(1000))).status == 200
 
         async def unhealthy() -> bool:
-            return (await get(base + "/healthz"))[0] == 503
+            return (await http_get(base + "/healthz"))[0] == 503
 
         await wait_until(unhealthy, what="/healthz to report the stall")
-        _, body = await get(base + "/healthz")
+        _, body = await http_get(base + "/healthz")
         assert "nothing was uploaded" in body
-        _, text = await get(base + "/metrics")
+        _, text = await http_get(base + "/metrics")
         assert metric(text, "axis_relay_spool_clips") == 1
         assert metric(text, "axis_relay_oldest_pending_age_seconds") > 0
         assert 'axis_relay_upload_retries_total{reason="EndpointConnectionError"}' in text
@@ -101,34 +99,3 @@ async def test_status_when_relay_is_down(tmp_path: Path, tls: TLS) -> None:
     _, err = await proc.communicate()
     assert proc.returncode == 3
     assert b"is the relay running" in err
-
-
-async def test_a_full_spool_shows_in_health_and_metrics(tmp_path: Path, tls: TLS) -> None:
-    """Refusing clips is unhealthy (devices do not resend them); evictions are counted."""
-    dead = "https://127.0.0.1:1"  # nothing uploads: the quota fills
-    for policy in ("reject", "evict_oldest"):
-        config = relay_config(
-            tmp_path / policy,
-            tls,
-            dead,
-            "clips",
-            spool={"max_bytes": 250_000, "full_policy": policy},
-            s3={"workers": 1},
-        )
-        async with running_relay(config, tls) as relay:
-            statuses = [(await relay.device.post_clip(PATH, os.urandom(100_000))).status for _ in range(3)]
-            health_status, body = await get(relay.metrics_url + "/healthz")
-            _, text = await get(relay.metrics_url + "/metrics")
-        report = json.loads(body)
-        if policy == "reject":
-            assert statuses == [200, 200, 507]
-            assert health_status == 503
-            assert any("the spool is full" in p for p in report["problems"])
-            assert report["clips_refused_spool_full"] == 1
-            assert metric(text, "axis_relay_clips_refused_spool_full_total") == 1
-        else:
-            assert statuses == [200, 200, 200]
-            assert health_status == 200, body
-            assert report["clips_evicted"] == 1
-            assert metric(text, "axis_relay_clips_evicted_total") == 1
-            assert metric(text, "axis_relay_bytes_evicted_total") == 100_000

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aioboto3
+import aiohttp
 import tomli_w
 import trustme
 from botocore.config import Config as BotoConfig
@@ -212,3 +213,15 @@ async def running_relay(config: RelayConfig, tls: TLS, **serve_kwargs: Any) -> A
     finally:
         if not task.done():
             await relay.stop()
+
+
+async def http_get(url: str) -> tuple[int, str]:
+    """Status and text of a GET (the relay's /metrics and /healthz)."""
+    async with aiohttp.ClientSession() as session, session.get(url) as answer:
+        return answer.status, await answer.text()
+
+
+def metric(text: str, name: str) -> float:
+    """One sample's value from Prometheus text (the first line that names it)."""
+    line = next(x for x in text.splitlines() if x.startswith(name + " ") or x.startswith(name + "{"))
+    return float(line.rsplit(" ", 1)[1])
