@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import resource
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import structlog
@@ -103,7 +103,7 @@ class ConnectionGuard:
         self._by_transport.pop(id(connection.transport), None)
 
     @contextlib.contextmanager
-    def request(self, transport: asyncio.BaseTransport | None) -> Any:
+    def request(self, transport: asyncio.BaseTransport | None) -> Iterator[None]:
         """Marks the connection busy while a request is handled."""
         connection = self._by_transport.get(id(transport))
         if connection is not None:
