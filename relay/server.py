@@ -129,8 +129,10 @@ async def _listen(
 
 
 @contextlib.asynccontextmanager
-async def _metrics_listener(stats: RelayStats, spool: Spool, config: MetricsConfig) -> AsyncIterator[list[str]]:
-    runner = web.AppRunner(metrics_app(stats, spool, config), access_log=None)
+async def _metrics_listener(
+    stats: RelayStats, spool: Spool, config: MetricsConfig, connections: ConnectionGuard
+) -> AsyncIterator[list[str]]:
+    runner = web.AppRunner(metrics_app(stats, spool, config, connections), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
@@ -209,7 +211,7 @@ async def serve(
         ingest = Ingest(config.ingest, config.devices, spool, stats, guard)
         metrics: list[str] = []
         if config.metrics.enabled:
-            metrics = await stack.enter_async_context(_metrics_listener(stats, spool, config.metrics))
+            metrics = await stack.enter_async_context(_metrics_listener(stats, spool, config.metrics, guard))
         cert, key = config.ingest.tls_cert, config.ingest.tls_key
         context = tls_context(cert, key) if cert and key else None
         if context and cert and key and tls_reload:

@@ -18,7 +18,7 @@ from typing import Any
 
 from relay.dev.local_s3 import LocalS3
 from tests.support.device import Device
-from tests.support.harness import DEVICE, PATH, TLS, TOKEN, raw_config, wait_until, write_config
+from tests.support.harness import DEVICE, PATH, TLS, TOKEN, http_get, metric, raw_config, wait_until, write_config
 from tests.support.relay_process import RelayProcess, relay_process
 
 NOFILE = 256
@@ -75,12 +75,17 @@ async def test_a_connection_flood_neither_stops_the_relay_nor_keeps_a_device_out
                 writer.close()
         latencies.append(await timed_clip(relay))  # served once the flood is gone, too
         after = rss(relay)
+        _, text = await http_get(relay.metrics_url + "/metrics")
+        closed = metric(text, "axis_relay_ingest_connections_closed_total")
+        # The idle ones were closed, and it shows: those of every wave but the last for
+        # certain (the test may close the last wave's itself before a sweep comes).
+        assert closed >= (WAVES - 1) * IDLE_TLS_PER_WAVE
         assert await relay.stop() == 0
     mib = 1 << 20
     print(
         f"\nflood: {WAVES * (HALF_OPEN_PER_WAVE + IDLE_TLS_PER_WAVE)} connections against {NOFILE} descriptors; "
         f"RSS {before // mib} MiB before, {peak // mib} under the flood, {after // mib} after; "
-        f"a device's clip took at most {max(latencies) * 1000:.0f} ms"
+        f"a device's clip took at most {max(latencies) * 1000:.0f} ms; {closed:.0f} connections closed by the guard"
     )
     assert peak - before < 64 * mib
     assert not relay.named("process_exited")[:-1]  # one exit: the stop

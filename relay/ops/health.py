@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from relay.config import MetricsConfig
+from relay.ingest.connections import ConnectionGuard
 from relay.ops.stats import RelayStats
 from relay.spool.spool import Spool
 
@@ -25,9 +26,10 @@ REFUSING_WINDOW_S = 60.0
 
 
 class RelayCollector(Collector):
-    def __init__(self, stats: RelayStats, spool: Spool) -> None:
+    def __init__(self, stats: RelayStats, spool: Spool, connections: ConnectionGuard) -> None:
         self._stats = stats
         self._spool = spool
+        self._connections = connections
 
     def collect(self) -> Iterator[Metric]:
         s = self._stats
@@ -62,6 +64,14 @@ class RelayCollector(Collector):
         for route, count in sorted(s.uploads_by_route.items()):
             routes.add_metric([route], count)
         yield routes
+        yield GaugeMetricFamily(
+            "axis_relay_ingest_connections", "Device connections held now", value=self._connections.open_connections
+        )
+        yield CounterMetricFamily(
+            "axis_relay_ingest_connections_closed",
+            "Connections closed for room or for never starting a request (a flood shows here)",
+            value=self._connections.closed_idle,
+        )
         yield GaugeMetricFamily("axis_relay_spool_clips", "Clips waiting for upload", value=self._spool.queued_clips)
         yield GaugeMetricFamily("axis_relay_spool_bytes", "Bytes waiting for upload", value=self._spool.queued_bytes)
         oldest = self._spool.oldest_pending_at()
@@ -124,9 +134,11 @@ def health(stats: RelayStats, spool: Spool, config: MetricsConfig) -> dict[str, 
     }
 
 
-def metrics_app(stats: RelayStats, spool: Spool, config: MetricsConfig) -> web.Application:
+def metrics_app(
+    stats: RelayStats, spool: Spool, config: MetricsConfig, connections: ConnectionGuard
+) -> web.Application:
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(RelayCollector(stats, spool))
+    registry.register(RelayCollector(stats, spool, connections))
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
