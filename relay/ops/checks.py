@@ -12,3 +12,7 @@ class CheckReport:
 
     def say(self, line: str) -> None:
         self.lines.append(line)
+
+    def fail(self, line: str) -> None:
+        self.verified = False
+        self.lines.append(line)

@@ -18,7 +18,6 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aioboto3
 import crc32c
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -29,6 +28,7 @@ from relay.upload.apigw import VERIFIED_FILE, Endpoint, PayloadRefused
 from relay.upload.body import FileRange
 from relay.upload.failures import EndpointError, PermanentUploadError
 from relay.upload.handoff import HandoffStore, HandoffUnavailable
+from relay.upload.s3 import open_client
 
 CHECK_FOLDER = "axis-relay-check"
 SEED_DEFAULT_FOLDER = "default_folder"
@@ -134,13 +134,7 @@ async def _find(
 async def _find_in_bucket(config: RelayConfig, keys: list[str], body: bytes, report: CheckReport) -> str | None:
     s3 = config.s3
     assert s3 is not None
-    session = aioboto3.Session(
-        aws_access_key_id=s3.access_key_id,
-        aws_secret_access_key=s3.secret_access_key.get_secret_value() if s3.secret_access_key else None,
-        region_name=s3.region,
-    )
-    verify: str | bool = str(s3.ca_bundle) if s3.ca_bundle else True
-    async with session.client("s3", endpoint_url=s3.endpoint_url, verify=verify) as client:
+    async with open_client(s3) as (client, _):
         for key in keys:
             try:
                 answer = await client.get_object(Bucket=s3.bucket, Key=key)

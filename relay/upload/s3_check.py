@@ -35,10 +35,9 @@ async def _step(report: CheckReport, what: str, call: Callable[[], Awaitable[Any
     try:
         answer = await call()
     except (ClientError, BotoCoreError, OSError) as exc:
-        report.verified = False
         fix = f"; it needs {permission}" if permission else ""
         kms = " and kms:GenerateDataKey / kms:Decrypt on the bucket's KMS key" if "kms" in str(exc).lower() else ""
-        report.say(f"FAIL {what}: {_refusal(exc)}{fix}{kms}")
+        report.fail(f"FAIL {what}: {_refusal(exc)}{fix}{kms}")
         return None
     report.say(f"ok   {what}")
     return answer if answer is not None else True
@@ -48,13 +47,11 @@ async def check(config: RelayConfig, prefix: str = PROBE_PREFIX) -> CheckReport:
     report = CheckReport(verified=True)
     s3 = config.s3
     if s3 is None:
-        report.verified = False
-        report.say("no [s3] section in the config: there is no bucket to check")
+        report.fail("no [s3] section in the config: there is no bucket to check")
         return report
     async with open_client(s3) as (client, has_credentials):
         if not has_credentials:
-            report.verified = False
-            report.say(
+            report.fail(
                 "FAIL credentials: none found (s3.access_key_id/secret_access_key, the environment, AWS's chain)"
             )
             return report
@@ -72,24 +69,21 @@ async def _bucket(report: CheckReport, client: Any, bucket: str, region: str) ->
     try:
         answer = await client.head_bucket(Bucket=bucket)
     except ClientError as exc:
-        report.verified = False
         status = http_status(exc)
         actual = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
         if status == 404:
-            report.say(f"FAIL bucket {bucket}: it does not exist; create it or correct s3.bucket")
+            report.fail(f"FAIL bucket {bucket}: it does not exist; create it or correct s3.bucket")
         elif status == 301 or (actual and actual != region):
-            report.say(f'FAIL bucket {bucket}: it is in {actual or "another region"}; set s3.region = "{actual}"')
+            report.fail(f'FAIL bucket {bucket}: it is in {actual or "another region"}; set s3.region = "{actual}"')
         else:
-            report.say(f"FAIL bucket {bucket}: {_refusal(exc)}; the credentials need s3:ListBucket on it")
+            report.fail(f"FAIL bucket {bucket}: {_refusal(exc)}; the credentials need s3:ListBucket on it")
         return
     except (BotoCoreError, OSError) as exc:
-        report.verified = False
-        report.say(f"FAIL bucket {bucket}: {_refusal(exc)}; check s3.endpoint_url, s3.ca_bundle and the network")
+        report.fail(f"FAIL bucket {bucket}: {_refusal(exc)}; check s3.endpoint_url, s3.ca_bundle and the network")
         return
     actual = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
     if actual and actual != region:
-        report.verified = False
-        report.say(f'FAIL bucket {bucket}: it is in {actual}, s3.region says {region}; set s3.region = "{actual}"')
+        report.fail(f'FAIL bucket {bucket}: it is in {actual}, s3.region says {region}; set s3.region = "{actual}"')
         return
     report.say(f"ok   bucket {bucket} exists{f' in {actual}' if actual else ''}")
 
@@ -103,16 +97,13 @@ async def _missing_key(report: CheckReport, client: Any, bucket: str, key: str) 
         if http_status(exc) == 404:
             report.say("ok   HeadObject on a missing key answers 404")
             return
-        report.verified = False
         hint = "s3:ListBucket on the bucket (without it a missing key answers 403)" if http_status(exc) == 403 else ""
-        report.say(f"FAIL HeadObject on a missing key: {_refusal(exc)}; it needs {hint or 's3:GetObject'}")
+        report.fail(f"FAIL HeadObject on a missing key: {_refusal(exc)}; it needs {hint or 's3:GetObject'}")
         return
     except (BotoCoreError, OSError) as exc:
-        report.verified = False
-        report.say(f"FAIL HeadObject on a missing key: {_refusal(exc)}")
+        report.fail(f"FAIL HeadObject on a missing key: {_refusal(exc)}")
         return
-    report.verified = False
-    report.say(f"FAIL HeadObject on a missing key: {key} exists")
+    report.fail(f"FAIL HeadObject on a missing key: {key} exists")
 
 
 async def _probe_object(report: CheckReport, client: Any, bucket: str, key: str) -> None:
