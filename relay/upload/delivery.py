@@ -185,7 +185,6 @@ class ObjectDelivery:
                 committed = await self._multipart(meta, key)
             if committed:
                 crashpoints.reached(crashpoints.UPLOAD_AFTER_COMMIT)
-                await self._abort_superseded(meta.clip_id, key)
                 return Delivered(key, route=self._store.name)
             # Not committed: the key exists, or a multipart upload vanished. The object
             # may be ours (a commit whose answer was lost), other content, or absent.
@@ -262,6 +261,10 @@ class ObjectDelivery:
             aside = {"via": self._store.name, "key": key, "superseded": [*state.get("superseded", []), upload_id]}
             await asyncio.to_thread(self._spool.save_upload_state, clip_id, aside)
             raise CommitConflict(f"CompleteMultipartUpload {key} ({upload_id}) conflicted with another operation")
+        # Uploads given up after a 409 on their completion are not needed any more.
+        for superseded in state.get("superseded", []):
+            await self._store.abort(key, superseded)
+            log.info("multipart_superseded_aborted", key=key, upload_id=superseded, store=self._store.name)
         return True
 
     async def _start(self, meta: ClipMeta, key: str, intent: dict[str, Any] | None) -> dict[str, Any]:
@@ -308,13 +311,6 @@ class ObjectDelivery:
             log.info("multipart_adopted", key=key, upload_id=ours.upload_id, store=self._store.name)
             return ours.upload_id
         return None
-
-    async def _abort_superseded(self, clip_id: str, key: str) -> None:
-        """Uploads given up after a 409 on their completion: not needed any more."""
-        state = self.resumable_state(clip_id) or {}
-        for upload_id in state.get("superseded", []):
-            await self._store.abort(key, upload_id)
-            log.info("multipart_superseded_aborted", key=key, upload_id=upload_id, store=self._store.name)
 
     async def abandon(self, meta: ClipMeta) -> None:
         """Abort the clip's open multipart upload, if any (it goes to quarantine):
