@@ -47,6 +47,7 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/signing.py
+	$(BIN)/python bench/soak.py
 
 # After changing dependencies in pyproject.toml: add them to the locks, keeping every
 # other pin. `make upgrade-deps` moves every pin to the newest release allowed.

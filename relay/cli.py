@@ -12,14 +12,18 @@ import sqlite3
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
+from relay.backfill.gapbook import GapBook
+from relay.backfill.gaps import Span
 from relay.config import ConfigError, RelayConfig, load_config
 from relay.ingest.secret_hash import hash_secret
 from relay.ops import listings, logs
 from relay.ops.systemd import Notifier
 from relay.server import RelayError, serve, startup_problems
-from relay.spool.ledger import Ledger
+from relay.spool.ledger import Ledger, LedgerUnusable
 from relay.spool.store import SpoolStore
 
 DEFAULT_CONFIG = Path("/etc/axis-relay/relay.toml")
@@ -62,6 +66,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     clips.add_argument("--json", action="store_true", help="a JSON array, for scripts")
     clips.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    gaps = sub.add_parser("gaps", help="list the gaps found in cameras' footage and what became of them")
+    gaps.add_argument("--camera", help="only this device")
+    gaps.add_argument("--since", default="24h", help="gaps that end after this: a duration or a time; default 24h")
+    gaps.add_argument("--json", action="store_true", help="a JSON array, for scripts")
+    gaps.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    backfill = sub.add_parser("backfill", help="fetch a range of a camera's footage from its SD card")
+    backfill.add_argument("--camera", required=True, help="the device, as named in [devices]")
+    backfill.add_argument("--from", dest="start", required=True, help="start: a time, or a duration ago (2h)")
+    backfill.add_argument("--to", dest="end", required=True, help="end: a time, or a duration ago (0s = now)")
+    backfill.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     return parser
 
 
@@ -95,7 +109,8 @@ def _spool_command(config: RelayConfig, action: str, clip_ids: list[str]) -> Non
     print(listings.spool_table(store.entries()))
 
 
-def _clips(config: RelayConfig, camera: str | None, since_text: str, as_json: bool) -> int:
+def _from_ledger(config: RelayConfig, since_text: str, read: Callable[[Ledger, datetime], str]) -> int:
+    """What `clips` and `gaps` share: --since, the ledger opened read-only, clear errors."""
     try:
         since = listings.parse_since(since_text)
     except ValueError as exc:
@@ -109,13 +124,71 @@ def _clips(config: RelayConfig, camera: str | None, since_text: str, as_json: bo
         )
         return 1
     try:
-        records = ledger.clips(camera=camera, since=since)
+        text = read(ledger, since)
     except sqlite3.Error as exc:
-        print(f"axis-relay: cannot read the ledger {config.ledger_path}: {exc}", file=sys.stderr)
+        print(f"axis-relay: cannot read the ledger {config.ledger_path}: {exc} (start the relay once)", file=sys.stderr)
         return 1
     finally:
         ledger.close()
-    print(listings.clips_json(records) if as_json else listings.clips_table(records))
+    print(text)
+    return 0
+
+
+def _clips(config: RelayConfig, camera: str | None, since_text: str, as_json: bool) -> int:
+    def read(ledger: Ledger, since: datetime) -> str:
+        records = ledger.clips(camera=camera, since=since)
+        return listings.clips_json(records) if as_json else listings.clips_table(records)
+
+    return _from_ledger(config, since_text, read)
+
+
+def _gaps(config: RelayConfig, camera: str | None, since_text: str, as_json: bool) -> int:
+    def read(ledger: Ledger, since: datetime) -> str:
+        records = GapBook(ledger).gaps(camera=camera, since=since)
+        return listings.gaps_json(records) if as_json else listings.gaps_table(records)
+
+    return _from_ledger(config, since_text, read)
+
+
+def _backfill(config: RelayConfig, camera: str, start_text: str, end_text: str) -> int:
+    """Ask the running relay to fetch a range: a gap of cause 'manual' in the ledger,
+    which the relay's back-fill takes up on its next round, like any other."""
+    if camera not in config.devices:
+        print(
+            f"axis-relay: no device {camera!r} in [devices]; known: {', '.join(sorted(config.devices))}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    if config.devices[camera].camera is None:
+        print(
+            f"axis-relay: devices.{camera} has no [devices.{camera}.camera] section; add url, username and password "
+            "so the relay can reach its SD card",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        start, end = listings.parse_since(start_text), listings.parse_since(end_text)
+    except ValueError as exc:
+        print(f"axis-relay: {str(exc).replace('--since', '--from/--to')}", file=sys.stderr)
+        return EXIT_CONFIG
+    if end <= start:
+        print(f"axis-relay: --to ({end.isoformat()}) must be after --from ({start.isoformat()})", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        ledger = Ledger.open(config.ledger_path)
+    except (OSError, sqlite3.Error, LedgerUnusable) as exc:
+        print(f"axis-relay: cannot open the ledger {config.ledger_path}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        gap = GapBook(ledger).add_manual(camera, Span(start, end), datetime.now(UTC))
+    finally:
+        ledger.close()
+    print(
+        f"gap {gap.gap_id}: {camera} {start.isoformat()} - {end.isoformat()} ({gap.seconds:.0f} s) "
+        "queued for back-fill; "
+        f"the running relay fetches it within backfill.scan_interval_s ({config.backfill.scan_interval_s:g} s). "
+        f"Follow it with: axis-relay gaps --camera {camera}"
+    )
     return 0
 
 
@@ -192,6 +265,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(_check(args))
     if args.command == "clips":
         raise SystemExit(_clips(_load(args.config), args.camera, args.since, args.json))
+    if args.command == "gaps":
+        raise SystemExit(_gaps(_load(args.config), args.camera, args.since, args.json))
+    if args.command == "backfill":
+        raise SystemExit(_backfill(_load(args.config), args.camera, args.start, args.end))
     try:
         if args.command == "dev":
             from relay.dev import stack as devstack

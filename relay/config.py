@@ -97,6 +97,50 @@ class SpoolConfig(_Strict):
     full_policy: Literal["reject", "evict_oldest"] = "reject"
 
 
+# Back-fill pieces: integrators export at most 10 minutes per request (vapix.md).
+MAX_EXPORT_PIECE_S = 600.0
+
+
+class CameraConfig(_Strict):
+    """How the relay reaches a device's own API (VAPIX), to fetch back footage it never
+    delivered from its SD card, and to check it. The key names are fixed: operators'
+    scripts and the relay's camera checks rely on them."""
+
+    url: str
+    username: str
+    # Or in the environment as AXIS_RELAY_CAMERA_<NAME>_PASSWORD.
+    password: SecretStr
+    # Cameras usually carry a self-signed certificate: verify it against ca_bundle, or
+    # set verify_tls = false on a LAN you trust.
+    verify_tls: bool = True
+    ca_bundle: FilePath | None = None
+    disk: str = "SD_DISK"
+    # "continuous": clips on a schedule that should cover all time, so any hole in time
+    # is a gap; "events": clips only when something happens, so only a skipped
+    # sequence number (#s) is a gap.
+    expect: Literal["continuous", "events"]
+    # The schedule's interval: with no clip for cadence_s + grace_s the camera is silent.
+    cadence_s: Annotated[float, Field(gt=0)] = 15.0
+    grace_s: Annotated[float, Field(ge=0)] = 30.0
+    # A hole in time coverage shorter than this between two clips is not a gap.
+    gap_threshold_s: Annotated[float, Field(gt=0)] = 2.0
+    # Every call to the camera is given up after this long without an answer.
+    timeout_s: Annotated[float, Field(gt=0)] = 20.0
+
+    @field_validator("url")
+    @classmethod
+    def _camera_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+/?$", value):
+            raise ValueError("must be the camera's base URL, http(s)://host[:port], e.g. https://192.168.1.20")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _bundle_needs_verify(self) -> CameraConfig:
+        if self.ca_bundle is not None and not self.verify_tls:
+            raise ValueError("ca_bundle is set but verify_tls = false; keep verify_tls = true to use the bundle")
+        return self
+
+
 class DeviceConfig(_Strict):
     """One camera or encoder allowed to send clips as /upload/<name>."""
 
@@ -105,6 +149,35 @@ class DeviceConfig(_Strict):
     password: SecretStr | None = None
     # Source networks this device may send from, e.g. ["192.168.10.0/24"]; empty = any.
     allow_from: list[IPv4Network | IPv6Network] = []
+    # When a clip's footage starts, read from its file name where the Matroska header
+    # does not say: the action's file-name template as set on the device
+    # (e.g. "video%y-%m-%d_%H-%M-%S-%f_#s.mkv"), and the zone its %H is in unless the
+    # name carries %z.
+    filename_template: str | None = None
+    filename_timezone: str = "UTC"
+    camera: CameraConfig | None = None
+
+    @field_validator("filename_template")
+    @classmethod
+    def _template_has_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            from relay.spool.timing import FilenameTemplate
+
+            FilenameTemplate(value)  # raises ValueError naming what is wrong
+        return value
+
+    @field_validator("filename_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as Europe/Stockholm, or UTC"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _has_credentials(self) -> DeviceConfig:
@@ -115,7 +188,9 @@ class DeviceConfig(_Strict):
         return self
 
 
-KEY_FIELDS = {"camera", "filename", "date", "clip_id", "stem", "ext"}
+KEY_FIELDS = {"camera", "filename", "date", "clip_id", "stem", "ext", "origin", "start", "end"}
+# Back-fill clips carry no device file name: their key is made of the footage's times.
+BACKFILL_KEY_TEMPLATE = "{camera}/{date:%Y/%m/%d}/backfill/{start:%H%M%S}-{end:%H%M%S}.mkv"
 # S3's limit on the parts of one multipart upload.
 S3_MAX_PARTS = 10_000
 
@@ -144,6 +219,8 @@ class S3Config(_Uploads):
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
     key_template: str = "{camera}/{date:%Y/%m/%d}/{filename}"
+    # Clips fetched back from a camera's SD card; {date} is the footage's start there.
+    backfill_key_template: str = BACKFILL_KEY_TEMPLATE
     read_timeout_s: Annotated[float, Field(gt=0)] = 120.0
 
     @model_validator(mode="after")
@@ -155,23 +232,39 @@ class S3Config(_Uploads):
             )
         return self
 
-    @field_validator("key_template")
+    @field_validator("key_template", "backfill_key_template")
     @classmethod
     def _known_fields(cls, template: str) -> str:
-        names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-        if reaching := sorted(n for n in names if "." in n or "[" in n):
-            raise ValueError(f"{reaching}: only plain field names, with a format spec after ':', e.g. {{date:%Y}}")
-        used = names
-        unknown = used - KEY_FIELDS
-        if unknown:
-            raise ValueError(f"unknown field(s) {sorted(unknown)}; use any of {sorted(KEY_FIELDS)}")
-        if "filename" not in used and "clip_id" not in used and "stem" not in used:
-            raise ValueError("the key must contain {filename}, {stem} or {clip_id}, or every clip lands on one key")
-        try:
-            template.format(camera="c", filename="f.mkv", date=datetime.now(UTC), clip_id="x", stem="f", ext=".mkv")
-        except (ValueError, IndexError, KeyError, AttributeError) as exc:
-            raise ValueError(f"cannot be formatted: {exc}") from exc
-        return template
+        return check_key_template(template)
+
+
+def check_key_template(template: str) -> str:
+    """A key template's fields are known and it formats; raises ValueError saying why not."""
+    names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    if reaching := sorted(n for n in names if "." in n or "[" in n):
+        raise ValueError(f"{reaching}: only plain field names, with a format spec after ':', e.g. {{date:%Y}}")
+    if unknown := names - KEY_FIELDS:
+        raise ValueError(f"unknown field(s) {sorted(unknown)}; use any of {sorted(KEY_FIELDS)}")
+    if not names & {"filename", "clip_id", "stem", "start"}:
+        raise ValueError(
+            "the key must contain {filename}, {stem}, {clip_id} or {start}, or every clip lands on one key"
+        )
+    moment = datetime.now(UTC)
+    try:
+        template.format(
+            camera="c",
+            filename="f.mkv",
+            date=moment,
+            clip_id="x",
+            stem="f",
+            ext=".mkv",
+            origin="device",
+            start=moment,
+            end=moment,
+        )
+    except (ValueError, IndexError, KeyError, AttributeError) as exc:
+        raise ValueError(f"cannot be formatted: {exc}") from exc
+    return template
 
 
 # Where the default body limit of the API Gateway path comes from. A synchronous Lambda
@@ -229,6 +322,29 @@ class LedgerConfig(_Strict):
     retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
 
 
+class BackfillConfig(_Strict):
+    """Finding the footage cameras never delivered, and fetching it from their SD cards."""
+
+    enabled: bool = True
+    # How often each camera's clips are looked over for gaps.
+    scan_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    # Footage fetched before and after a gap, so the key frame the device moves an
+    # export's start back to and the clips on either side overlap it.
+    margin_s: Annotated[float, Field(ge=0)] = 1.0
+    # The longest range asked of a camera in one export.
+    piece_s: Annotated[float, Field(gt=0, le=MAX_EXPORT_PIECE_S)] = MAX_EXPORT_PIECE_S
+    # Exports running at once over all cameras (one per camera at most).
+    max_concurrent: Annotated[int, Field(ge=1, le=64)] = 2
+    # No back-fill while more than this waits for upload: the uplink first carries what
+    # the devices sent, and the spool never fills with footage that can wait on the card.
+    max_queued_bytes: Annotated[int, Field(ge=0)] = 1024 * MiB
+    # Backoff for a camera that is unreachable or answers nonsense.
+    retry_initial_s: Annotated[float, Field(gt=0)] = 5.0
+    retry_max_s: Annotated[float, Field(gt=0)] = 600.0
+    # How far back each camera's clips are looked over for gaps (a card keeps a day by default).
+    lookback_hours: Annotated[float, Field(gt=0)] = 48.0
+
+
 class RetryConfig(_Strict):
     # Full-jitter exponential backoff: each wait is uniform in [0, min(cap, initial * 2**n)].
     initial_s: Annotated[float, Field(gt=0)] = 1.0
@@ -262,6 +378,7 @@ class RelayConfig(_Strict):
     s3: S3Config | None = None
     apigw: ApiGatewayConfig | None = None
     ledger: LedgerConfig = LedgerConfig()
+    backfill: BackfillConfig = BackfillConfig()
     retry: RetryConfig = RetryConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
@@ -327,6 +444,9 @@ def _apply_env(raw: dict[str, object], environ: dict[str, str]) -> None:
             for key in ("token", "password"):
                 if (value := environ.get(_env_name("device", name, key))) is not None:
                     device[key] = value
+            camera = device.get("camera")
+            if isinstance(camera, dict) and (value := environ.get(_env_name("camera", name, "password"))) is not None:
+                camera["password"] = value
 
 
 def _describe(error: ValidationError) -> str:
@@ -338,7 +458,8 @@ def _describe(error: ValidationError) -> str:
         elif e["type"] == "missing":
             lines.append(f"{where}: required; add it (see config/relay.example.toml)")
         else:
-            lines.append(f"{where}: {e['msg']}")
+            # A validator's own sentence, without pydantic's "Value error, " before it.
+            lines.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

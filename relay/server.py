@@ -24,6 +24,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from relay.backfill.filler import Backfill
 from relay.config import IngestConfig, MetricsConfig, RelayConfig
 from relay.ingest.connections import ConnectionGuard, GuardedSite, connection_cap
 from relay.ingest.endpoint import Ingest
@@ -200,9 +201,11 @@ async def serve(
                 "AXIS_RELAY_S3_ACCESS_KEY_ID/AXIS_RELAY_S3_SECRET_ACCESS_KEY, or the standard AWS chain"
             )
         uploader = Uploader(spool, destination, config.retry, stats, config.upload_workers)
+        backfill = Backfill(config.backfill, config.devices, spool, ledger, stats)
         background = [
             asyncio.create_task(uploader.run(), name="uploader"),
             asyncio.create_task(_rescan(spool, requeue_scan_s), name="requeue-scan"),
+            asyncio.create_task(backfill.run(), name="backfill"),
         ]
         stack.push_async_callback(_stop, background)
 

@@ -24,10 +24,17 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     assert config.s3.bucket == "my-site-clips"
     text = EXAMPLE.read_text()
     assert "destination =" in text
-    for section in ("ingest", "spool", "s3", "retry", "metrics", "log"):
+    for section in ("ingest", "spool", "s3", "backfill", "retry", "metrics", "log"):
         model = getattr(config, section)
         for key in type(model).model_fields:
             assert f"{key} =" in text, f"{section}.{key} is not documented in the example config"
+    entrance = config.devices["cam-entrance"]
+    assert entrance.camera is not None
+    for model in (entrance, entrance.camera):
+        for key in type(model).model_fields:
+            if key not in ("username", "password", "allow_from", "camera", "ca_bundle"):
+                assert f"{key} =" in text, f"devices.*.{key} is not documented in the example config"
+    assert "# ca_bundle =" in text
     # Documented commented out (the example's destination is S3): each key once.
     apigw = text[text.index("# [apigw]") : text.index("[retry]")]
     for key in ApiGatewayConfig.model_fields:
@@ -192,3 +199,51 @@ def test_check_config_catches_what_would_stop_the_start(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "not UTF-8 text" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def camera_raw(**camera: object) -> dict[str, object]:
+    section = {"url": "https://192.168.1.20", "username": "root", "password": "p", "expect": "continuous", **camera}
+    return {"s3": {"bucket": "clips"}, "devices": {"cam1": {"token": "t", "camera": section}}}
+
+
+def test_camera_section_is_strict_and_names_the_fix() -> None:
+    config = parse_config(camera_raw(), environ={})
+    camera = config.devices["cam1"].camera
+    assert camera is not None
+    assert (camera.disk, camera.verify_tls, camera.expect) == ("SD_DISK", True, "continuous")
+    with pytest.raises(ConfigError, match=r"devices\.cam1\.camera\.pasword: unknown key"):
+        parse_config(camera_raw(pasword="x"), environ={})
+    with pytest.raises(ConfigError, match=r"devices\.cam1\.camera\.url: .*base URL"):
+        parse_config(camera_raw(url="192.168.1.20/axis-cgi"), environ={})
+    with pytest.raises(ConfigError, match=r"devices\.cam1\.camera\.expect"):
+        parse_config(camera_raw(expect="sometimes"), environ={})
+    raw = camera_raw()
+    del raw["devices"]["cam1"]["camera"]["expect"]  # type: ignore[index]
+    with pytest.raises(ConfigError, match=r"devices\.cam1\.camera\.expect: required"):
+        parse_config(raw, environ={})
+    with pytest.raises(ConfigError, match=r"filename_timezone: unknown time zone"):
+        parse_config({"s3": {"bucket": "clips"}, "devices": {"c": {"token": "t", "filename_timezone": "Mars/Base"}}})
+    with pytest.raises(ConfigError, match=r"filename_template: .*whole time stamp"):
+        parse_config({"s3": {"bucket": "clips"}, "devices": {"c": {"token": "t", "filename_template": "clip_#s.mkv"}}})
+
+
+def without_password() -> dict[str, object]:
+    raw = camera_raw()
+    del raw["devices"]["cam1"]["camera"]["password"]  # type: ignore[index]
+    return raw
+
+
+def test_camera_password_from_the_environment_and_never_shown() -> None:
+    config = parse_config(without_password(), environ={"AXIS_RELAY_CAMERA_CAM1_PASSWORD": "from-env-secret"})
+    camera = config.devices["cam1"].camera
+    assert camera is not None
+    assert camera.password.get_secret_value() == "from-env-secret"
+    assert "from-env-secret" not in repr(config)
+    with pytest.raises(ConfigError, match=r"devices\.cam1\.camera\.password: required"):
+        parse_config(without_password(), environ={})
+
+
+def test_backfill_key_template_is_checked_like_the_other() -> None:
+    raw = {"s3": {"bucket": "clips", "backfill_key_template": "{camera}/{when}.mkv"}, "devices": {"c": {"token": "t"}}}
+    with pytest.raises(ConfigError, match=r"s3\.backfill_key_template: .*unknown field"):
+        parse_config(raw, environ={})

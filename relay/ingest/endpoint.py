@@ -31,6 +31,7 @@ from relay.ops.stats import RelayStats
 from relay.spool.clip import ClipMeta, Sender, safe_filename
 from relay.spool.spool import Spool
 from relay.spool.store import WRITE_BATCH, ClipWriter
+from relay.spool.timing import device_timer
 
 log = structlog.get_logger("relay.ingest")
 
@@ -86,6 +87,7 @@ class Ingest:
         self._limiter = FailureLimiter(
             config.auth_failures_per_minute, total_per_minute=config.auth_failures_per_minute_total
         )
+        self._timers = {name: device_timer(d.filename_template, d.filename_timezone) for name, d in devices.items()}
         self._per_device: dict[str, int] = {}
         self._in_progress = 0
         self._idle = asyncio.Event()
@@ -250,7 +252,9 @@ class Ingest:
                     raise Rejected(400, f"malformed multipart body: {exc}") from None
             filename = safe_filename(filename_from(request.headers.get(hdrs.CONTENT_DISPOSITION)), _fallback(name))
             content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
-            async with self._spool.receiving(sender, filename=filename, content_type=content_type) as writer:
+            async with self._spool.receiving(
+                sender, filename=filename, content_type=content_type, timer=self._timers[name]
+            ) as writer:
                 await self._copy(request.content.readany, writer, request.content_length)
                 if request.content_length is not None and writer.pending_size != request.content_length:
                     raise Rejected(400, f"body ended after {writer.pending_size} of {request.content_length} bytes")
@@ -286,7 +290,9 @@ class Ingest:
                 raise Rejected(400, "send one file part per request")
             filename = safe_filename(part.filename, _fallback(sender.camera))
             content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
-            async with self._spool.receiving(sender, filename=filename, content_type=content_type) as writer:
+            async with self._spool.receiving(
+                sender, filename=filename, content_type=content_type, timer=self._timers[sender.camera]
+            ) as writer:
                 await self._copy(lambda: part.read_chunk(READ_SIZE), writer)
                 # Later parts can only be small fields; read them before committing so a
                 # second file part refuses the whole request.

@@ -86,6 +86,7 @@ class RelayCollector(Collector):
         for device, at in sorted(s.last_clip_at.items()):
             per_device.add_metric([device], at)
         yield per_device
+        yield from self._backfill()
         buckets = [
             ("+Inf" if bound == float("inf") else f"{bound:g}", count)
             for bound, count in zip(s.upload_seconds_bounds, s.upload_seconds_counts, strict=True)
@@ -96,6 +97,55 @@ class RelayCollector(Collector):
             buckets=buckets,
             sum_value=s.upload_seconds_sum,
         )
+
+    def _backfill(self) -> Iterator[Metric]:
+        s = self._stats
+        gaps = GaugeMetricFamily(
+            "axis_relay_gaps",
+            "Gaps in cameras' footage, by state (over backfill.lookback_hours)",
+            labels=["camera", "state"],
+        )
+        seconds = GaugeMetricFamily(
+            "axis_relay_gap_seconds", "Seconds of footage in gaps, by state", labels=["camera", "state"]
+        )
+        for (camera, state), (count, total) in sorted(s.gap_totals.items()):
+            gaps.add_metric([camera, state], count)
+            seconds.add_metric([camera, state], total)
+        yield gaps
+        yield seconds
+        yield CounterMetricFamily("axis_relay_gaps_detected", "Gaps found since start", value=s.gaps_detected)
+        yield CounterMetricFamily(
+            "axis_relay_backfill_clips", "Clips fetched back from SD cards", value=s.backfill_clips
+        )
+        yield CounterMetricFamily(
+            "axis_relay_backfill_bytes", "Bytes fetched back from SD cards", value=s.backfill_bytes
+        )
+        yield CounterMetricFamily(
+            "axis_relay_backfill_errors",
+            "Unexpected errors in back-fill (logged as backfill_error)",
+            value=s.backfill_errors,
+        )
+        reachable = GaugeMetricFamily(
+            "axis_relay_camera_reachable", "1 when the camera's API last answered", labels=["camera"]
+        )
+        synced = GaugeMetricFamily(
+            "axis_relay_camera_clock_synced", "1 when the camera says its clock is NTP-synced", labels=["camera"]
+        )
+        offset = GaugeMetricFamily(
+            "axis_relay_camera_clock_offset_seconds", "The camera's clock minus the relay's", labels=["camera"]
+        )
+        for camera, status in sorted(s.cameras.items()):
+            if not status.access:
+                continue
+            if status.reachable is not None:
+                reachable.add_metric([camera], 1 if status.reachable else 0)
+            if status.clock_synced is not None:
+                synced.add_metric([camera], 1 if status.clock_synced else 0)
+            if status.clock_offset_s is not None:
+                offset.add_metric([camera], status.clock_offset_s)
+        yield reachable
+        yield synced
+        yield offset
 
 
 def health(stats: RelayStats, spool: Spool, config: MetricsConfig) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What `axis-relay spool list` and `axis-relay clips` print: tables for a person, JSON for a script."""
+"""What `axis-relay spool list`, `clips` and `gaps` print: tables for a person, JSON for a script."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
+from relay.backfill.gapbook import GapRecord
 from relay.spool.ledger import ClipRecord
 from relay.spool.store import StoredClip
 
@@ -58,3 +59,49 @@ def clips_table(records: list[ClipRecord]) -> str:
 
 def clips_json(records: list[ClipRecord]) -> str:
     return json.dumps([dataclasses.asdict(r) for r in records], indent=1)
+
+
+def _iso(ledger_text: str | None) -> str | None:
+    """A ledger time (microseconds, Z) as ISO 8601 UTC to the millisecond."""
+    return None if ledger_text is None else ledger_text[:23] + "Z"
+
+
+def gaps_table(records: list[GapRecord]) -> str:
+    lines = [f"{'START (UTC)':<23} {'END (UTC)':<23} {'CAMERA':<16} {'SECONDS':>8} {'CAUSE':<9} {'STATE':<11} REASON"]
+    for g in records:
+        lines.append(
+            f"{g.starts_at[:23]:<23} {g.ends_at[:23]:<23} {g.camera:<16} {g.seconds:>8.1f} {g.cause:<9} "
+            f"{g.state:<11} {g.reason or g.found}"
+        )
+    by_state: dict[str, int] = {}
+    for g in records:
+        by_state[g.state] = by_state.get(g.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(by_state.items()))
+    lines.append(f"{len(records)} gap(s)" + (f": {summary}" if summary else ""))
+    return "\n".join(lines)
+
+
+def gaps_json(records: list[GapRecord]) -> str:
+    return json.dumps(
+        [
+            {
+                "id": g.gap_id,
+                "camera": g.camera,
+                "start": _iso(g.starts_at),
+                "end": _iso(g.ends_at),
+                "seconds": round(g.seconds, 3),
+                "cause": g.cause,
+                "state": g.state,
+                "reason": g.reason or g.found,
+                "found": g.found,
+                "detected_at": _iso(g.detected_at),
+                "updated_at": _iso(g.updated_at),
+                "attempts": g.attempts,
+                "fetched_until": _iso(g.fetched_until),
+                "fetched_bytes": g.fetched_bytes,
+                "missing_s": g.missing_s,
+            }
+            for g in records
+        ],
+        indent=1,
+    )

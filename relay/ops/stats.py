@@ -11,6 +11,17 @@ from dataclasses import asdict, dataclass, field
 
 
 @dataclass
+class CameraStatus:
+    """What back-fill last learnt of a device's own API (relay.backfill.filler)."""
+
+    access: bool  # a [devices.<name>.camera] section is configured
+    reachable: bool | None = None  # None until it was first asked
+    last_error: str | None = None
+    clock_synced: bool | None = None
+    clock_offset_s: float | None = None
+
+
+@dataclass
 class RelayStats:
     clips_accepted: int = 0
     bytes_accepted: int = 0
@@ -30,6 +41,15 @@ class RelayStats:
     last_upload_at: float | None = None
     started_at: float = field(default_factory=time.time)
     last_clip_at: dict[str, float] = field(default_factory=dict)  # per device
+    # Back-fill: gaps found, how they ended, and the footage fetched from SD cards.
+    gaps_detected: int = 0
+    gaps_settled: Counter[str] = field(default_factory=Counter)
+    backfill_clips: int = 0
+    backfill_bytes: int = 0
+    backfill_errors: int = 0
+    cameras: dict[str, CameraStatus] = field(default_factory=dict)
+    # (camera, state) -> (count, seconds), over backfill.lookback_hours, from the ledger.
+    gap_totals: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     # Upload durations as a histogram: cumulative counts per upper bound (seconds).
     upload_seconds_bounds: tuple[float, ...] = (1, 5, 15, 60, 300, 900, float("inf"))
     upload_seconds_counts: list[int] = field(default_factory=lambda: [0] * 7)
@@ -45,12 +65,15 @@ class RelayStats:
         out = asdict(self)
         out["retries_by_reason"] = dict(self.retries_by_reason)
         out["uploads_by_route"] = dict(self.uploads_by_route)
+        out["gaps_settled"] = dict(self.gaps_settled)
         for detail in (
             "upload_seconds_bounds",
             "upload_seconds_counts",
             "upload_seconds_sum",
             "last_clip_at",
             "last_refused_spool_full_at",
+            "cameras",
+            "gap_totals",
         ):
             out.pop(detail)
         return out

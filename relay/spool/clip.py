@@ -103,10 +103,23 @@ class ClipMeta:
     query: dict[str, str] = field(default_factory=dict)
     source: str = ""
     origin: ClipOrigin = "device"
+    # The footage's span (relay.spool.timing), ISO 8601 UTC, and where each came from.
+    starts_at: str | None = None
+    ends_at: str | None = None
+    starts_source: str | None = None
+    ends_source: str | None = None
 
     @property
     def received(self) -> datetime:
         return datetime.fromisoformat(self.received_at).astimezone(UTC)
+
+    @property
+    def starts(self) -> datetime | None:
+        return datetime.fromisoformat(self.starts_at).astimezone(UTC) if self.starts_at else None
+
+    @property
+    def ends(self) -> datetime | None:
+        return datetime.fromisoformat(self.ends_at).astimezone(UTC) if self.ends_at else None
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, indent=1).encode()

@@ -66,13 +66,47 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX clip_by_camera ON clip (camera, received_at);
     CREATE INDEX clip_by_time ON clip (received_at);
     """,
+    # 2: where each clip's start and end came from (relay.spool.timing), the gaps in each
+    # camera's footage with what became of them, and since when each camera is watched
+    # for gaps (relay.backfill).
+    """
+    ALTER TABLE clip ADD COLUMN starts_source TEXT;
+    ALTER TABLE clip ADD COLUMN ends_source TEXT;
+    CREATE INDEX clip_by_footage ON clip (camera, starts_at);
+    CREATE TABLE gap (
+        gap_id         INTEGER PRIMARY KEY,
+        camera         TEXT NOT NULL,
+        starts_at      TEXT NOT NULL,
+        ends_at        TEXT NOT NULL,
+        cause          TEXT NOT NULL CHECK (cause IN ('coverage', 'silence', 'sequence', 'evicted', 'manual')),
+        state          TEXT NOT NULL
+                       CHECK (state IN ('detected', 'fetching', 'filled', 'unfillable', 'retrying')),
+        found          TEXT NOT NULL DEFAULT '',
+        reason         TEXT NOT NULL DEFAULT '',
+        detected_at    TEXT NOT NULL,
+        updated_at     TEXT NOT NULL,
+        attempts       INTEGER NOT NULL DEFAULT 0,
+        next_try_at    TEXT,
+        fetched_until  TEXT,
+        fetched_bytes  INTEGER NOT NULL DEFAULT 0,
+        missing_s      REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX gap_by_camera ON gap (camera, starts_at);
+    CREATE INDEX gap_by_state ON gap (state);
+    CREATE TABLE watch (
+        camera         TEXT PRIMARY KEY,
+        since          TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 INSERT = (
-    "INSERT INTO clip (clip_id, camera, filename, sequence, bytes, crc32c, received_at, source, origin, state) "
-    "VALUES (:clip_id, :camera, :filename, :sequence, :bytes, :crc32c, :received_at, :source, :origin, :state)"
+    "INSERT INTO clip (clip_id, camera, filename, sequence, bytes, crc32c, received_at, source, origin, state, "
+    "starts_at, ends_at, starts_source, ends_source) "
+    "VALUES (:clip_id, :camera, :filename, :sequence, :bytes, :crc32c, :received_at, :source, :origin, :state, "
+    ":starts_at, :ends_at, :starts_source, :ends_source)"
 )
 
 Statement = tuple[str, dict[str, Any]]
@@ -94,6 +128,10 @@ def row(meta: ClipMeta, state: LedgerState) -> dict[str, Any]:
         "source": meta.source,
         "origin": meta.origin,
         "state": state,
+        "starts_at": ledger_time(meta.starts) if meta.starts else None,
+        "ends_at": ledger_time(meta.ends) if meta.ends else None,
+        "starts_source": meta.starts_source,
+        "ends_source": meta.ends_source,
     }
 
 
@@ -116,6 +154,8 @@ class ClipRecord:
     origin: str
     starts_at: str | None
     ends_at: str | None
+    starts_source: str | None
+    ends_source: str | None
     state: LedgerState
     uploaded_at: str | None
     key: str | None
@@ -149,7 +189,7 @@ class Ledger:
             if version > SCHEMA_VERSION:
                 raise LedgerUnusable(f"schema version {version} is newer than this relay's ({SCHEMA_VERSION})")
             for number in range(version + 1, SCHEMA_VERSION + 1):
-                with _transaction(db):
+                with transaction(db):
                     _run_script(db, MIGRATIONS[number - 1])
                     db.execute(f"PRAGMA user_version = {number}")
         except sqlite3.OperationalError:
@@ -187,11 +227,16 @@ class Ledger:
             raise FileNotFoundError(path)
         return cls(sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None), path)
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for the modules that keep their own tables here (gaps)."""
+        return self._db
+
     def close(self) -> None:
         self._db.close()
 
     def apply(self, statements: Sequence[Statement]) -> None:
-        with _transaction(self._db):
+        with transaction(self._db):
             for sql, params in statements:
                 self._db.execute(sql, params)
 
@@ -199,7 +244,7 @@ class Ledger:
         """Make the ledger agree with the spool at start-up; returns the rows added."""
         before = self._count()
         held: list[str] = []
-        with _transaction(self._db):
+        with transaction(self._db):
             for clip in in_spool:
                 held.append(clip.clip_id)
                 if clip.meta is None:
@@ -226,7 +271,7 @@ class Ledger:
 
     def prune(self, retention_days: int) -> int:
         cutoff = ledger_time(datetime.now(UTC) - timedelta(days=retention_days))
-        with _transaction(self._db):
+        with transaction(self._db):
             cursor = self._db.execute("DELETE FROM clip WHERE received_at < ? AND state != 'queued'", (cutoff,))
         return cursor.rowcount
 
@@ -254,7 +299,7 @@ def _run_script(db: sqlite3.Connection, script: str) -> None:
 
 
 @contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN IMMEDIATE")
     try:
         yield

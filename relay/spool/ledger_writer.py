@@ -14,9 +14,9 @@ import concurrent.futures
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -25,6 +25,7 @@ from relay.spool.ledger import INSERT, Ledger, LedgerUnusable, Statement, now, r
 from relay.spool.store import StoredClip
 
 log = structlog.get_logger("relay.ledger")
+T = TypeVar("T")
 
 # Pending notes kept in memory while the ledger cannot be written (disk full, say);
 # past this the oldest are dropped with an error line: history, never clips.
@@ -109,6 +110,17 @@ class LedgerWriter:
 
     async def flushed(self) -> None:
         await self._idle.wait()
+
+    async def run(self, work: Callable[[Ledger], T]) -> T | None:
+        """Run ``work`` on the ledger's thread once every note so far is written (so it
+        sees them); None when there is no ledger (it could not be opened)."""
+        await self.flushed()
+
+        def on_thread() -> T | None:
+            return None if self._ledger is None else work(self._ledger)
+
+        result: T | None = await self._call(on_thread)
+        return result
 
     # ----- notes, from the event loop ------------------------------------
 

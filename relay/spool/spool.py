@@ -17,9 +17,9 @@ from typing import Any, Protocol
 import structlog
 
 from relay.config import SpoolConfig
-from relay.spool.clip import ClipMeta, Sender, clip_id_time, new_clip_id
+from relay.spool.clip import ClipMeta, ClipOrigin, Sender, clip_id_time, new_clip_id
 from relay.spool.queue import UploadQueue
-from relay.spool.store import ClipWriter, SpoolStore
+from relay.spool.store import ClipWriter, SpoolStore, Timer
 
 log = structlog.get_logger("relay.spool")
 
@@ -102,6 +102,11 @@ class Spool:
                 log.warning("clip_evicted", clip_id=clip_id, bytes=size, policy="evict_oldest")
             return True
 
+    async def has_room(self, incoming: int) -> bool:
+        """True when ``incoming`` more bytes fit without evicting anything (back-fill
+        never evicts what a device sent to make room for what can wait on a card)."""
+        return await self._fits(incoming)
+
     async def _fits(self, incoming: int) -> bool:
         if self.limits.max_bytes and self._queue.bytes + incoming > self.limits.max_bytes:
             return False
@@ -109,8 +114,18 @@ class Spool:
         return free - incoming >= self.limits.min_free_bytes
 
     @contextlib.asynccontextmanager
-    async def receiving(self, sender: Sender, *, filename: str, content_type: str) -> AsyncIterator[ClipWriter]:
-        """A writer for one incoming clip; anything not committed is removed on exit."""
+    async def receiving(
+        self,
+        sender: Sender,
+        *,
+        filename: str,
+        content_type: str,
+        timer: Timer | None = None,
+        origin: ClipOrigin = "device",
+    ) -> AsyncIterator[ClipWriter]:
+        """A writer for one incoming clip (pushed by a device, or fetched back from its
+        SD card); anything not committed is removed on exit. ``timer`` tells the
+        footage's span when the clip is made durable."""
         now = datetime.now(UTC)
         fields: dict[str, Any] = dict(
             camera=sender.camera,
@@ -119,8 +134,9 @@ class Spool:
             received_at=now.isoformat(),
             query=sender.query,
             source=sender.source,
+            origin=origin,
         )
-        writer = await asyncio.to_thread(ClipWriter, self.store, new_clip_id(now), fields, self._durable)
+        writer = await asyncio.to_thread(ClipWriter, self.store, new_clip_id(now), fields, self._durable, timer)
         try:
             yield writer
         finally:

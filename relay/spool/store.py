@@ -22,6 +22,7 @@ the upload queue's (``relay.spool.queue``), which only the event loop touches.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import os
@@ -37,6 +38,7 @@ import structlog
 
 from relay.ops import crashpoints
 from relay.spool.clip import ClipMeta, crc32c_b64
+from relay.spool.timing import ClipTimes
 
 log = structlog.get_logger("relay.spool")
 
@@ -50,6 +52,24 @@ REASON = "reason.json"
 WRITE_BATCH = 1024 * 1024
 
 StoredState = Literal["queued", "quarantined"]
+
+# Works out a clip's footage span from its data file and metadata (relay.spool.timing).
+Timer = Callable[[Path, ClipMeta], ClipTimes]
+
+
+def _timed(meta: ClipMeta, data: Path, timer: Timer) -> ClipMeta:
+    try:
+        times = timer(data, meta)
+    except Exception as exc:  # a clip is never refused or lost over its time stamps
+        log.warning("clip_times_unknown", clip_id=meta.clip_id, error=repr(exc))
+        return meta
+    return dataclasses.replace(
+        meta,
+        starts_at=times.starts_at.isoformat(),
+        ends_at=times.ends_at.isoformat(),
+        starts_source=times.starts_source,
+        ends_source=times.ends_source,
+    )
 
 
 def fsync_dir(path: Path) -> None:
@@ -167,16 +187,20 @@ class SpoolStore:
         # make room and write the block again, not later at a flush or at close.
         return directory, open(directory / DATA, "wb", buffering=0)
 
-    def make_durable(self, directory: Path, data: io.FileIO, meta: ClipMeta) -> None:
-        """fsync the clip and its metadata, then move it into queue/ in one rename."""
+    def make_durable(self, directory: Path, data: io.FileIO, meta: ClipMeta, timer: Timer | None = None) -> ClipMeta:
+        """fsync the clip and its metadata (with the footage's span, where ``timer``
+        tells it), then move it into queue/ in one rename."""
         data.flush()
         crashpoints.reached(crashpoints.INGEST_BEFORE_FSYNC)
         os.fsync(data.fileno())
         data.close()
+        if timer is not None:
+            meta = _timed(meta, directory / DATA, timer)
         write_file_durably(directory / META, meta.to_json())
         os.rename(directory, self.queue_dir / meta.clip_id)
         fsync_dir(self.queue_dir)
         fsync_dir(self.incoming_dir)
+        return meta
 
     def discard_incoming(self, directory: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
@@ -297,9 +321,15 @@ class ClipWriter:
     """
 
     def __init__(
-        self, store: SpoolStore, clip_id: str, fields: dict[str, Any], on_durable: Callable[[ClipMeta], None]
+        self,
+        store: SpoolStore,
+        clip_id: str,
+        fields: dict[str, Any],
+        on_durable: Callable[[ClipMeta], None],
+        timer: Timer | None = None,
     ) -> None:
         self._store = store
+        self._timer = timer
         self.clip_id = clip_id
         self._fields = fields
         self._on_durable = on_durable
@@ -344,7 +374,7 @@ class ClipWriter:
         if extra_query:
             fields["query"] = {**extra_query, **fields["query"]}
         meta = ClipMeta(clip_id=self.clip_id, size=self.size, crc32c=crc32c_b64(self._crc), **fields)
-        await asyncio.to_thread(self._store.make_durable, self._dir, self._file, meta)
+        meta = await asyncio.to_thread(self._store.make_durable, self._dir, self._file, meta, self._timer)
         self._committed = True
         self._on_durable(meta)
         return meta

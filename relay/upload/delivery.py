@@ -118,14 +118,21 @@ def _begun_since(intent: dict[str, Any]) -> datetime | None:
 
 
 def object_key(template: str, meta: ClipMeta) -> str:
+    """The clip's key. {start} and {end} are the footage's span where it is known, else
+    the arrival; {date} is the arrival, but for back-fill the footage's start (so it
+    lands beside the clips of the same day)."""
     stem, ext = posixpath.splitext(meta.filename)
+    starts, ends = meta.starts or meta.received, meta.ends or meta.received
     return template.format(
         camera=meta.camera,
         filename=meta.filename,
-        date=meta.received,
+        date=starts if meta.origin == "backfill" else meta.received,
         clip_id=meta.clip_id,
         stem=stem,
         ext=ext,
+        origin=meta.origin,
+        start=starts,
+        end=ends,
     ).lstrip("/")
 
 

@@ -240,7 +240,8 @@ class S3Destination:
             yield cls(client, config, spool, has_credentials)
 
     async def deliver(self, meta: ClipMeta) -> Delivered:
-        return await self._delivery.deliver(meta, object_key(self._config.key_template, meta))
+        template = self._config.backfill_key_template if meta.origin == "backfill" else self._config.key_template
+        return await self._delivery.deliver(meta, object_key(template, meta))
 
     async def abandon(self, meta: ClipMeta) -> None:
         await self._delivery.abandon(meta)

@@ -1,0 +1,1 @@
+"""Gaps in cameras' footage, and fetching it back from their SD cards."""

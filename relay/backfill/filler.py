@@ -1,0 +1,394 @@
+"""Back-fill: find each camera's gaps and fetch the missing footage from its SD card.
+
+One task per device, for the relay's whole life. Each round it looks over the
+device's clips in the ledger for new gaps (``relay.backfill.gaps``), then works
+through the gaps that are due, oldest first:
+
+- no ``[devices.<name>.camera]`` section: the gap is ``unfillable``, and says so;
+- list the recordings on the card that overlap the gap (plus ``backfill.margin_s``),
+  export what they hold of it in pieces of at most ``backfill.piece_s``, each straight
+  into the spool as a clip of origin ``backfill`` (the same durable path as a pushed
+  clip: fsync, CRC32C, the ledger; then uploaded with every guarantee);
+- after each piece the gap's ``fetched_until`` moves on, and footage a back-fill clip
+  already holds is never asked for again, so a relay killed mid-gap goes on where it
+  was, and an export cut off half-way is asked for again whole, never stored twice;
+- a camera that cannot be asked (unreachable, a timeout, nonsense) puts the gap in
+  ``retrying`` with capped exponential backoff; it never stops the relay or the uploads.
+
+At most one export per camera at a time (its task does one thing at a time), at most
+``backfill.max_concurrent`` over all cameras, and none while more than
+``backfill.max_queued_bytes`` waits for upload: the uplink carries what the devices
+sent first, and the footage waits safely on the card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+
+from relay.backfill.camera_state import CameraState
+from relay.backfill.gapbook import GapBook, GapRecord, GapState, backoff_s, later
+from relay.backfill.gaps import Expectation, Span, covered_seconds, find_gaps, subtract
+from relay.camera.answers import NOT_RECORDED, CameraError, Recording, retention_start
+from relay.camera.vapix import VapixClient
+from relay.config import BackfillConfig, DeviceConfig
+from relay.ops.stats import CameraStatus, RelayStats
+from relay.spool.clip import ClipMeta, Sender
+from relay.spool.ledger import Ledger
+from relay.spool.ledger_writer import LedgerWriter
+from relay.spool.spool import Spool
+from relay.spool.timing import ClipTimes, read_matroska_header
+
+log = structlog.get_logger("relay.backfill")
+T = TypeVar("T")
+
+# Room is checked this far ahead of an export's bytes (as ingest does for chunked bodies).
+ROOM_AHEAD = 1024 * 1024
+# An export's Matroska start further back than this from what was asked is not its own
+# start (the recording's, say): the range asked for is used instead.
+KEYFRAME_SNAP = timedelta(seconds=30)
+
+
+class SpoolFull(Exception):
+    """No room in the spool for back-fill (which never evicts what devices sent)."""
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+class Backfill:
+    def __init__(
+        self,
+        config: BackfillConfig,
+        devices: dict[str, DeviceConfig],
+        spool: Spool,
+        ledger: LedgerWriter,
+        stats: RelayStats,
+    ) -> None:
+        self._config = config
+        self._devices = devices
+        self._spool = spool
+        self._ledger = ledger
+        self._stats = stats
+        self._exports = asyncio.Semaphore(config.max_concurrent)
+        self._clients: dict[str, VapixClient] = {}
+        self._cameras = {
+            name: CameraState(name, stats.cameras.setdefault(name, CameraStatus(d.camera is not None)))
+            for name, d in devices.items()
+        }
+        self._paused = False
+
+    async def run(self) -> None:
+        """Watch every device until cancelled (never returns: a finished background task
+        would end the relay)."""
+        if not self._config.enabled:
+            await asyncio.Event().wait()
+        interrupted = await self._book(lambda b: b.interrupted(now_utc()))
+        if interrupted is None:
+            log.error("backfill_unavailable", reason="the ledger could not be opened; gaps cannot be found")
+            await asyncio.Event().wait()
+        if interrupted:
+            log.info("backfill_resumed", gaps=interrupted)
+        async with contextlib.AsyncExitStack() as stack:
+            for name, device in self._devices.items():
+                if device.camera is not None:
+                    self._clients[name] = await stack.enter_async_context(VapixClient.open(name, device.camera))
+            async with asyncio.TaskGroup() as group:
+                for name in self._devices:
+                    group.create_task(self._watch(name), name=f"backfill-{name}")
+
+    async def _watch(self, name: str) -> None:
+        while True:
+            try:
+                await self._round(name)
+            except Exception:
+                # A bug, or the ledger's disk failing: logged and counted, never the end
+                # of back-fill for this camera (or of the relay).
+                log.exception("backfill_error", camera=name)
+                self._stats.backfill_errors += 1
+            await asyncio.sleep(self._config.scan_interval_s)
+
+    async def _round(self, name: str) -> None:
+        if (client := self._clients.get(name)) is not None:
+            await self._cameras[name].check_clock(client)
+        await self._detect(name)
+        while not self._backlogged():
+            gap = await self._book(lambda b: b.due(name, now_utc()))
+            if gap is None:
+                break
+            await self._fill(name, gap)
+        await self._refresh_totals()
+
+    # ----- detection ------------------------------------------------------
+
+    async def _detect(self, name: str) -> None:
+        device = self._devices[name]
+        camera = device.camera
+        expect = Expectation(
+            continuous=camera is not None and camera.expect == "continuous",
+            cadence_s=camera.cadence_s if camera else 0.0,
+            grace_s=camera.grace_s if camera else 0.0,
+            threshold_s=camera.gap_threshold_s if camera else 2.0,
+        )
+        moment = self._cameras[name].now()
+        since = moment - timedelta(hours=self._config.lookback_hours)
+
+        def detect(book: GapBook) -> list[GapRecord]:
+            watched = book.watched_since(name, moment)
+            clips, known = book.clip_spans(name, since), book.known(name, since)
+            found = find_gaps(clips, known, expect, moment, since=since, watched_since=watched)
+            return book.record(name, found, now_utc()) if found else []
+
+        for gap in await self._book(detect) or []:
+            self._stats.gaps_detected += 1
+            log.warning(
+                "gap_detected",
+                camera=name,
+                gap_id=gap.gap_id,
+                start=gap.starts_at,
+                end=gap.ends_at,
+                seconds=round(gap.seconds, 2),
+                cause=gap.cause,
+                reason=gap.reason,
+            )
+
+    # ----- filling --------------------------------------------------------
+
+    def _backlogged(self) -> bool:
+        over = self._spool.queued_bytes > self._config.max_queued_bytes
+        if over != self._paused:
+            self._paused = over
+            if over:
+                log.info("backfill_paused", queued_bytes=self._spool.queued_bytes, limit=self._config.max_queued_bytes)
+            else:
+                log.info("backfill_resumed_after_backlog", queued_bytes=self._spool.queued_bytes)
+        return over
+
+    async def _fill(self, name: str, gap: GapRecord) -> None:
+        client = self._clients.get(name)
+        if client is None:
+            await self._settle(
+                gap,
+                "unfillable",
+                f"no camera access configured: add [devices.{name}.camera] with url, username and password",
+            )
+            return
+        async with self._exports:
+            await self._book(lambda b: b.update(gap.gap_id, "fetching", now_utc(), attempts=gap.attempts + 1))
+            try:
+                state, reason, missing = await self._fetch(name, client, gap)
+            except CameraError as exc:
+                await self._camera_failed(name, gap, exc)
+                return
+            except SpoolFull:
+                await self._retry(gap, "no room in the spool for back-fill (it never evicts device clips)", 60.0)
+                return
+            except Exception as exc:
+                # Not left "fetching" until the next start: waits the longest backoff,
+                # and the round's error is logged by the caller.
+                await self._retry(gap, f"unexpected error: {exc!r}", self._config.retry_max_s)
+                raise
+        self._cameras[name].answered()
+        await self._settle(gap, state, reason, missing_s=missing)
+
+    async def _fetch(self, name: str, client: VapixClient, gap: GapRecord) -> tuple[GapState, str, float]:
+        camera = client.config
+        disks = await client.disks()
+        disk = next((d for d in disks if d.disk_id == camera.disk), None)
+        if disk is None:
+            present = ", ".join(d.disk_id for d in disks) or "none"
+            return "unfillable", f"no SD card: the camera has no disk {camera.disk} (it has: {present})", gap.seconds
+        if not disk.usable:
+            return "unfillable", f"no SD card: {disk.disk_id} is {disk.status}", gap.seconds
+        span = gap.span
+        oldest = retention_start(disk, self._cameras[name].now())
+        if oldest is not None and span.ends < oldest:
+            return (
+                "unfillable",
+                f"retention passed: {disk.disk_id} keeps {disk.cleanup_max_age_days} day(s) of footage "
+                "(cleanupmaxage) and this is older; raise the card's retention",
+                gap.seconds,
+            )
+        margin = timedelta(seconds=self._config.margin_s)
+        wanted = Span(span.starts - margin, span.ends + margin)
+        recordings = await client.recordings(disk.disk_id, wanted.starts, wanted.ends)
+        on_card = [Span(max(r.starts, wanted.starts), min(r.stops, wanted.ends)) for r in recordings]
+        recorded = covered_seconds(span, on_card)
+        if recorded <= 0:
+            why = "no recording on the card covers it"
+            if oldest is not None and span.starts < oldest:
+                why += f" (it is older than the card's retention, {disk.cleanup_max_age_days} day(s))"
+            elif not recordings:
+                why += "; is continuous recording to the SD card on?"
+            return "unfillable", why, gap.seconds
+        resume = gap.resume_from if gap.fetched_until else None
+        fetched_bytes = gap.fetched_bytes
+        not_on_card: list[Span] = []
+        for recording, piece in zip(recordings, on_card, strict=True):
+            start = max(piece.starts, resume) if resume else piece.starts
+            if start >= piece.ends:
+                continue
+            wanted_here = Span(start, piece.ends)
+            have = await self._book(functools.partial(GapBook.backfilled, camera=name, span=wanted_here)) or []
+            for todo in subtract(wanted_here, have):
+                for part in _pieces(todo, self._config.piece_s):
+                    stored = await self._export(name, client, recording, part)
+                    if stored is None:
+                        not_on_card.append(part)
+                    else:
+                        fetched_bytes += stored
+                    await self._progress(gap, part.ends, fetched_bytes)
+        # Listed but refused at export (deleted meanwhile, say): missing too.
+        recorded -= covered_seconds(span, not_on_card)
+        if not_on_card and recorded < 0.5:
+            return "unfillable", "the card lists recordings of it but refused to export them", gap.seconds
+        missing = max(0.0, gap.seconds - recorded)
+        if missing >= 0.5:
+            return "filled", f"{missing:.1f} s of it was never recorded on the card (the camera restarted?)", missing
+        return "filled", "", 0.0
+
+    async def _export(self, name: str, client: VapixClient, recording: Recording, span: Span) -> int | None:
+        """One piece from the card into the spool; its byte count, or None when the card
+        does not hold it after all (just deleted by its retention, say)."""
+        sender = Sender(camera=name, query={}, source=client.config.url)
+        filename = f"backfill_{span.starts:%Y%m%dT%H%M%S}Z_{span.ends:%Y%m%dT%H%M%S}Z.mkv"
+        try:
+            async with self._spool.receiving(
+                sender, filename=filename, content_type="video/x-matroska", timer=export_timer(span), origin="backfill"
+            ) as writer:
+                checked = 0
+
+                async def sink(chunk: bytes) -> None:
+                    nonlocal checked
+                    if writer.pending_size + len(chunk) > checked:
+                        if not await self._spool.has_room(ROOM_AHEAD):
+                            raise SpoolFull
+                        checked = writer.pending_size + ROOM_AHEAD
+                    await writer.write(chunk)
+
+                await client.export(recording, span.starts, span.ends, sink)
+                if writer.pending_size == 0:
+                    raise CameraError(name, "exportrecording.cgi", "the export was empty", transient=True)
+                meta = await writer.commit()
+        except CameraError as exc:
+            if exc.code in NOT_RECORDED:
+                log.info("backfill_piece_not_on_card", camera=name, start=span.starts.isoformat(), reason=exc.reason)
+                return None
+            raise
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise SpoolFull from None
+            raise
+        self._stats.backfill_clips += 1
+        self._stats.backfill_bytes += meta.size
+        log.info(
+            "backfill_clip_stored",
+            camera=name,
+            clip_id=meta.clip_id,
+            start=meta.starts_at,
+            end=meta.ends_at,
+            bytes=meta.size,
+            recording=recording.recording_id,
+        )
+        return meta.size
+
+    # ----- outcomes -------------------------------------------------------
+
+    async def _progress(self, gap: GapRecord, fetched_until: datetime, fetched_bytes: int) -> None:
+        """The gap's footage up to ``fetched_until`` is durable in the spool."""
+
+        def note(book: GapBook) -> object:
+            return book.update(
+                gap.gap_id, "fetching", now_utc(), fetched_until=fetched_until, fetched_bytes=fetched_bytes
+            )
+
+        await self._book(note)
+
+    async def _settle(self, gap: GapRecord, state: GapState, reason: str, missing_s: float | None = None) -> None:
+        reason = reason or f"fetched from the SD card ({gap.found})"
+        fields: dict[str, object] = {"reason": reason, "next_try_at": None}
+        if missing_s is not None:
+            fields["missing_s"] = missing_s
+        await self._book(lambda b: b.update(gap.gap_id, state, now_utc(), **fields))
+        event = "gap_filled" if state == "filled" else "gap_unfillable"
+        self._stats.gaps_settled[state] += 1
+        (log.info if state == "filled" else log.warning)(
+            event,
+            camera=gap.camera,
+            gap_id=gap.gap_id,
+            start=gap.starts_at,
+            end=gap.ends_at,
+            seconds=round(gap.seconds, 2),
+            cause=gap.cause,
+            reason=reason,
+        )
+
+    async def _retry(self, gap: GapRecord, reason: str, after_s: float) -> None:
+        when = later(now_utc(), after_s)
+        await self._book(lambda b: b.update(gap.gap_id, "retrying", now_utc(), reason=reason, next_try_at=when))
+        log.warning(
+            "gap_retrying",
+            camera=gap.camera,
+            gap_id=gap.gap_id,
+            start=gap.starts_at,
+            end=gap.ends_at,
+            attempts=gap.attempts + 1,
+            reason=reason,
+            retry_in_s=round(after_s, 1),
+        )
+
+    async def _camera_failed(self, name: str, gap: GapRecord, exc: CameraError) -> None:
+        self._cameras[name].failed(exc)
+        # A wrong password or a missing API waits as long as backoff allows: it needs
+        # an operator, and the footage waits on the card meanwhile.
+        attempts = gap.attempts + 1 if exc.transient else 99
+        wait = backoff_s(attempts, self._config.retry_initial_s, self._config.retry_max_s)
+        await self._retry(gap, str(exc), wait)
+
+    async def _refresh_totals(self) -> None:
+        since = now_utc() - timedelta(hours=self._config.lookback_hours)
+        totals = await self._book(lambda b: b.totals(since))
+        if totals is not None:
+            self._stats.gap_totals = totals
+
+    async def _book(self, work: Callable[[GapBook], T]) -> T | None:
+        def on_ledger(ledger: Ledger) -> T:
+            return work(GapBook(ledger))
+
+        return await self._ledger.run(on_ledger)
+
+
+def _pieces(span: Span, piece_s: float) -> list[Span]:
+    pieces, at, step = [], span.starts, timedelta(seconds=piece_s)
+    while at < span.ends:
+        pieces.append(Span(at, min(span.ends, at + step)))
+        at += step
+    return pieces
+
+
+def export_timer(asked: Span) -> Callable[[Path, ClipMeta], ClipTimes]:
+    """An export's span: its Matroska header where it is plausibly the export's own
+    (the device moves the start back to a key frame), else the range asked for."""
+
+    def timer(path: Path, meta: ClipMeta) -> ClipTimes:
+        header = read_matroska_header(path)
+        if (
+            header
+            and header.date_utc
+            and asked.starts - KEYFRAME_SNAP <= header.date_utc <= asked.starts + KEYFRAME_SNAP
+        ):
+            if header.duration:
+                return ClipTimes(header.date_utc, header.date_utc + header.duration, "matroska", "matroska")
+            return ClipTimes(header.date_utc, asked.ends, "matroska", "export")
+        return ClipTimes(asked.starts, asked.ends, "export", "export")
+
+    return timer

@@ -1,0 +1,1 @@
+"""Talking to a camera's own API (VAPIX)."""
