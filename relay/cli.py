@@ -76,7 +76,28 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--from", dest="start", required=True, help="start: a time, or a duration ago (2h)")
     backfill.add_argument("--to", dest="end", required=True, help="end: a time, or a duration ago (0s = now)")
     backfill.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    _camera_parser(sub.add_parser("camera", help="check, set up or remove what the relay needs on a camera"))
     return parser
+
+
+def _camera_parser(camera: argparse.ArgumentParser) -> None:
+    actions = camera.add_subparsers(dest="camera_action", required=True)
+    check = actions.add_parser("check", help="check cameras (nothing is changed); exit 1 if any needs attention")
+    check.add_argument("names", nargs="*", help="devices to check (default: every one with a camera section)")
+    check.add_argument("--json", action="store_true")
+    setup = actions.add_parser("setup", help="set a camera up to send its clips here and record to its card")
+    setup.add_argument("name")
+    setup.add_argument("--interval", type=int, default=15, help="seconds between clips (default 15)")
+    setup.add_argument("--pre-ms", type=int, default=0, help="pre-buffer, ms (default 0)")
+    setup.add_argument("--post-ms", type=int, help="post-buffer, ms (default: the interval)")
+    setup.add_argument("--retention-hours", type=int, default=48, help="the card keeps at least this (default 48)")
+    setup.add_argument("--no-validate-cert", action="store_true", help="the camera does not check the relay's TLS")
+    setup.add_argument("--dry-run", action="store_true", help="print what would be sent (secrets masked)")
+    remove = actions.add_parser("remove", help="remove what 'camera setup' created, and nothing else")
+    remove.add_argument("name")
+    for parser in (check, setup, remove):
+        parser.add_argument("--relay-url", help="how cameras reach the relay (default: ingest.public_url)")
+        parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
 
 
 def _load(path: Path) -> RelayConfig:
@@ -192,6 +213,39 @@ def _backfill(config: RelayConfig, camera: str, start_text: str, end_text: str) 
     return 0
 
 
+def _camera(args: argparse.Namespace) -> int:
+    from relay.camera import commands, setup
+
+    config = _load(args.config)
+    try:
+        if args.camera_action == "check":
+            text, code = asyncio.run(commands.run_check(config, args.names, args.relay_url, args.json))
+        elif args.camera_action == "remove":
+            text, code = asyncio.run(commands.run_remove(config, args.name))
+        else:
+            url = commands.relay_url(config, args.relay_url)
+            if url is None:
+                raise commands.CommandError(
+                    "the relay's URL as cameras reach it is not known: set ingest.public_url or pass --relay-url"
+                )
+            if not 1 <= args.interval <= 3600 or args.pre_ms < 0 or (args.post_ms or 0) < 0:
+                raise commands.CommandError("--interval is 1-3600 s; --pre-ms and --post-ms are 0 or more")
+            options = setup.Options(
+                relay_url=url,
+                interval_s=args.interval,
+                pre_ms=args.pre_ms,
+                post_ms=args.post_ms,
+                retention_hours=args.retention_hours,
+                validate_server_cert=not args.no_validate_cert,
+            )
+            text, code = asyncio.run(commands.run_setup(config, args.name, options, args.dry_run))
+    except commands.CommandError as exc:
+        print(f"axis-relay: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(text)
+    return code
+
+
 def _status(config: RelayConfig) -> int:
     """Print the relay's health as a short table; exit 0 healthy, 1 unhealthy, 3 unreachable."""
     url = f"http://{config.metrics.host}:{config.metrics.port}/healthz"
@@ -267,6 +321,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(_clips(_load(args.config), args.camera, args.since, args.json))
     if args.command == "gaps":
         raise SystemExit(_gaps(_load(args.config), args.camera, args.since, args.json))
+    if args.command == "camera":
+        raise SystemExit(_camera(args))
     if args.command == "backfill":
         raise SystemExit(_backfill(_load(args.config), args.camera, args.start, args.end))
     try:

@@ -49,6 +49,9 @@ Port = Annotated[int, Field(ge=0, le=65535)]
 class IngestConfig(_Strict):
     host: str = "0.0.0.0"
     port: Port = 8443
+    # How cameras reach the relay, e.g. https://gateway.local:8443: what `axis-relay
+    # camera setup` puts in their recipients and `camera check` looks for.
+    public_url: str | None = None
     # Checked by `check-config` (they must load as a pair), not here: the example config
     # names the files a gateway has.
     tls_cert: Path | None = None
@@ -73,6 +76,13 @@ class IngestConfig(_Strict):
     # Failed logins from all addresses together per minute; past it, addresses that
     # failed lately get 429 at once (devices that log in right are still served).
     auth_failures_per_minute_total: Annotated[int, Field(ge=1)] = 60
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
+            raise ValueError("must be the relay's base URL as cameras reach it, e.g. https://192.168.1.10:8443")
+        return None if value is None else value.rstrip("/")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> IngestConfig:

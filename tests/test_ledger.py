@@ -226,3 +226,45 @@ def test_store_lists_and_retries_through_its_api(tmp_path: Path) -> None:
     )
     assert store.retry_quarantined() == [clip_id]
     assert [e.state for e in store.entries()] == ["queued"]
+
+
+def test_settled_gaps_are_pruned_with_the_clips_and_open_ones_kept(tmp_path: Path) -> None:
+    from relay.backfill.gapbook import GapBook
+    from relay.backfill.gaps import FoundGap
+
+    ledger = Ledger.open(tmp_path / "ledger.sqlite3")
+    book = GapBook(ledger)
+    old = datetime.now(UTC) - timedelta(days=40)
+    found = [
+        FoundGap(old, old + timedelta(seconds=15), "sequence", "old, filled"),
+        FoundGap(old + timedelta(minutes=1), old + timedelta(minutes=2), "coverage", "old, still retrying"),
+        FoundGap(datetime.now(UTC) - timedelta(minutes=5), datetime.now(UTC), "coverage", "recent, filled"),
+    ]
+    filled, retrying, recent = book.record("cam", found, datetime.now(UTC))
+    book.update(filled.gap_id, "filled", datetime.now(UTC))
+    book.update(retrying.gap_id, "retrying", datetime.now(UTC))
+    book.update(recent.gap_id, "filled", datetime.now(UTC))
+    assert ledger.prune(retention_days=30) == 1
+    assert [g.found for g in book.gaps()] == ["old, still retrying", "recent, filled"]
+    ledger.close()
+
+
+def test_a_version_1_ledger_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    from relay.spool.ledger import MIGRATIONS
+
+    path = tmp_path / "ledger.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[0].split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.execute(
+        "INSERT INTO clip (clip_id, camera, filename, bytes, crc32c, received_at, state) "
+        "VALUES ('c1', 'cam', 'a.mkv', 1, 'AAAAAA==', '2026-11-28T08:00:00.000000Z', 'uploaded')"
+    )
+    db.close()
+    ledger = Ledger.open(path)
+    [row] = ledger.clips()
+    assert (row.clip_id, row.state, row.starts_source) == ("c1", "uploaded", None)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    ledger.close()

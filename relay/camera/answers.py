@@ -52,6 +52,7 @@ class Disk:
     cleanup_max_age_days: int
     cleanup_policy: str
     full: bool
+    group: str = ""  # its parameter group, Storage.<group>.* (S0 for the first card)
 
     @property
     def usable(self) -> bool:
@@ -114,6 +115,11 @@ def as_int(value: object, default: int = 0) -> int:
         return default
 
 
+# How far past the relay's now an ongoing recording without a stoptime is taken to reach
+# (the camera's clock may be ahead): exports are cut to the gap anyway.
+ONGOING = timedelta(hours=1)
+
+
 def parse_disk(element: ET.Element) -> Disk:
     """One ``<disk>`` of disks/list.cgi (sizes in kB, retention in days)."""
     a = element.attrib
@@ -125,20 +131,22 @@ def parse_disk(element: ET.Element) -> Disk:
         cleanup_max_age_days=as_int(a.get("cleanupmaxage")),
         cleanup_policy=a.get("cleanuppolicy", ""),
         full=a.get("full", "no").lower() == "yes",
+        group=a.get("group", ""),
     )
 
 
 def parse_recording(element: ET.Element, disk: str) -> Recording:
     """One ``<recording>`` of record/list.cgi; KeyError or ValueError without an id or time."""
     a = element.attrib
-    return Recording(
-        recording_id=a["recordingid"],
-        disk_id=a.get("diskid", disk),
-        starts=parse_vapix_time(a["starttime"]),
-        stops=parse_vapix_time(a.get("stoptime") or a["starttime"]),
-        status=a.get("recordingstatus", ""),
-        kind=a.get("recordingtype", ""),
-    )
+    status = a.get("recordingstatus", "")
+    starts = parse_vapix_time(a["starttime"])
+    if a.get("stoptime"):
+        stops = parse_vapix_time(a["stoptime"])
+    elif status == "recording":
+        stops = datetime.now(UTC) + ONGOING  # still recording: it holds footage up to now
+    else:
+        stops = starts
+    return Recording(a["recordingid"], a.get("diskid", disk), starts, stops, status, a.get("recordingtype", ""))
 
 
 def retention_start(disk: Disk, now: datetime) -> datetime | None:

@@ -27,6 +27,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
+from relay.camera import soap
 from relay.camera.answers import (
     CameraError,
     Clock,
@@ -180,6 +181,51 @@ class VapixClient:
             disposition = answer.content_disposition
             return Export(filename=disposition.filename if disposition else None, bytes=written)
 
+    # ----- set-up: parameters, continuous recording, event and action services
+
+    async def parameters(self, group: str) -> dict[str, str]:
+        """``param.cgi?action=list&group=...`` as a dict (``Storage.S0.CleanupMaxAge`` -> ``1``)."""
+        async with self._request("GET", "param.cgi", params={"action": "list", "group": group}) as answer:
+            text = (await self._small_body(answer, "param.cgi")).decode(errors="replace")
+        if text.startswith("# Error"):
+            raise CameraError(self.name, "param.cgi", text.strip(), transient=False)
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    async def set_parameters(self, values: dict[str, str]) -> None:
+        async with self._request("GET", "param.cgi", params={"action": "update", **values}) as answer:
+            text = (await self._small_body(answer, "param.cgi")).decode(errors="replace").strip()
+        if text != "OK":
+            raise CameraError(self.name, "param.cgi", f"update refused: {text[:200]}", transient=False)
+
+    async def continuous_recordings(self) -> list[dict[str, str]]:
+        """The continuous recording profiles (``profile``, ``diskid``, ``options``)."""
+        root = await self._xml("record/continuous/listconfiguration.cgi", {})
+        return [dict(e.attrib) for e in root.iter() if "profile" in e.attrib]
+
+    async def add_continuous_recording(self, disk: str, options: str) -> str:
+        root = await self._xml("record/continuous/addconfiguration.cgi", {"diskid": disk, "options": options})
+        profile = next((e.attrib["profile"] for e in root.iter() if "profile" in e.attrib), "")
+        if not profile:
+            raise self._nonsense("record/continuous/addconfiguration.cgi", "no profile in the answer")
+        return profile
+
+    async def soap(self, body: str) -> ET.Element:
+        """One call of the event and action services; SoapFault names the operation."""
+        operation = soap.operation_of(body)
+        # As Axis' own set-up scripts send it.
+        message = (soap.envelope(body), "application/xml")
+        async with self._request("POST", "/vapix/services", body=message, error_bodies=True) as answer:
+            raw = await self._small_body(answer, operation)
+            status = answer.status
+        try:
+            root = ET.fromstring(raw)
+        except ET.ParseError:
+            raise self._nonsense(operation, f"HTTP {status}, not SOAP: {raw[:80]!r}") from None
+        soap.check_fault(operation, root)
+        if status != 200:
+            raise CameraError(self.name, operation, f"HTTP {status} without a SOAP fault", transient=status >= 500)
+        return root
+
     # ----- answers --------------------------------------------------------
 
     async def _json(self, cgi: str, method: str) -> dict[str, Any]:
@@ -249,9 +295,14 @@ class VapixClient:
         *,
         params: dict[str, str] | None = None,
         json_body: dict[str, Any] | None = None,
+        body: tuple[bytes, str] | None = None,
         streaming: bool = False,
+        error_bodies: bool = False,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        target = f"/axis-cgi/{cgi}" + (f"?{urlencode(params, quote_via=quote)}" if params else "")
+        """One request with authentication; ``cgi`` under /axis-cgi/, or a whole path.
+        ``error_bodies``: an error status with a body is the caller's to read (SOAP faults)."""
+        path = cgi if cgi.startswith("/") else f"/axis-cgi/{cgi}"
+        target = path + (f"?{urlencode(params, quote_via=quote)}" if params else "")
         url = URL(self.config.url + target, encoded=True)
         timeout = self.config.timeout_s
         limits = (
@@ -259,8 +310,10 @@ class VapixClient:
             if streaming
             else aiohttp.ClientTimeout(total=timeout)
         )
-        data = json.dumps(json_body).encode() if json_body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
+        data, kind = (json.dumps(json_body).encode(), "application/json") if json_body is not None else (None, "")
+        if body is not None:
+            data, kind = body
+        headers = {"Content-Type": kind} if data is not None else {}
         password = self.config.password.get_secret_value()
         # A stale nonce gets one new try, a first challenge another: three at the most.
         fresh = False  # whether the challenge answered came in this very exchange
@@ -285,7 +338,8 @@ class VapixClient:
                     answer.release()
                     fresh = True
                     continue
-                self._check_status(answer, cgi)
+                if not (error_bodies and answer.status in (400, 500)):
+                    self._check_status(answer, cgi)
                 yield answer
                 return
             finally:

@@ -273,7 +273,12 @@ class Ledger:
         cutoff = ledger_time(datetime.now(UTC) - timedelta(days=retention_days))
         with transaction(self._db):
             cursor = self._db.execute("DELETE FROM clip WHERE received_at < ? AND state != 'queued'", (cutoff,))
-        return cursor.rowcount
+            # Gaps that ended as long ago and were settled go too; those still being
+            # worked on never do.
+            gaps = self._db.execute(
+                "DELETE FROM gap WHERE ends_at < ? AND state IN ('filled', 'unfillable')", (cutoff,)
+            )
+        return cursor.rowcount + gaps.rowcount
 
     def clips(self, *, camera: str | None = None, since: datetime | None = None) -> list[ClipRecord]:
         where, params = [], []

@@ -20,6 +20,7 @@ as ``shared/vapix.md`` documents, and the camera pushing clips to the relay.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -32,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
+from tests.support.camera_services import EventServices
 from tests.support.device import Answer, Device
 from tests.support.footage import clip_bytes, frames_between, matroska
 
@@ -76,7 +78,7 @@ class CameraEmulator:
     clock_offset_s: float = 0.0
     ntp_synced: bool = True
     disk_status: str | None = "OK"  # None: no SD card at all
-    cleanup_max_age_days: int = 1
+    cleanup_max_age_days: int = 1  # the card's retention until param.cgi sets another
     frame_bytes: int = 64
     split_s: float = 300.0
     # Faults
@@ -85,6 +87,7 @@ class CameraEmulator:
     xml_error: int | None = None  # the next call to xml_error_on answers 200 with this GeneralError
     xml_error_on: str = "/axis-cgi/record/"
     recordings: list[Recording] = field(default_factory=list)
+    services: EventServices = field(default_factory=EventServices)
     calls: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     exports: list[tuple[str, datetime, datetime, int]] = field(default_factory=list)  # id, start, stop, bytes sent
     stale_answers: int = 0
@@ -124,15 +127,21 @@ class CameraEmulator:
         app.router.add_get("/axis-cgi/disks/list.cgi", self._disks)
         app.router.add_route("*", "/axis-cgi/record/list.cgi", self._list)
         app.router.add_get("/axis-cgi/record/export/exportrecording.cgi", self._export)
+        app.router.add_post("/vapix/services", self.services.handle)
+        app.router.add_get("/axis-cgi/record/continuous/{cgi}", self.services.continuous_cgi)
+        app.router.add_get("/axis-cgi/param.cgi", self.services.param_cgi)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         host, port = runner.addresses[0][:2]
         self.url = f"{'https' if ssl_context else 'http'}://{host}:{port}"
+        rules = asyncio.create_task(self.services.run_rules(self))
         try:
             yield self
         finally:
+            rules.cancel()
+            await asyncio.gather(rules, return_exceptions=True)
             await runner.cleanup()
 
     @web.middleware
@@ -230,15 +239,20 @@ class CameraEmulator:
             return _xml('<root><disks numberofdisks="0"></disks></root>', self._date())
         disk = (
             f'<disk diskid="SD_DISK" name="" totalsize="31154688" freesize="20000000" cleanupmaxage="'
-            f'{self.cleanup_max_age_days}" cleanuppolicy="fifo" full="no" readonly="no" status="{self.disk_status}" '
+            f'{self.retention_days}" cleanuppolicy="fifo" full="no" readonly="no" status="{self.disk_status}" '
             'filesystem="ext4" group="S0" requiredfilesystem="none" encryptionenabled="false"/>'
         )
         return _xml(f'<root><disks numberofdisks="1">{disk}</disks></root>', self._date())
 
+    @property
+    def retention_days(self) -> int:
+        """The card's CleanupMaxAge, as param.cgi last set it."""
+        return int(self.services.parameters.get("Storage.S0.CleanupMaxAge", self.cleanup_max_age_days))
+
     def _card(self) -> list[Recording]:
         if self.disk_status not in ("OK", "connected"):
             return []
-        oldest = self.now() - timedelta(days=self.cleanup_max_age_days)
+        oldest = self.now() - timedelta(days=self.retention_days or 3650)
         return [r for r in self.recordings if self._stop_time(r) > oldest]
 
     async def _list(self, request: web.Request) -> web.Response:

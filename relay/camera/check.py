@@ -1,0 +1,182 @@
+"""`axis-relay camera check`: one row per camera, every line an operator needs to know
+the camera will send its clips here and keep footage to fetch back, each failing line
+with its fix. Read-only: nothing is changed on the camera."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from relay.camera import soap
+from relay.camera.answers import CameraError
+from relay.camera.setup import PREFIX
+from relay.camera.soap import SoapFault
+from relay.camera.vapix import VapixClient
+from relay.config import CameraConfig, DeviceConfig
+from relay.ingest.secret_hash import is_hashed
+
+# Past this, a camera's clock is off enough to misplace footage in time.
+CLOCK_TOLERANCE_S = 2.0
+
+
+@dataclass
+class Line:
+    what: str
+    ok: bool
+    value: str
+    fix: str = ""
+
+
+@dataclass
+class CameraReport:
+    camera: str
+    lines: list[Line] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(line.ok for line in self.lines)
+
+    def add(self, what: str, ok: bool, value: str, fix: str = "") -> bool:
+        self.lines.append(Line(what, ok, value, "" if ok else fix))
+        return ok
+
+    def as_json(self) -> dict[str, Any]:
+        return {"camera": self.camera, "ok": self.ok, "lines": [asdict(line) for line in self.lines]}
+
+
+async def check(name: str, device: DeviceConfig, relay_url: str | None) -> CameraReport:
+    report = CameraReport(name)
+    camera = device.camera
+    if camera is None:
+        report.add("camera access", False, "none", f"add [devices.{name}.camera] with url, username and password")
+        return report
+    async with VapixClient.open(name, camera) as client:
+        try:
+            await _check(report, client, name, device, camera, relay_url)
+        except CameraError as exc:
+            if exc.transient:
+                report.add("reachable", False, exc.reason, f"check that {camera.url} is on and reachable from here")
+            elif "username or password" in exc.reason:
+                report.add("reachable", True, camera.url)
+                report.add("authentication", False, "refused", exc.reason)
+            else:
+                report.add(exc.call, False, exc.reason, "see the reason")
+        except SoapFault as exc:
+            report.add(exc.operation, False, exc.reason, "the event and action services refused the call")
+    return report
+
+
+async def _check(
+    report: CameraReport,
+    client: VapixClient,
+    name: str,
+    device: DeviceConfig,
+    camera: CameraConfig,
+    relay_url: str | None,
+) -> None:
+    info = await client.device_info()
+    report.add("reachable", True, camera.url)
+    report.add("authentication", True, camera.username)
+    report.add(
+        "device",
+        True,
+        f"{info.get('Brand', 'AXIS')} {info.get('ProdNbr', '?')}, firmware {info.get('Version', '?')}, "
+        f"serial {info.get('SerialNumber', '?')}",
+    )
+    clock = await client.clock()
+    offset = clock.offset_s if clock.offset_s is not None else 0.0
+    report.add(
+        "time synced",
+        clock.synced is not False and abs(offset) < CLOCK_TOLERANCE_S,
+        f"NTP {'synced' if clock.synced else 'not synced' if clock.synced is False else 'unknown'}, "
+        f"offset {offset:+.1f} s",
+        "turn on NTP on the camera (System > Date and time) with a server it reaches",
+    )
+    disks = await client.disks()
+    card = next((d for d in disks if d.disk_id == camera.disk), None)
+    if report.add("SD card", card is not None and card.usable, _card(card, camera.disk), "insert or repair the card"):
+        assert card is not None
+        days = card.cleanup_max_age_days
+        report.add(
+            "retention",
+            True,
+            f"{days} day(s)" if days else "until the card is full",
+        )
+    recording = [r for r in await client.continuous_recordings() if r.get("diskid") == camera.disk]
+    report.add(
+        "continuous recording",
+        bool(recording),
+        f"on (profile {recording[0].get('profile')})" if recording else "off",
+        f"run 'axis-relay camera setup {name}' (or Recordings > Continuous in the camera's web page)",
+    )
+    await _check_rule(report, client, name, device, relay_url)
+
+
+async def _check_rule(
+    report: CameraReport, client: VapixClient, name: str, device: DeviceConfig, relay_url: str | None
+) -> None:
+    actions = soap.configurations(await client.soap(soap.get("GetActionConfigurations")), "Action")
+    rules = soap.action_rules(await client.soap(soap.get("GetActionRules")))
+    target = f"{relay_url.rstrip('/')}/upload/{name}" if relay_url else f"/upload/{name}"
+    pointing = [a for a in actions if a.template == soap.CLIP_TEMPLATE and target in a.parameters.get("upload_url", "")]
+    fix = f"run 'axis-relay camera setup {name}'"
+    if not report.add("recipient", bool(pointing), pointing[0].parameters["upload_url"] if pointing else "none", fix):
+        return
+    credentialed = [a for a in pointing if _credentials_match(a.parameters, device)]
+    if not report.add(
+        "credentials", bool(credentialed), "this device's" if credentialed else "wrong or missing", f"{fix} again"
+    ):
+        return
+    action = credentialed[0]
+    enabled = [r for r in rules if r.primary_action == action.configuration_id and r.enabled]
+    report.add(
+        "rule",
+        bool(enabled),
+        f"{enabled[0].name or enabled[0].rule_id} sends clips" if enabled else "no enabled rule uses the action",
+        fix,
+    )
+    validates = action.parameters.get("validate_server_cert") == "1"
+    report.add(
+        "relay certificate",
+        True,
+        "validated by the camera: its CA (gen-cert's ca.crt) must be installed on the camera"
+        if validates
+        else "not validated (validate_server_cert = 0)",
+    )
+    if not action.name.startswith(PREFIX):
+        report.lines[-1].value += "; configured by hand, not by 'camera setup'"
+
+
+def _credentials_match(parameters: dict[str, str], device: DeviceConfig) -> bool:
+    token = device.token.get_secret_value() if device.token else None
+    password = device.password.get_secret_value() if device.password else None
+    if token and not is_hashed(token) and f"accessToken={token}" in parameters.get("custom_params", ""):
+        return True
+    if token and not is_hashed(token) and f"accessToken={token}" in parameters.get("upload_url", ""):
+        return True
+    if password and not is_hashed(password):
+        return parameters.get("login") == device.username and parameters.get("password") == password
+    # A hashed secret cannot be compared: a login set at all is the best one can say.
+    return bool(parameters.get("custom_params") or parameters.get("login"))
+
+
+def _card(card: Any, disk: str) -> str:
+    if card is None:
+        return f"no {disk}"
+    free_gb = card.free_kb / 1024 / 1024
+    return f"{card.disk_id} {card.status}, {free_gb:.1f} GB free of {card.total_kb / 1024 / 1024:.1f} GB"
+
+
+async def check_all(devices: dict[str, DeviceConfig], names: list[str], relay_url: str | None) -> list[CameraReport]:
+    return list(await asyncio.gather(*(check(n, devices[n], relay_url) for n in names)))
+
+
+def table(reports: list[CameraReport]) -> str:
+    lines = []
+    for report in reports:
+        lines.append(f"{report.camera}: {'OK' if report.ok else 'NEEDS ATTENTION'}")
+        for line in report.lines:
+            mark = "ok  " if line.ok else "FAIL"
+            lines.append(f"  {mark} {line.what:<21} {line.value}" + (f"\n       fix: {line.fix}" if line.fix else ""))
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""What `axis-relay camera check|setup|remove` do, given a validated config: each
+returns the text to print and the exit code (0 all well, 1 anything needs attention,
+2 the config or the command line is wrong). Nothing is sent to a camera before the
+config and the arguments validate."""
+
+from __future__ import annotations
+
+import json
+
+from relay.camera import check, setup
+from relay.camera.answers import CameraError
+from relay.camera.soap import SoapFault
+from relay.camera.vapix import VapixClient
+from relay.config import RelayConfig
+
+EXIT_CONFIG = 2
+
+
+class CommandError(Exception):
+    """The command cannot run as asked; nothing was sent to a camera."""
+
+
+def _camera_device(config: RelayConfig, name: str) -> None:
+    if name not in config.devices:
+        raise CommandError(f"no device {name!r} in [devices]; known: {', '.join(sorted(config.devices))}")
+    if config.devices[name].camera is None:
+        raise CommandError(f"devices.{name} has no [devices.{name}.camera] section; add url, username and password")
+
+
+def relay_url(config: RelayConfig, given: str | None) -> str | None:
+    return (given or config.ingest.public_url or "").rstrip("/") or None
+
+
+async def run_check(config: RelayConfig, names: list[str], given_url: str | None, as_json: bool) -> tuple[str, int]:
+    names = names or [n for n, d in config.devices.items() if d.camera is not None]
+    if not names:
+        raise CommandError("no device has a [devices.<name>.camera] section to check")
+    for name in names:
+        _camera_device(config, name)
+    reports = await check.check_all(config.devices, names, relay_url(config, given_url))
+    text = json.dumps([r.as_json() for r in reports], indent=1) if as_json else check.table(reports)
+    return text, 0 if all(r.ok for r in reports) else 1
+
+
+async def run_setup(config: RelayConfig, name: str, options: setup.Options, dry_run: bool) -> tuple[str, int]:
+    _camera_device(config, name)
+    device = config.devices[name]
+    camera = device.camera
+    assert camera is not None
+    try:
+        plan = setup.plan(name, device, options)
+    except setup.SetupError as exc:
+        raise CommandError(str(exc)) from None
+    lines = [f"{name}: set-up {'(dry run: nothing is sent)' if dry_run else ''}".rstrip()]
+    if dry_run:
+        return "\n".join(lines + [f"  would: {line}" for line in setup.describe(plan)]), 0
+    async with VapixClient.open(name, camera) as client:
+        try:
+            outcome = await setup.apply(client, plan, camera.disk)
+        except setup.SetupFailed as exc:
+            return f"{name}: {exc}", 1
+        except (CameraError, SoapFault) as exc:
+            return f"{name}: set-up failed: {exc}", 1
+    lines += [f"  {line}" for line in outcome.lines]
+    if device.filename_template != plan.filename_template:
+        lines.append(
+            f'  add to [devices.{name}] so clips are placed in time by name too: filename_template = "'
+            f'{plan.filename_template}"'
+        )
+    report = await check.check(name, device, options.relay_url)
+    lines.append(check.table([report]))
+    return "\n".join(lines), 0 if report.ok else 1
+
+
+async def run_remove(config: RelayConfig, name: str) -> tuple[str, int]:
+    _camera_device(config, name)
+    camera = config.devices[name].camera
+    assert camera is not None
+    async with VapixClient.open(name, camera) as client:
+        try:
+            removed = await setup.remove(client, name)
+        except (CameraError, SoapFault) as exc:
+            return f"{name}: remove failed: {exc}", 1
+    if not removed:
+        return f"{name}: nothing of axis-relay's was on the camera", 0
+    return f"{name}: removed {', '.join(removed)} (continuous recording and retention left as they are)", 0

@@ -1,0 +1,219 @@
+"""`axis-relay camera check|setup|remove` against the emulated camera: SOAP recorded and
+answered as documented, rules the camera acts on, faults on demand."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.camera import commands, soap
+from relay.camera.setup import Options
+from relay.camera.vapix import VapixClient
+from relay.config import RelayConfig, parse_config
+from relay.dev.local_s3 import LocalS3
+from tests.support.backfill import backfill_config, camera_section
+from tests.support.harness import DEVICE, TLS, TOKEN, axis_relay, list_keys, running_relay, wait_until, write_config
+from tests.support.vapix_camera import CameraEmulator
+
+
+@pytest.fixture
+async def camera(tls: TLS) -> AsyncIterator[CameraEmulator]:
+    emulator = CameraEmulator(DEVICE)
+    emulator.services.trust = tls.client_context()  # the relay's CA installed on the camera
+    async with emulator.serving(tls.server_context()):
+        yield emulator
+
+
+def config(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator, **cam: Any
+) -> RelayConfig:
+    raw = backfill_config(tmp_path, tls, s3_server.endpoint_url, bucket, camera_section(camera, tls, **cam))
+    return parse_config(raw, environ={})
+
+
+def options(url: str = "https://127.0.0.1:1", **overrides: Any) -> Options:
+    return Options(relay_url=url, **overrides)
+
+
+async def add_foreign_rule(camera: CameraEmulator, tls: TLS, cfg: RelayConfig) -> None:
+    """An installer's own rule (an e-mail on motion, say): set-up must never touch it."""
+    camera_config = cfg.devices[DEVICE].camera
+    assert camera_config is not None
+    async with VapixClient.open("x", camera_config) as client:
+        values = {"upload_url": "https://elsewhere.example/upload", "qos": "0", "validate_server_cert": "1"}
+        root = await client.soap(soap.add_configuration("Action", "motion to VMS", soap.CLIP_TEMPLATE, values))
+        action = soap.answer_text(root, "ConfigurationID")
+        event = soap.answer_text(await client.soap(soap.add_pulse("nightly", 86400)), "EventID")
+        await client.soap(soap.add_rule("motion rule", event, action))
+
+
+async def test_setup_twice_replaces_and_never_duplicates(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    cfg = config(tmp_path, tls, s3_server, bucket, camera)
+    await add_foreign_rule(camera, tls, cfg)
+    for _ in range(2):
+        _, code = await commands.run_setup(cfg, DEVICE, options(), dry_run=False)
+        assert code in (0, 1)  # 1: the relay at 127.0.0.1:1 never got a clip; the set-up is what counts here
+    s = camera.services
+    ours = [c["name"] for c in (*s.recipients.values(), *s.actions.values(), *s.events.values(), *s.rules.values())]
+    assert sorted(n for n in ours if n.startswith("axis-relay:")) == sorted(
+        f"axis-relay:{DEVICE}:{part}" for part in ("recipient", "clip", "pulse", "rule")
+    )
+    assert {"motion to VMS", "nightly", "motion rule"} <= set(ours)  # left alone
+    [clip] = [a for a in s.actions.values() if a["name"].startswith("axis-relay:")]
+    p = clip["parameters"]
+    assert p["upload_url"] == f"https://127.0.0.1:1/upload/{DEVICE}"
+    assert p["custom_params"] == f"accessToken={TOKEN}"
+    assert p["post_duration"] == "15000"
+    assert p["validate_server_cert"] == "1"
+    assert "%z" in p["filename"]
+    assert "#s" in p["filename"]
+    assert set(soap.CLIP_PARAMETERS) <= set(p)  # every parameter present, empty where unused
+    assert len(s.continuous) == 1  # continuous recording turned on once
+    assert camera.retention_days == 2  # raised from 1 day to 48 h
+
+
+async def test_a_clip_reaches_s3_through_the_rule_setup_made(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, s3: Any, camera: CameraEmulator
+) -> None:
+    cfg = config(tmp_path, tls, s3_server, bucket, camera)
+    async with running_relay(cfg, tls) as relay:
+        url = relay.listening.ingest[0]
+        text, code = await commands.run_setup(cfg, DEVICE, options(url, interval_s=1, post_ms=1000), dry_run=False)
+        assert code == 0, text
+        assert "OK" in text
+
+        async def a_clip_in_s3() -> bool:
+            return any(k.startswith(f"{DEVICE}/") and k.endswith(".mkv") for k in await list_keys(s3, bucket))
+
+        await wait_until(a_clip_in_s3, timeout=30, what="a clip sent by the camera's new rule, in S3")
+    assert camera.services.pushes
+    assert camera.services.pushes[0][0] == "200"
+    name = camera.services.pushes[0][1]
+    assert name.startswith(f"{DEVICE}_")
+    assert name.endswith(".mkv")
+    # The check after set-up saw this relay, these credentials, an enabled rule.
+    assert "recipient" in text
+    assert "credentials" in text
+    assert "rule" in text
+
+
+async def test_remove_takes_away_only_what_setup_made(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    cfg = config(tmp_path, tls, s3_server, bucket, camera)
+    await add_foreign_rule(camera, tls, cfg)
+    await commands.run_setup(cfg, DEVICE, options(), dry_run=False)
+    text, code = await commands.run_remove(cfg, DEVICE)
+    assert code == 0, text
+    s = camera.services
+    names = {c["name"] for c in (*s.recipients.values(), *s.actions.values(), *s.events.values(), *s.rules.values())}
+    assert names == {"motion to VMS", "nightly", "motion rule"}
+    assert len(s.continuous) == 1  # footage protection stays
+    assert (await commands.run_remove(cfg, DEVICE))[0].endswith("nothing of axis-relay's was on the camera")
+
+
+async def test_a_soap_fault_mid_setup_is_rolled_back_and_named(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    cfg = config(tmp_path, tls, s3_server, bucket, camera)
+    await commands.run_setup(cfg, DEVICE, options(), dry_run=False)
+    before = {k: dict(v) for k, v in camera.services.actions.items()}
+    camera.services.fault_on = "AddActionRule"
+    text, code = await commands.run_setup(cfg, DEVICE, options(interval_s=30), dry_run=False)
+    assert code == 1
+    assert "AddActionRule" in text
+    assert "rolled back" in text
+    assert "the camera is as it was" in text
+    assert camera.services.actions == before  # the earlier set-up is intact, the half-new one gone
+    assert len(camera.services.rules) == 1
+    assert len(camera.services.events) == 1
+    assert TOKEN not in text
+
+
+async def test_dry_run_changes_nothing_and_masks_secrets(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    raw = backfill_config(tmp_path, tls, s3_server.endpoint_url, bucket, camera_section(camera, tls))
+    path = write_config(tmp_path / "relay.toml", raw)
+    before = camera.services.changed()
+    code, out, err = await axis_relay(
+        "camera", "setup", DEVICE, "--dry-run", "--relay-url", "https://gw:8443", "--config", str(path)
+    )
+    assert code == 0, err
+    assert "AddActionConfiguration" in out
+    assert "AddActionRule" in out
+    assert "https://gw:8443/upload/" in out
+    assert TOKEN not in out
+    assert "***" in out
+    assert camera.services.changed() == before
+    assert camera.services.operations == []  # not a single SOAP call
+    # Bad input: a clear error, exit 2, nothing sent.
+    code, _, err = await axis_relay("camera", "setup", "cam-nope", "--relay-url", "https://gw", "--config", str(path))
+    assert code == 2
+    assert "no device 'cam-nope'" in err
+    code, _, err = await axis_relay("camera", "setup", DEVICE, "--config", str(path))
+    assert code == 2
+    assert "ingest.public_url" in err
+    assert camera.services.operations == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "line", "words"),
+    [
+        ("no card", "SD card", "no SD_DISK"),
+        ("clock", "time synced", "not synced"),
+        ("password", "authentication", "wrong username or password"),
+    ],
+)
+async def test_check_names_what_needs_attention(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator, fault: str, line: str, words: str
+) -> None:
+    overrides: dict[str, Any] = {}
+    if fault == "no card":
+        camera.disk_status = None
+    elif fault == "clock":
+        camera.ntp_synced, camera.clock_offset_s = False, 300.0
+    else:
+        overrides["password"] = "not-the-password"
+    cfg = config(tmp_path, tls, s3_server, bucket, camera, **overrides)
+    text, code = await commands.run_check(cfg, [DEVICE], "https://127.0.0.1:1", as_json=False)
+    assert code == 1
+    [failing] = [x for x in text.splitlines() if x.strip().startswith("FAIL") and line in x]
+    assert words in failing or words in text
+    assert "fix:" in text
+    assert "not-the-password" not in text
+    assert camera.services.changed() == (0, 0, 0, 0, 0, "")  # check changes nothing
+
+
+async def test_check_is_all_ok_after_setup_and_says_so_as_json(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    cfg = config(tmp_path, tls, s3_server, bucket, camera)
+    await commands.run_setup(cfg, DEVICE, options(), dry_run=False)
+    import json
+
+    text, code = await commands.run_check(cfg, [], "https://127.0.0.1:1", as_json=True)
+    [report] = json.loads(text)
+    assert code == 0, text
+    assert report["ok"] is True
+    what = {line["what"] for line in report["lines"]}
+    assert {"reachable", "authentication", "device", "time synced", "SD card", "retention"} <= what
+    assert {"continuous recording", "recipient", "credentials", "rule", "relay certificate"} <= what
+
+
+async def test_a_hashed_token_is_refused_before_anything_is_sent(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    from relay.ingest.secret_hash import hash_secret
+
+    raw = backfill_config(tmp_path, tls, s3_server.endpoint_url, bucket, camera_section(camera, tls))
+    raw["devices"][DEVICE]["token"] = hash_secret(TOKEN)
+    cfg = parse_config(raw, environ={})
+    with pytest.raises(commands.CommandError, match=f"AXIS_RELAY_DEVICE_{DEVICE.upper().replace('-', '_')}_TOKEN"):
+        await commands.run_setup(cfg, DEVICE, options(), dry_run=False)
+    assert camera.services.operations == []
