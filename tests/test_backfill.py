@@ -4,6 +4,7 @@ S3: the frames in S3 are checked against the frames the camera recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ from tests.support.harness import (
     wait_until,
     write_config,
 )
+from tests.support.relay_process import relay_process
 from tests.support.vapix_camera import CameraEmulator
 
 CADENCE = 5.0
@@ -404,3 +406,37 @@ async def test_a_camera_that_never_sends_a_clip_is_fetched_from_its_card(
         assert abs((first.span.starts - watching_from).total_seconds()) < 1.5
         assert relay.stats.clips_accepted == 0
         await all_missing_footage_in_s3(s3, bucket, camera, first.span.starts, first.span.ends)
+
+
+async def test_a_relay_killed_mid_export_goes_on_and_stores_each_piece_once(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, s3: Any, camera: CameraEmulator
+) -> None:
+    start = camera.now() - timedelta(seconds=5 * CADENCE)
+    camera.record(start - timedelta(minutes=5))
+    camera.export_pace_s = 0.3  # a slow card: the kill lands while a piece streams
+    raw = backfill_config(
+        tmp_path, tls, s3_server.endpoint_url, bucket, camera_section(camera, tls), backfill={"piece_s": 2.0}
+    )
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
+        await camera.run_schedule(relay.device, PATH, start, 5, CADENCE, drop={3})
+        await asyncio.wait_for(camera.exporting.wait(), 30)
+        await relay.kill()  # SIGKILL mid-export: the piece in flight is half in incoming/
+        await relay.start()
+        ledger_path = tmp_path / "spool" / "ledger.sqlite3"
+        await wait_until(lambda: settled(ledger_gaps(ledger_path)), timeout=60, what="the gap settled after the kill")
+        [gap] = ledger_gaps(ledger_path)
+        assert gap.state == "filled"
+        await all_missing_footage_in_s3(s3, bucket, camera, start, start + timedelta(seconds=5 * CADENCE))
+        await wait_until(lambda: not any((tmp_path / "spool" / "queue").iterdir()), what="the spool empty")
+    assert camera.abandoned, "the kill did not land mid-export"
+    # The range cut off is asked for again and stored once.
+    assert camera.abandoned[0][:2] in [e[1:3] for e in camera.exports]
+    keys = [k for k in await list_keys(s3, bucket) if "/backfill/" in k]
+    assert len(keys) >= 3  # three pieces of at most 2 s for a 5 s gap and its margins
+    assert not [k for k in keys if "~" in k]  # no piece stored twice under another name
+    ledger = Ledger.open_readonly(tmp_path / "spool" / "ledger.sqlite3")
+    try:
+        starts = [c.starts_at for c in ledger.clips() if c.origin == "backfill"]
+    finally:
+        ledger.close()
+    assert len(starts) == len(set(starts)) == len(keys)

@@ -84,12 +84,15 @@ class CameraEmulator:
     # Faults
     down: bool = False
     cut_exports: int = 0  # this many exports are broken off half-way
+    export_pace_s: float = 0.0  # a pause between an export's pieces (a slow card or link)
+    exporting: asyncio.Event = field(default_factory=asyncio.Event)  # set while an export streams
     xml_error: int | None = None  # the next call to xml_error_on answers 200 with this GeneralError
     xml_error_on: str = "/axis-cgi/record/"
     recordings: list[Recording] = field(default_factory=list)
     services: EventServices = field(default_factory=EventServices)
     calls: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     exports: list[tuple[str, datetime, datetime, int]] = field(default_factory=list)  # id, start, stop, bytes sent
+    abandoned: list[tuple[datetime, datetime, int]] = field(default_factory=list)  # exports the client left
     stale_answers: int = 0
     auth_failures: int = 0
     _nonces: dict[str, float] = field(default_factory=dict)
@@ -312,14 +315,21 @@ class CameraEmulator:
         pieces = list(matroska(self.name, frames, frame_bytes=self.frame_bytes))
         cut = self.cut_exports > 0
         sent = 0
+        self.exporting.set()
         for index, piece in enumerate(pieces):
+            if self.export_pace_s:
+                await asyncio.sleep(self.export_pace_s)
             if cut and index >= len(pieces) // 2:
                 self.cut_exports -= 1
                 self.exports.append((recording.recording_id, starts, stops, -sent))
                 assert request.transport is not None
                 request.transport.abort()  # broken off half-way: no terminating chunk
                 return response
-            await response.write(piece)
+            try:
+                await response.write(piece)
+            except ConnectionError:
+                self.abandoned.append((starts, stops, sent))  # the client went away mid-export
+                return response
             sent += len(piece)
         await response.write_eof()
         self.exports.append((recording.recording_id, starts, stops, sent))
