@@ -50,6 +50,9 @@ from relay.spool.timing import ClipTimes, read_matroska_header
 log = structlog.get_logger("relay.backfill")
 T = TypeVar("T")
 
+# After the first round, each reads again at least this far back: a long clip that
+# arrives late, or one put back with 'spool retry', still counts.
+RESCAN_S = 600.0
 # Room is checked this far ahead of an export's bytes (as ingest does for chunked bodies).
 ROOM_AHEAD = 1024 * 1024
 # An export's Matroska start further back than this from what was asked is not its own
@@ -81,9 +84,10 @@ class Backfill:
         self._stats = stats
         self._exports = asyncio.Semaphore(config.max_concurrent)
         self._clients: dict[str, VapixClient] = {}
+        # Camera time of each camera's last detection round.
+        self._scanned_until: dict[str, datetime] = {}
         self._cameras = {
-            name: CameraState(name, stats.cameras.setdefault(name, CameraStatus(d.camera is not None)))
-            for name, d in devices.items()
+            name: CameraState(name, stats.cameras.setdefault(name, _status(d))) for name, d in devices.items()
         }
         self._paused = False
 
@@ -140,15 +144,23 @@ class Backfill:
             threshold_s=camera.gap_threshold_s if camera else 2.0,
         )
         moment = self._cameras[name].now()
-        since = moment - timedelta(hours=self._config.lookback_hours)
+        lookback = moment - timedelta(hours=self._config.lookback_hours)
+        # The first round reads the whole lookback (the time the relay was down, too);
+        # later ones only what can still change: the recent clips, and evictions.
+        scanned = self._scanned_until.get(name)
+        recent = max(RESCAN_S, 2 * (expect.cadence_s + expect.grace_s))
+        since = lookback if scanned is None else max(lookback, scanned - timedelta(seconds=recent))
 
         def detect(book: GapBook) -> list[GapRecord]:
             watched = book.watched_since(name, moment)
-            clips, known = book.clip_spans(name, since), book.known(name, since)
-            found = find_gaps(clips, known, expect, moment, since=since, watched_since=watched)
+            clips = book.clip_spans(name, since) + book.evicted_spans(name, lookback)
+            found = find_gaps(clips, book.known(name, since), expect, moment, since=since, watched_since=watched)
             return book.record(name, found, now_utc()) if found else []
 
-        for gap in await self._book(detect) or []:
+        recorded = await self._book(detect)
+        if recorded is not None:
+            self._scanned_until[name] = moment
+        for gap in recorded or []:
             self._stats.gaps_detected += 1
             log.warning(
                 "gap_detected",
@@ -365,6 +377,12 @@ class Backfill:
             return work(GapBook(ledger))
 
         return await self._ledger.run(on_ledger)
+
+
+def _status(device: DeviceConfig) -> CameraStatus:
+    camera = device.camera
+    continuous = camera is not None and camera.expect == "continuous"
+    return CameraStatus(access=camera is not None, cadence_s=camera.cadence_s if camera and continuous else None)
 
 
 def _pieces(span: Span, piece_s: float) -> list[Span]:
