@@ -7,7 +7,7 @@ UV := uv==0.13.9
 # One lock for every machine the relay runs on (x86_64, a Pi's aarch64), Python 3.11+.
 COMPILE := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: run test lint format bench lock upgrade-deps clean
+.PHONY: run test lint format bench lock upgrade-deps clean system-tools install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,20 +28,34 @@ $(VENV)/.run-installed: requirements/run.lock pyproject.toml | $(BIN)/python
 $(VENV)/.dev-installed: requirements/dev.lock pyproject.toml | $(BIN)/python
 	$(call install,requirements/dev.lock)
 
+# Debian's promtool (the alert rules, the metric names) and Chromium (the status page
+# test), installed when missing; with sudo unless root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-tools:
+	@command -v promtool >/dev/null && command -v chromium >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus chromium; }
+
 run: $(VENV)/.run-installed
 	$(BIN)/axis-relay dev
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed system-tools
 	$(BIN)/pytest
 
-lint: $(VENV)/.dev-installed
+lint: $(VENV)/.dev-installed system-tools
 	$(BIN)/ruff check relay tests bench cloud
 	$(BIN)/ruff format --check relay tests bench cloud
 	$(BIN)/mypy
+	promtool check rules contrib/prometheus/axis-relay-rules.yml
+	cd contrib/prometheus && promtool test rules axis-relay-rules.test.yml
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff format relay tests bench cloud
 	$(BIN)/ruff check --fix relay tests bench cloud
+
+# On a gateway: the user, /opt/axis-relay, /etc/axis-relay, the unit (install.sh says more).
+install:
+	$(SUDO) ./install.sh
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/ingest.py

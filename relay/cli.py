@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the relay")
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    run.add_argument(
+        "--log-format", choices=["auto", "json", "console", "journal"], help="overrides log.format in the config"
+    )
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", type=Path)
     dev = sub.add_parser("dev", help="run the relay with an embedded S3 server (make run)")
@@ -93,6 +96,12 @@ def _camera_parser(camera: argparse.ArgumentParser) -> None:
     setup.add_argument("--retention-hours", type=int, default=48, help="the card keeps at least this (default 48)")
     setup.add_argument("--no-validate-cert", action="store_true", help="the camera does not check the relay's TLS")
     setup.add_argument("--dry-run", action="store_true", help="print what would be sent (secrets masked)")
+    setup.add_argument(
+        "--wait-s",
+        type=float,
+        help="wait this long for the first clip to reach the relay (default: 2 intervals + 45 s)",
+    )
+    setup.add_argument("--no-wait", action="store_true", help="do not wait for the first clip")
     remove = actions.add_parser("remove", help="remove what 'camera setup' created, and nothing else")
     remove.add_argument("name")
     for parser in (check, setup, remove):
@@ -237,6 +246,7 @@ def _camera(args: argparse.Namespace) -> int:
                 post_ms=args.post_ms,
                 retention_hours=args.retention_hours,
                 validate_server_cert=not args.no_validate_cert,
+                wait_s=0.0 if args.no_wait else args.wait_s or 2 * args.interval + (args.post_ms or 0) / 1000 + 45,
             )
             text, code = asyncio.run(commands.run_setup(config, args.name, options, args.dry_run))
     except commands.CommandError as exc:
@@ -333,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(devstack.run(args.state, args.port))
         else:
             config = _load(args.config)
-            logs.configure(config.log.format, config.log.level)
+            logs.configure(args.log_format or config.log.format, config.log.level)
             asyncio.run(_run(config))
     except RelayError as exc:
         print(f"axis-relay: {exc}", file=sys.stderr)

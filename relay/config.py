@@ -372,7 +372,9 @@ class MetricsConfig(_Strict):
 
 
 class LogConfig(_Strict):
-    format: Literal["auto", "json", "console"] = "auto"
+    # auto: the journal's native protocol under systemd, readable lines on a terminal,
+    # JSON lines otherwise; json for log shippers.
+    format: Literal["auto", "json", "console", "journal"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 

@@ -131,9 +131,14 @@ async def _listen(
 
 @contextlib.asynccontextmanager
 async def _metrics_listener(
-    stats: RelayStats, spool: Spool, config: MetricsConfig, connections: ConnectionGuard
+    stats: RelayStats,
+    spool: Spool,
+    config: MetricsConfig,
+    connections: ConnectionGuard,
+    ledger: LedgerWriter,
+    devices: list[str],
 ) -> AsyncIterator[list[str]]:
-    runner = web.AppRunner(metrics_app(stats, spool, config, connections), access_log=None)
+    runner = web.AppRunner(metrics_app(stats, spool, config, connections, ledger, devices), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
@@ -214,7 +219,9 @@ async def serve(
         ingest = Ingest(config.ingest, config.devices, spool, stats, guard)
         metrics: list[str] = []
         if config.metrics.enabled:
-            metrics = await stack.enter_async_context(_metrics_listener(stats, spool, config.metrics, guard))
+            metrics = await stack.enter_async_context(
+                _metrics_listener(stats, spool, config.metrics, guard, ledger, sorted(config.devices))
+            )
         cert, key = config.ingest.tls_cert, config.ingest.tls_key
         context = tls_context(cert, key) if cert and key else None
         if context and cert and key and tls_reload:

@@ -83,9 +83,12 @@ async def test_a_clip_reaches_s3_through_the_rule_setup_made(
     cfg = config(tmp_path, tls, s3_server, bucket, camera)
     async with running_relay(cfg, tls) as relay:
         url = relay.listening.ingest[0]
-        text, code = await commands.run_setup(cfg, DEVICE, options(url, interval_s=1, post_ms=1000), dry_run=False)
+        text, code = await commands.run_setup(
+            cfg, DEVICE, options(url, interval_s=1, post_ms=1000, wait_s=30), dry_run=False
+        )
         assert code == 0, text
         assert "OK" in text
+        assert "end-to-end: the camera's first clip reached the relay" in text
 
         async def a_clip_in_s3() -> bool:
             return any(k.startswith(f"{DEVICE}/") and k.endswith(".mkv") for k in await list_keys(s3, bucket))
@@ -100,6 +103,17 @@ async def test_a_clip_reaches_s3_through_the_rule_setup_made(
     assert "recipient" in text
     assert "credentials" in text
     assert "rule" in text
+
+
+async def test_setup_says_when_no_clip_arrives(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    # The camera's rule points at a relay that is not there: set-up must not call that OK.
+    cfg = config(tmp_path, tls, s3_server, bucket, camera)
+    text, code = await commands.run_setup(cfg, DEVICE, options(interval_s=1, wait_s=3), dry_run=False)
+    assert code == 1
+    assert "no clip from cam-entrance reached the relay within 3 s" in text
+    assert "fix:" in text
 
 
 async def test_remove_takes_away_only_what_setup_made(

@@ -5,13 +5,17 @@ config and the arguments validate."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
+from datetime import UTC, datetime
 
 from relay.camera import check, setup
 from relay.camera.answers import CameraError
 from relay.camera.soap import SoapFault
 from relay.camera.vapix import VapixClient
 from relay.config import RelayConfig
+from relay.spool.ledger import Ledger
 
 EXIT_CONFIG = 2
 
@@ -54,6 +58,7 @@ async def run_setup(config: RelayConfig, name: str, options: setup.Options, dry_
     lines = [f"{name}: set-up {'(dry run: nothing is sent)' if dry_run else ''}".rstrip()]
     if dry_run:
         return "\n".join(lines + [f"  would: {line}" for line in setup.describe(plan)]), 0
+    started = datetime.now(UTC)
     async with VapixClient.open(name, camera) as client:
         try:
             outcome = await setup.apply(client, plan, camera.disk)
@@ -62,6 +67,7 @@ async def run_setup(config: RelayConfig, name: str, options: setup.Options, dry_
         except (CameraError, SoapFault) as exc:
             return f"{name}: set-up failed: {exc}", 1
     lines += [f"  {line}" for line in outcome.lines]
+    arrived = await first_clip(config, name, started, options.wait_s) if options.wait_s else None
     if device.filename_template != plan.filename_template:
         lines.append(
             f'  add to [devices.{name}] so clips are placed in time by name too: filename_template = "'
@@ -69,7 +75,45 @@ async def run_setup(config: RelayConfig, name: str, options: setup.Options, dry_
         )
     report = await check.check(name, device, options.relay_url)
     lines.append(check.table([report]))
-    return "\n".join(lines), 0 if report.ok else 1
+    ok = report.ok
+    if options.wait_s:
+        if arrived:
+            lines.append(f"  end-to-end: the camera's first clip reached the relay: {arrived}")
+        else:
+            ok = False
+            lines.append(
+                f"  end-to-end: FAIL no clip from {name} reached the relay within {options.wait_s:g} s\n"
+                f"       fix: check the camera reaches {plan.recipient['upload_url']} (firewall, routing), that "
+                "it trusts the relay's certificate (install gen-cert's ca.crt, or --no-validate-cert), and that "
+                "the relay runs (axis-relay status)"
+            )
+    return "\n".join(lines), 0 if ok else 1
+
+
+async def first_clip(config: RelayConfig, name: str, since: datetime, wait_s: float) -> str | None:
+    """The camera's first clip after ``since`` in the relay's ledger, waiting up to
+    ``wait_s``: "file name (received at ...)", or None."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        found = await asyncio.to_thread(_received_since, config, name, since)
+        if found or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.5)
+
+
+def _received_since(config: RelayConfig, name: str, since: datetime) -> str | None:
+    try:
+        ledger = Ledger.open_readonly(config.ledger_path)
+    except FileNotFoundError:
+        return None
+    try:
+        rows = ledger.clips(camera=name, since=since)
+    except sqlite3.Error:
+        return None
+    finally:
+        ledger.close()
+    device = [r for r in rows if r.origin == "device"]
+    return f"{device[0].filename} (received {device[0].received_at[:19]}Z)" if device else None
 
 
 async def run_remove(config: RelayConfig, name: str) -> tuple[str, int]:

@@ -56,6 +56,9 @@ class Options:
     retention_hours: int = 48
     validate_server_cert: bool = True
     stream_options: str = ""
+    # After set-up, wait this long for the camera's first clip to reach the relay (the
+    # end-to-end test: rule, action, URL, TLS and credentials); 0 = do not wait.
+    wait_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ the relay's spool, a self-signed TLS certificate and the demo device's token.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import signal
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aioboto3
 from botocore.exceptions import ClientError
@@ -20,17 +20,25 @@ from botocore.exceptions import ClientError
 from relay.config import RelayConfig, parse_config
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3
 from relay.ops import certs
-from relay.server import serve
+from relay.ops.addresses import lan_addresses
+from relay.server import Listening, serve
 
 DEVICE = "demo-camera"
 BUCKET = "axis-clips"
 
 
 def _addresses() -> list[str]:
-    names = {"127.0.0.1", "localhost", socket.gethostname()}
-    with contextlib.suppress(OSError):
-        names |= {str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
-    return sorted(names)
+    return sorted({"127.0.0.1", "localhost", socket.gethostname(), *lan_addresses()})
+
+
+def port_or_free(port: int, host: str = "0.0.0.0") -> int:
+    """``port`` if nothing listens there, else 0 (any free one: the banner says which)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return 0
+    return port
 
 
 def _certificate(state: Path) -> tuple[Path, Path]:
@@ -49,11 +57,12 @@ def _token(state: Path) -> str:
     return path.read_text().strip()
 
 
-def dev_config(state: Path, endpoint_url: str, port: int) -> RelayConfig:
+def dev_config(state: Path, endpoint_url: str, port: int, metrics_port: int = 9108) -> RelayConfig:
     cert, key = _certificate(state)
     return parse_config(
         {
             "ingest": {"host": "0.0.0.0", "port": port, "tls_cert": str(cert), "tls_key": str(key)},
+            "metrics": {"port": metrics_port},
             "spool": {"dir": str(state / "spool")},
             "s3": {
                 "bucket": BUCKET,
@@ -78,16 +87,19 @@ async def _create_bucket(endpoint_url: str) -> None:
                 raise
 
 
-def _banner(config: RelayConfig, endpoint_url: str, state: Path) -> str:
+def _banner(listening: Listening, endpoint_url: str, state: Path) -> str:
     token = _token(state)
-    port = config.ingest.port
-    hosts = [a for a in _addresses() if a[0].isdigit() and not a.startswith("127.")] or ["<this-host>"]
+    port = int(urlsplit(listening.ingest[0]).port or 0)
+    hosts = [f"[{a}]" if ":" in a else a for a in lan_addresses()] or ["<this-host>"]
+    recipients = "\n".join(f"    https://{h}:{port}/upload/{DEVICE}?accessToken={token}" for h in hosts)
+    metrics = listening.metrics[0] if listening.metrics else "(off)"
     return f"""
 axis-relay is running (dev mode: embedded S3 at {endpoint_url}, bucket '{BUCKET}').
+Devices send to port {port}; status page, /metrics and /healthz at {metrics}
 
 Recipient for an AXIS device (Settings > System > Events > Recipients, type HTTPS,
 turn "Validate server certificate" off, or install {state}/tls/ca.crt on the device):
-    https://{hosts[0]}:{port}/upload/{DEVICE}?accessToken={token}
+{recipients}
 
 Send a test clip from this machine:
     head -c 5000000 /dev/urandom > /tmp/test.mkv
@@ -109,7 +121,11 @@ async def run(state: Path, port: int) -> None:
     local = LocalS3(data_dir=(state / "s3").resolve())
     async with local.running():
         await _create_bucket(local.endpoint_url)
-        config = dev_config(state, local.endpoint_url, port)
+        # The usual ports when they are free; any free ones when not (a second instance,
+        # or anything else on 8443 or 9108): the banner says which.
+        config = dev_config(state, local.endpoint_url, port_or_free(port), port_or_free(9108, "127.0.0.1"))
         await serve(
-            config, stop.wait, on_started=lambda _: print(_banner(config, local.endpoint_url, state), flush=True)
+            config,
+            stop.wait,
+            on_started=lambda where: print(_banner(where, local.endpoint_url, state), flush=True),
         )

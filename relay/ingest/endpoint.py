@@ -176,6 +176,8 @@ class Ingest:
         self._stats.clips_accepted += 1
         self._stats.bytes_accepted += meta.size
         self._stats.last_clip_at[name] = time.time()
+        self._stats.clips_by_device[name] += 1
+        self._stats.bytes_by_device[name] += meta.size
         log.info(
             "clip_accepted",
             clip_id=meta.clip_id,

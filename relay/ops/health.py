@@ -1,4 +1,4 @@
-"""Prometheus ``/metrics`` and ``/healthz`` on their own listener.
+"""Prometheus ``/metrics``, ``/healthz`` and the status page (``/``) on their own listener.
 
 Every value is read from the relay's counts and the spool at scrape time, so there
 is one bookkeeping, not two that can drift apart; the registry is the relay's own,
@@ -7,8 +7,12 @@ not prometheus-client's process-global one.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -18,7 +22,9 @@ from prometheus_client.registry import Collector
 
 from relay.config import MetricsConfig
 from relay.ingest.connections import ConnectionGuard
+from relay.ops import status as status_page
 from relay.ops.stats import RelayStats
+from relay.spool.ledger_writer import LedgerWriter
 from relay.spool.spool import Spool
 
 # /healthz stays unhealthy this long after a clip was refused for a full spool.
@@ -86,6 +92,35 @@ class RelayCollector(Collector):
         for device, at in sorted(s.last_clip_at.items()):
             per_device.add_metric([device], at)
         yield per_device
+        clips = CounterMetricFamily("axis_relay_device_clips", "Clips accepted from each device", labels=["device"])
+        sizes = CounterMetricFamily("axis_relay_device_bytes", "Bytes accepted from each device", labels=["device"])
+        for device, count in sorted(s.clips_by_device.items()):
+            clips.add_metric([device], count)
+            sizes.add_metric([device], s.bytes_by_device[device])
+        yield clips
+        yield sizes
+        cadence = GaugeMetricFamily(
+            "axis_relay_device_expected_interval_seconds",
+            "A continuous camera's schedule: it should send a clip at least this often",
+            labels=["device"],
+        )
+        for device, status in sorted(s.cameras.items()):
+            if status.cadence_s is not None:
+                cadence.add_metric([device], status.cadence_s)
+        yield cadence
+        yield GaugeMetricFamily(
+            "axis_relay_spool_free_bytes", "Free space on the spool's file system", value=self._spool.store.free_bytes()
+        )
+        yield GaugeMetricFamily(
+            "axis_relay_spool_free_bytes_floor",
+            "spool.min_free_bytes: below this new clips are refused or old ones evicted",
+            value=self._spool.limits.min_free_bytes,
+        )
+        yield GaugeMetricFamily(
+            "axis_relay_quarantine_clips",
+            "Clips in quarantine now (need an operator: 'axis-relay spool list')",
+            value=self._spool.store.quarantined_count(),
+        )
         yield from self._backfill()
         buckets = [
             ("+Inf" if bound == float("inf") else f"{bound:g}", count)
@@ -185,7 +220,12 @@ def health(stats: RelayStats, spool: Spool, config: MetricsConfig) -> dict[str, 
 
 
 def metrics_app(
-    stats: RelayStats, spool: Spool, config: MetricsConfig, connections: ConnectionGuard
+    stats: RelayStats,
+    spool: Spool,
+    config: MetricsConfig,
+    connections: ConnectionGuard,
+    ledger: LedgerWriter | None = None,
+    devices: Sequence[str] = (),
 ) -> web.Application:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(RelayCollector(stats, spool, connections))
@@ -197,7 +237,25 @@ def metrics_app(
         report = health(stats, spool, config)
         return web.json_response(report, status=200 if report["healthy"] else 503)
 
+    async def page(_: web.Request) -> web.Response:
+        """The status page (relay.ops.status): today is the gateway's local day."""
+        today = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+        rows = None
+        if ledger is not None:
+            with contextlib.suppress(sqlite3.Error):
+                rows = await ledger.run(functools.partial(status_page.camera_rows, today=today))
+        text = status_page.page(
+            devices=list(devices),
+            health=health(stats, spool, config),
+            started_at=stats.started_at,
+            last_clip_at=stats.last_clip_at,
+            rows=rows,
+            gaps=stats.gap_totals,
+        )
+        return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
+
     app = web.Application()
+    app.router.add_get("/", page)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     return app

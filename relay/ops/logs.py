@@ -1,4 +1,5 @@
-"""structlog set-up: JSON lines for journald, readable lines on a terminal.
+"""structlog set-up: journald's native protocol under systemd (relay.ops.journal),
+readable lines on a terminal, JSON lines otherwise (or when asked, for log shippers).
 
 Secrets never reach the log: every line, the relay's own and the libraries', passes
 one redaction step (tokens and passwords in query strings, plain or URL-encoded, and
@@ -11,13 +12,16 @@ to a few a minute, so a flood of bad requests cannot fill the journal.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal
 
 import structlog
+
+from relay.ops import journal
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -73,15 +77,37 @@ class _LibraryFlood(logging.Filter):
         return True
 
 
-def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
+def configure(
+    fmt: Literal["auto", "json", "console", "journal"] = "auto",
+    level: str = "info",
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """``auto``: the journal when stderr is systemd's journal stream, else readable lines
+    on a terminal, else JSON lines. ``AXIS_RELAY_JOURNAL_SOCKET`` names another journal
+    socket (tests, unusual systems)."""
+    environ = os.environ if environ is None else environ
     stream = sys.stderr
-    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
     ]
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    if fmt == "journal" or (fmt == "auto" and journal.journal_stream_active(environ, stream)):
+        sink = journal.JournalSink(environ.get("AXIS_RELAY_JOURNAL_SOCKET", journal.SOCKET), stream)
+        structlog.configure(
+            processors=[*processors, _redact_event, journal.renderer],
+            wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+            logger_factory=lambda *_: journal.JournalLogger(sink),
+            cache_logger_on_first_use=False,
+        )
+        library: logging.Handler = _JournalHandler(sink)
+        library.addFilter(_LibraryFlood(LIBRARY_RECORDS_PER_MINUTE))
+        root.handlers[:] = [library]
+        return
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
@@ -101,6 +127,19 @@ def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "in
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors, _last_traceback_line, _redact_event],
         )
     )
-    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
+
+
+class _JournalHandler(logging.Handler):
+    """Library records to the journal: the message and a traceback's last line, redacted."""
+
+    def __init__(self, sink: journal.JournalSink) -> None:
+        super().__init__()
+        self._sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            message += f": {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        event = {"event": "library_log", "logger": record.name, "message": redact(message)}
+        self._sink.send(journal.fields_of(event, record.levelname.lower()))

@@ -15,6 +15,7 @@ class CameraStatus:
     """What back-fill last learnt of a device's own API (relay.backfill.filler)."""
 
     access: bool  # a [devices.<name>.camera] section is configured
+    cadence_s: float | None = None  # a continuous camera's schedule: a clip at least this often
     reachable: bool | None = None  # None until it was first asked
     last_error: str | None = None
     clock_synced: bool | None = None
@@ -41,6 +42,8 @@ class RelayStats:
     last_upload_at: float | None = None
     started_at: float = field(default_factory=time.time)
     last_clip_at: dict[str, float] = field(default_factory=dict)  # per device
+    clips_by_device: Counter[str] = field(default_factory=Counter)
+    bytes_by_device: Counter[str] = field(default_factory=Counter)
     # Back-fill: gaps found, how they ended, and the footage fetched from SD cards.
     gaps_detected: int = 0
     gaps_settled: Counter[str] = field(default_factory=Counter)
@@ -71,6 +74,8 @@ class RelayStats:
             "upload_seconds_counts",
             "upload_seconds_sum",
             "last_clip_at",
+            "clips_by_device",
+            "bytes_by_device",
             "last_refused_spool_full_at",
             "cameras",
             "gap_totals",

@@ -73,6 +73,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE clip ADD COLUMN starts_source TEXT;
     ALTER TABLE clip ADD COLUMN ends_source TEXT;
     CREATE INDEX clip_by_footage ON clip (camera, starts_at);
+    CREATE INDEX clip_by_state ON clip (state);
     CREATE TABLE gap (
         gap_id         INTEGER PRIMARY KEY,
         camera         TEXT NOT NULL,

@@ -268,6 +268,12 @@ class SpoolStore:
         log.error("clip_quarantined", clip_id=clip_id, path=str(self.quarantine_dir / clip_id), **record)
         return record
 
+    def quarantined_count(self) -> int:
+        try:
+            return sum(1 for entry in self.quarantine_dir.iterdir() if entry.is_dir())
+        except FileNotFoundError:
+            return 0
+
     def writable(self) -> bool:
         return os.access(self.queue_dir, os.W_OK)
 

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Put axis-relay on a gateway (Debian 12, Raspberry Pi OS, Ubuntu), idempotently:
+#   sudo ./install.sh                      install, or upgrade to this checkout
+#   sudo ./install.sh --uninstall          remove the program and its unit; keep the
+#                                          config (/etc/axis-relay) and the spool
+#   sudo ./install.sh --uninstall --purge  remove those too
+#   DESTDIR=/scratch ./install.sh          into a scratch root (nothing started; the
+#                                          user goes into $DESTDIR/etc/passwd)
+# What it does: the system user axis-relay; a virtualenv in /opt/axis-relay from the
+# lock file (requirements/run.lock, hashes checked); /etc/axis-relay/relay.toml from the
+# example, only if there is none; a local CA and server certificate for this machine's
+# names and LAN addresses, only if there is none; the systemd unit, enabled and started
+# when systemd runs and the config checks out.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+DESTDIR="${DESTDIR:-}"
+PYTHON="${PYTHON:-python3}"
+NAME=axis-relay
+PREFIX="$DESTDIR/opt/axis-relay"
+ETC="$DESTDIR/etc/axis-relay"
+STATE="$DESTDIR/var/lib/axis-relay"
+UNITS="$DESTDIR/etc/systemd/system"
+
+say() { printf 'install.sh: %s\n' "$*"; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+# systemctl only for a real install on a machine that runs systemd.
+systemd_here() { [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; }
+
+action=install
+purge=0
+for arg in "$@"; do
+  case "$arg" in
+    --uninstall) action=uninstall ;;
+    --purge) purge=1 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) die "unknown option '$arg' (see --help)" ;;
+  esac
+done
+[ "$purge" = 0 ] || [ "$action" = uninstall ] || die "--purge goes with --uninstall"
+[ "$(id -u)" = 0 ] || die "run it as root: sudo $0 $*"
+
+uninstall() {
+  if systemd_here; then
+    systemctl disable --now "$NAME.service" 2>/dev/null || true
+  fi
+  rm -f "$UNITS/$NAME.service"
+  if systemd_here; then systemctl daemon-reload; fi
+  rm -rf "$PREFIX"
+  if [ "$purge" = 1 ]; then
+    rm -rf "$ETC" "$STATE"
+    say "removed, with the config and the spool"
+  else
+    say "removed; kept $ETC (config, certificate) and $STATE (spool, ledger): --purge removes them"
+  fi
+}
+
+user_ids() {
+  awk -F: -v u="$NAME" '$1 == u { print $3 ":" $4 }' "$DESTDIR/etc/passwd"
+}
+
+ensure_user() {
+  if [ -z "$(user_ids)" ]; then
+    local where=()
+    if [ -n "$DESTDIR" ]; then where=(--prefix "$DESTDIR"); fi
+    useradd "${where[@]}" --system --user-group --home-dir /var/lib/axis-relay --no-create-home \
+      --shell /usr/sbin/nologin "$NAME"
+    say "system user $NAME created"
+  fi
+  ids="$(user_ids)"
+  uid="${ids%%:*}"
+  gid="${ids##*:}"
+}
+
+ensure_python() {
+  if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+    command -v apt-get >/dev/null || die "$PYTHON has no venv module; install it (Debian: python3-venv)"
+    apt-get install -y -qq python3-venv
+  fi
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "axis-relay needs Python 3.11 or newer; this is $("$PYTHON" --version)"
+}
+
+install_program() {
+  # This checkout's files, replaced whole: what runs is what was installed.
+  rm -rf "$PREFIX/src.new"
+  mkdir -p "$PREFIX/src.new"
+  cp -a relay pyproject.toml README.md requirements config systemd "$PREFIX/src.new/"
+  rm -rf "$PREFIX/src"
+  mv "$PREFIX/src.new" "$PREFIX/src"
+  [ -x "$PREFIX/.venv/bin/python" ] || "$PYTHON" -m venv "$PREFIX/.venv"
+  local pip=("$PREFIX/.venv/bin/pip" --quiet --disable-pip-version-check)
+  "${pip[@]}" install --require-hashes -r "$PREFIX/src/requirements/run.lock"
+  "${pip[@]}" install --no-deps "$PREFIX/src"
+  "$PREFIX/.venv/bin/pip" check >/dev/null
+  say "program in $PREFIX ($("$PREFIX/.venv/bin/python" -c 'import importlib.metadata as m; print(m.version("axis-relay"))'))"
+}
+
+install_config() {
+  install -d -m 750 -o root -g "$gid" "$ETC"
+  if [ -e "$ETC/relay.toml" ]; then
+    say "kept $ETC/relay.toml"
+  else
+    install -m 640 -o root -g "$gid" config/relay.example.toml "$ETC/relay.toml"
+    say "wrote $ETC/relay.toml from the example: edit [s3] and [devices] for this site"
+  fi
+  if [ -e "$ETC/tls/relay.crt" ]; then
+    say "kept the certificate in $ETC/tls"
+  else
+    local names
+    # shellcheck disable=SC2207 # one word per name or address
+    names=($(hostname) $(hostname).local $("$PREFIX/.venv/bin/python" -c \
+      'from relay.ops.addresses import lan_addresses; print(" ".join(lan_addresses()))'))
+    "$PREFIX/.venv/bin/axis-relay" gen-cert "${names[@]}" --dir "$ETC/tls" >/dev/null
+    say "made a local CA and a certificate for ${names[*]} in $ETC/tls (install ca.crt on the cameras)"
+  fi
+  chown -R root:"$gid" "$ETC/tls"
+  chmod 750 "$ETC/tls"
+  chmod 640 "$ETC/tls/relay.key"  # the relay reads its key, never the CA's
+  chmod 600 "$ETC/tls/ca.key"
+  install -d -m 750 -o "$uid" -g "$gid" "$STATE"
+}
+
+install_unit() {
+  install -d -m 755 "$UNITS"
+  install -m 644 systemd/axis-relay.service "$UNITS/$NAME.service"
+  if ! systemd_here; then
+    say "unit in $UNITS; systemd does not run here: start it with 'systemctl enable --now $NAME'"
+    return
+  fi
+  systemctl daemon-reload
+  if "$PREFIX/.venv/bin/axis-relay" check-config "$ETC/relay.toml"; then
+    systemctl enable --now "$NAME.service"
+    systemctl restart "$NAME.service"
+    say "running: journalctl -u $NAME -f"
+  else
+    systemctl enable "$NAME.service"
+    say "enabled, not started: fix $ETC/relay.toml (above), then 'systemctl start $NAME'"
+  fi
+}
+
+if [ "$action" = uninstall ]; then
+  uninstall
+  exit 0
+fi
+ensure_python
+ensure_user
+install_program
+install_config
+install_unit

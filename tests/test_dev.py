@@ -1,0 +1,73 @@
+"""`make run` (`axis-relay dev`): with 8443 and 9108 taken (a second instance, anything
+else), it takes free ports and prints them, and the recipient URL names this machine's
+LAN addresses, read from its interfaces."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import ssl
+import sys
+from pathlib import Path
+
+from relay.ops.addresses import lan_addresses
+from tests.support.device import Device
+from tests.support.harness import http_get
+
+
+def hold(port: int, host: str) -> socket.socket | None:
+    """Take a port for the test's length; None when something else already has it."""
+    taken = socket.socket()
+    try:
+        taken.bind((host, port))
+        taken.listen()
+    except OSError:
+        taken.close()
+        return None
+    return taken
+
+
+async def test_dev_takes_free_ports_when_the_usual_ones_are_taken_and_prints_them(tmp_path: Path) -> None:
+    held = [hold(8443, "0.0.0.0"), hold(9108, "127.0.0.1")]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay",
+        "dev",
+        "--state",
+        str(tmp_path / "dev"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    banner = ""
+    try:
+        async with asyncio.timeout(90):
+            while "Stop with Ctrl-C" not in banner:
+                line = await proc.stdout.readline()
+                assert line, f"axis-relay dev ended early:\n{banner}"
+                banner += line.decode()
+        port = int(re.search(r"Devices send to port (\d+)", banner).group(1))  # type: ignore[union-attr]
+        metrics = re.search(r"/metrics and /healthz at (http://\S+)", banner).group(1)  # type: ignore[union-attr]
+        assert port != 8443
+        assert not metrics.endswith(":9108")
+        recipients = re.findall(r"^    https://(\S+):(\d+)/upload/demo-camera\?accessToken=(\S+)$", banner, re.M)
+        assert {host.strip("[]") for host, _, _ in recipients} == set(lan_addresses())
+        assert all(not host.startswith("127.") for host, _, _ in recipients)
+        token = (tmp_path / "dev" / "device-token").read_text().strip()
+        assert {t for _, _, t in recipients} <= {token}
+        context = ssl.create_default_context(cafile=str(tmp_path / "dev" / "tls" / "ca.crt"))
+        device = Device("127.0.0.1", port, context)
+        answer = await device.post_clip(f"/upload/demo-camera?accessToken={token}", b"x" * 5000)
+        assert answer.status == 200
+        status, _ = await http_get(metrics + "/healthz")
+        assert status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 60)
+        for sock in held:
+            if sock is not None:
+                sock.close()
+    assert proc.returncode == 0

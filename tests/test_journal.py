@@ -1,0 +1,142 @@
+"""Under systemd the relay logs through journald's native protocol: a real unix datagram
+socket stands in for journald, and the relay is a real process whose stderr is the
+"journal stream" (JOURNAL_STREAM names its device and inode, as systemd sets it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.ops import journal
+from tests.support.device import Device
+from tests.support.harness import PATH, TLS, list_keys, raw_config, wait_until, write_config
+
+
+def parse(datagram: bytes) -> dict[str, str]:
+    """journald's native protocol, read independently of the relay's writer."""
+    fields, at = {}, 0
+    while at < len(datagram):
+        line_end = datagram.index(b"\n", at)
+        line = datagram[at:line_end]
+        if b"=" in line:
+            name, _, value = line.partition(b"=")
+            fields[name.decode()] = value.decode()
+            at = line_end + 1
+        else:
+            (length,) = struct.unpack("<Q", datagram[line_end + 1 : line_end + 9])
+            start = line_end + 9
+            fields[line.decode()] = datagram[start : start + length].decode()
+            assert datagram[start + length : start + length + 1] == b"\n"
+            at = start + length + 1
+    return fields
+
+
+class FakeJournald:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: list[dict[str, str]] = []
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(str(path))
+        self._socket.setblocking(False)
+
+    async def collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self.entries.append(parse(await loop.sock_recv(self._socket, 1 << 20)))
+
+    def events(self, name: str) -> list[dict[str, str]]:
+        return [e for e in self.entries if e.get("EVENT") == name]
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+@pytest.fixture
+async def journald(tmp_path: Path) -> AsyncIterator[FakeJournald]:
+    fake = FakeJournald(tmp_path / "journal.socket")
+    task = asyncio.create_task(fake.collect())
+    yield fake
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    fake.close()
+
+
+def test_the_protocol_carries_newlines_and_names_fields_safely() -> None:
+    fields = {"MESSAGE": "two\nlines", "PRIORITY": "4", "CAMERA": "cam-1"}
+    assert parse(journal.encode(fields)) == fields
+    assert journal.field_name("clip_id") == "CLIP_ID"
+    assert journal.field_name("_private") == "PRIVATE"  # fields starting with _ are journald's own
+    assert journal.field_name("2fa") == "F_2FA"
+    made = journal.fields_of(
+        {"event": "clip_uploaded", "key": "cam/2026/11/28/x.mkv", "bytes": 8_000_000, "seconds": 0.4, "attempts": 1},
+        "info",
+    )
+    assert made["MESSAGE"] == "clip uploaded: cam/2026/11/28/x.mkv, 8.0 MB in 0.4 s, 1 attempt"
+    assert (made["PRIORITY"], made["EVENT"], made["KEY"]) == ("6", "clip_uploaded", "cam/2026/11/28/x.mkv")
+
+
+async def test_a_relay_under_systemd_logs_fields_priorities_and_sentences(
+    tmp_path: Path, tls: TLS, s3_server: Any, bucket: str, s3: Any, journald: FakeJournald
+) -> None:
+    raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket)
+    config = write_config(tmp_path / "relay.toml", raw)
+    stderr = open(tmp_path / "stderr", "wb")  # noqa: SIM115 - the child's stderr for its whole life
+    st = os.fstat(stderr.fileno())
+    env = {
+        **os.environ,
+        "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
+        "AXIS_RELAY_JOURNAL_SOCKET": str(journald.path),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", "run", "--config", str(config), stderr=stderr, env=env
+    )
+    try:
+        await wait_until(
+            lambda: bool(journald.events("relay_started")), timeout=60, what="relay_started in the journal"
+        )
+        [started] = journald.events("relay_started")
+        port = int(json.loads(started["LISTEN"])[0].rsplit(":", 1)[1])
+        device = Device("127.0.0.1", port, tls.client_context())
+        assert (await device.post_clip(PATH, b"x" * 1000)).status == 200
+        wrong = PATH.split("accessToken=")[0] + "accessToken=not-the-token-93f1"
+        assert (await device.post_clip(wrong, b"y")).status in (401, 404)
+
+        async def uploaded() -> bool:
+            return bool(journald.events("clip_uploaded")) and bool(await list_keys(s3, bucket))
+
+        await wait_until(uploaded, what="clip_uploaded in the journal")
+        await wait_until(lambda: bool(journald.events("clip_rejected")), what="clip_rejected in the journal")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+        stderr.close()
+    assert proc.returncode == 0
+
+    every = journald.entries
+    assert all(e["SYSLOG_IDENTIFIER"] == "axis-relay" and e["PRIORITY"].isdigit() for e in every)
+    [accepted] = journald.events("clip_accepted")
+    assert accepted["CAMERA"] == "cam-entrance"  # from device=: journalctl CAMERA=cam-entrance finds it
+    assert accepted["CLIP_ID"]
+    assert accepted["PRIORITY"] == "6"
+    assert accepted["MESSAGE"].startswith("clip received from cam-entrance: video23-04-13_21-50-27-63_00001.mkv")
+    [up] = journald.events("clip_uploaded")
+    assert up["MESSAGE"].startswith(f"clip uploaded: {up['KEY']}, 0.0 MB in ")
+    assert up["MESSAGE"].endswith("1 attempt")
+    [rejected] = journald.events("clip_rejected")
+    assert rejected["PRIORITY"] == "4"  # journalctl -p warning shows it, and not the uploads
+    assert "not-the-token-93f1" not in json.dumps(every)  # a secret sent never reaches the journal
+    assert [e["PRIORITY"] for e in every if int(e["PRIORITY"]) <= 4] == ["4"]
+    [stopped] = journald.events("relay_stopped")
+    assert stopped["MESSAGE"].startswith("relay stopped after ")
+    # Nothing went to stderr as lines: the journal had it all.
+    assert (tmp_path / "stderr").read_bytes() == b""
