@@ -204,6 +204,18 @@ async def test_check_names_what_needs_attention(
     assert camera.services.changed() == (0, 0, 0, 0, 0, "")  # check changes nothing
 
 
+async def test_check_finds_a_camera_sending_a_stale_token(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    cfg = config(tmp_path, tls, s3_server, bucket, camera)
+    await commands.run_setup(cfg, DEVICE, options(), dry_run=False)
+    [clip] = [a for a in camera.services.actions.values() if a["name"].startswith("axis-relay:")]
+    clip["parameters"]["custom_params"] = "accessToken=an-old-token"  # rotated in the config, not on the camera
+    text, code = await commands.run_check(cfg, [DEVICE], "https://127.0.0.1:1", as_json=False)
+    assert code == 1
+    assert any(x.strip().startswith("FAIL credentials") for x in text.splitlines()), text
+
+
 async def test_check_is_all_ok_after_setup_and_says_so_as_json(
     tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
 ) -> None:

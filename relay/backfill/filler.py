@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,7 +97,13 @@ class Backfill:
         would end the relay)."""
         if not self._config.enabled:
             await asyncio.Event().wait()
-        interrupted = await self._book(lambda b: b.interrupted(now_utc()))
+        try:
+            interrupted = await self._book(lambda b: b.interrupted(now_utc()))
+        except sqlite3.Error as exc:
+            # A full or failing disk: the gaps left "fetching" wait for the next start;
+            # back-fill itself goes on (every later write is retried round by round).
+            log.error("backfill_resume_failed", error=str(exc))
+            interrupted = 0
         if interrupted is None:
             log.error("backfill_unavailable", reason="the ledger could not be opened; gaps cannot be found")
             await asyncio.Event().wait()

@@ -151,13 +151,17 @@ async def _check_rule(
 def _credentials_match(parameters: dict[str, str], device: DeviceConfig) -> bool:
     token = device.token.get_secret_value() if device.token else None
     password = device.password.get_secret_value() if device.password else None
-    if token and not is_hashed(token) and f"accessToken={token}" in parameters.get("custom_params", ""):
+    plain_token = token if token and not is_hashed(token) else None
+    plain_password = password if password and not is_hashed(password) else None
+    if plain_token and f"accessToken={plain_token}" in parameters.get("custom_params", "") + parameters.get(
+        "upload_url", ""
+    ):
         return True
-    if token and not is_hashed(token) and f"accessToken={token}" in parameters.get("upload_url", ""):
+    if plain_password and parameters.get("login") == device.username and parameters.get("password") == plain_password:
         return True
-    if password and not is_hashed(password):
-        return parameters.get("login") == device.username and parameters.get("password") == password
-    # A hashed secret cannot be compared: a login set at all is the best one can say.
+    if plain_token or plain_password:
+        return False  # a secret the relay can compare, and the camera sends another
+    # Only hashed secrets: they cannot be compared; a login set at all is the best one can say.
     return bool(parameters.get("custom_params") or parameters.get("login"))
 
 

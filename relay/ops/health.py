@@ -7,6 +7,7 @@ not prometheus-client's process-global one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import sqlite3
@@ -27,6 +28,8 @@ from relay.ops.stats import RelayStats
 from relay.spool.ledger_writer import LedgerWriter
 from relay.spool.spool import Spool
 
+# How long the status page waits for the ledger before it shows what it has.
+LEDGER_WAIT_S = 3.0
 # /healthz stays unhealthy this long after a clip was refused for a full spool.
 REFUSING_WINDOW_S = 60.0
 
@@ -242,8 +245,11 @@ def metrics_app(
         today = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
         rows = None
         if ledger is not None:
-            with contextlib.suppress(sqlite3.Error):
-                rows = await ledger.run(functools.partial(status_page.camera_rows, today=today))
+            # A ledger that cannot be written (full disk) must not hang the page: it
+            # shows without the ledger's counts, and says so.
+            with contextlib.suppress(sqlite3.Error, TimeoutError):
+                async with asyncio.timeout(LEDGER_WAIT_S):
+                    rows = await ledger.run(functools.partial(status_page.camera_rows, today=today))
         text = status_page.page(
             devices=list(devices),
             health=health(stats, spool, config),

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 SOCKET = "/run/systemd/journal/socket"
 IDENTIFIER = "axis-relay"
 # syslog(3) priorities.
-PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
+PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "critical": 2, "exception": 3, "fatal": 2}
 _FIELD = re.compile(r"[^A-Z0-9_]")
 # Keys structlog adds that the journal has its own fields for.
 _OWN = {"event", "level", "timestamp", "log_level"}
