@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 import tomli_w
-import trustme
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
+from tests.support.harness import TLS
 
 NGINX_CONF = """
 daemon off;
@@ -94,11 +94,7 @@ def curl(method: str, url: str, body: Path, ca: Path, extra: list[str]) -> float
 async def main(size_mb: int, rounds: int, s3_down: bool) -> None:
     work = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     try:
-        ca = trustme.CA()
-        issued = ca.issue_cert("127.0.0.1", "localhost")
-        ca.cert_pem.write_to_path(str(work / "ca.pem"))
-        issued.private_key_pem.write_to_path(str(work / "key.pem"))
-        issued.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
+        TLS.create(work)  # ca.pem, cert.pem, key.pem in work
         clip = work / "clip.mkv"
         with open(clip, "wb") as f:
             for _ in range(size_mb):

@@ -21,8 +21,6 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-import trustme
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from relay.dev.local_s3 import LocalS3
@@ -32,12 +30,7 @@ from tests.support.soak import soak
 
 async def main(cameras: int, cadence_s: float, clips: int, drop_rate: float, seed: int) -> int:
     work = Path(tempfile.mkdtemp(prefix="relay-soak-"))
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1", "localhost")
-    ca.cert_pem.write_to_path(str(work / "ca.pem"))
-    issued.private_key_pem.write_to_path(str(work / "key.pem"))
-    issued.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
-    tls = TLS(ca, work / "ca.pem", work / "cert.pem", work / "key.pem")
+    tls = TLS.create(work)
     server = LocalS3(data_dir=work / "s3", tls_cert=tls.cert_file, tls_key=tls.key_file)
     async with server.running(), s3_client(server.endpoint_url, tls) as s3:
         bucket = f"soak-{uuid.uuid4().hex[:8]}"

@@ -44,6 +44,7 @@ from relay.ops.stats import RelayStats
 from relay.server import serve
 from tests.support.apigw_standin import ApiGatewayStandIn, function_s3_client
 from tests.support.device import Device
+from tests.support.harness import TLS
 
 MiB = 1024 * 1024
 TOKEN = "bench-token"
@@ -113,11 +114,7 @@ async def main() -> None:
     if not shutil.which("aws"):
         sys.exit("the AWS CLI ('aws') is the reference: install it (pip install awscli) and run again")
     work = Path(tempfile.mkdtemp(prefix="axis-relay-bench-"))
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca.cert_pem.write_to_path(str(work / "ca.pem"))
-    cert.private_key_pem.write_to_path(str(work / "key.pem"))
-    cert.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
+    ca = TLS.create(work).ca
     clip = os.urandom(args.size_mb * MiB)
     clip_file = work / "clip.mkv"
     clip_file.write_bytes(clip)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 from relay.dev.local_s3 import LocalS3
 from tests.support.apigw_standin import function_s3_client
@@ -22,13 +21,7 @@ from tests.support.harness import TLS, RunningRelay, relay_config, running_relay
 
 @pytest.fixture(scope="session")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> TLS:
-    d = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    cert.private_key_pem.write_to_path(str(d / "key.pem"))
-    cert.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
-    return TLS(ca, d / "ca.pem", d / "cert.pem", d / "key.pem")
+    return TLS.create(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="session")

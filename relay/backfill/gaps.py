@@ -25,6 +25,9 @@ from typing import Literal
 GapCause = Literal["coverage", "silence", "sequence", "evicted", "manual"]
 # Clip states whose footage is (or will be) in S3, or on the gateway for an operator.
 COVERING = frozenset({"queued", "uploaded", "quarantined", "unknown"})
+# Shorter than this, a hole is not worth an export (the device moves an export's start
+# back to a key frame anyway): a few frames.
+SLIVER = timedelta(seconds=0.25)
 # A jump in #s this large is a reset or a foreign clip, not thousands of lost clips.
 MAX_SEQUENCE_SKIP = 1000
 
@@ -121,16 +124,22 @@ def find_gaps(
         anchor = max(watched_since, since) if watched_since else None
         if covering and (anchor is None or covering[0].starts <= anchor):
             covered_until: datetime | None = covering[0].ends
+            by_device = covering[0].origin == "device"
         else:
-            covered_until = anchor
+            covered_until, by_device = anchor, False
         threshold = timedelta(seconds=expect.threshold_s)
         for clip in covering:
             assert covered_until is not None
-            if clip.starts - covered_until > threshold:
+            # The threshold is for the jitter between two of the camera's own clips; next
+            # to a back-filled piece or the watch start (edges the relay chose) any hole
+            # is footage missing.
+            limit = threshold if by_device and clip.origin == "device" else SLIVER
+            if clip.starts - covered_until > limit:
                 candidates.append(
                     FoundGap(covered_until, clip.starts, "coverage", "no clip covers this time (a clip was dropped)")
                 )
-            covered_until = max(covered_until, clip.ends)
+            if clip.ends > covered_until:
+                covered_until, by_device = clip.ends, clip.origin == "device"
         silent_for = (now - covered_until).total_seconds() if covered_until else 0.0
         if covered_until is not None and silent_for > expect.cadence_s + expect.grace_s:
             # Footage that ended over grace_s ago should have arrived by now.
@@ -145,7 +154,7 @@ def find_gaps(
 
     taken: list[Span] = [Span(c.starts, c.ends) for c in covering] + list(known)
     found: list[FoundGap] = []
-    minimum = timedelta(seconds=min(expect.threshold_s, 1.0))
+    minimum = SLIVER
     for candidate in sorted(candidates, key=_precedence):
         for piece in subtract(Span(candidate.starts, candidate.ends), taken):
             # Any clip known missing counts, however short; a hole in time only past the minimum.

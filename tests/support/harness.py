@@ -57,6 +57,17 @@ class TLS:
     cert_file: Path
     key_file: Path
 
+    @classmethod
+    def create(cls, directory: Path) -> TLS:
+        """A throwaway CA and a certificate for 127.0.0.1 and localhost, as PEM files in
+        ``directory`` (the suite's, and the benchmarks')."""
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+        cert.private_key_pem.write_to_path(str(directory / "key.pem"))
+        cert.cert_chain_pems[0].write_to_path(str(directory / "cert.pem"))
+        return cls(ca, directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+
     def client_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
         self.ca.configure_trust(context)

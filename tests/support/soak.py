@@ -28,6 +28,7 @@ from tests.support.relay_process import relay_process
 from tests.support.vapix_camera import FILENAME_TEMPLATE, CameraEmulator
 
 RESTART_HOLE_S = 4.0
+SCAN_S = 0.5
 
 
 @dataclass
@@ -83,7 +84,7 @@ async def soak(
             c.name: {
                 "token": f"tok-{c.name}",
                 "filename_template": FILENAME_TEMPLATE,
-                "camera": camera_section(c, tls, cadence_s=cadence_s, grace_s=cadence_s * 10),
+                "camera": camera_section(c, tls, cadence_s=cadence_s, grace_s=cadence_s * 2),
             }
             for c in emulators
         }
@@ -93,7 +94,7 @@ async def soak(
             proxy.endpoint_url,
             bucket,
             devices=devices,
-            backfill={"scan_interval_s": 0.5, "retry_initial_s": 0.2, "retry_max_s": 2.0, "margin_s": 0.5},
+            backfill={"scan_interval_s": SCAN_S, "retry_initial_s": 0.2, "retry_max_s": 2.0, "margin_s": 0.5},
         )
         config_path = write_config(workdir / "relay.toml", raw)
         relay = await stack.enter_async_context(relay_process(config_path, tls.client_context()))
@@ -132,7 +133,16 @@ async def soak(
                     continue
                 sends.append(_send(camera, relay.device, clip_end - timedelta(seconds=cadence_s), clip_end, n))
             refused += sum(not ok for ok in await asyncio.gather(*sends))
+        # A short schedule may end inside the outage or the kill: end both now.
+        if faults.reset_connections:
+            faults.reset_connections = 0
+            result.outage_s = round(time.monotonic() - outage_began, 1)
+        if relay.pid is None:
+            await relay.start()
         end = start + timedelta(seconds=clips * cadence_s)
+        # A clip dropped at the very end has no later clip to show it missing: only the
+        # silence rule finds it, once cadence + grace have passed (and a scan ran).
+        await _until(emulators[0], end + timedelta(seconds=cadence_s * 3 + 2 * SCAN_S))
 
         # Everything found is settled and everything fetched is uploaded.
         def done() -> bool:
