@@ -183,18 +183,12 @@ def _gaps(config: RelayConfig, camera: str | None, since_text: str, as_json: boo
 def _backfill(config: RelayConfig, camera: str, start_text: str, end_text: str) -> int:
     """Ask the running relay to fetch a range: a gap of cause 'manual' in the ledger,
     which the relay's back-fill takes up on its next round, like any other."""
-    if camera not in config.devices:
-        print(
-            f"axis-relay: no device {camera!r} in [devices]; known: {', '.join(sorted(config.devices))}",
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG
-    if config.devices[camera].camera is None:
-        print(
-            f"axis-relay: devices.{camera} has no [devices.{camera}.camera] section; add url, username and password "
-            "so the relay can reach its SD card",
-            file=sys.stderr,
-        )
+    from relay.camera import commands
+
+    try:
+        commands.camera_device(config, camera)
+    except commands.CommandError as exc:
+        print(f"axis-relay: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
         start, end = listings.parse_since(start_text), listings.parse_since(end_text)

@@ -46,6 +46,13 @@ class _Strict(BaseModel):
 Port = Annotated[int, Field(ge=0, le=65535)]
 
 
+def base_url(value: str, what: str, example: str) -> str:
+    """``http(s)://host[:port]`` and nothing after it, without a trailing slash."""
+    if not re.match(r"^https?://[^/\s]+/?$", value):
+        raise ValueError(f"must be {what}, e.g. https://{example}")
+    return value.rstrip("/")
+
+
 class IngestConfig(_Strict):
     host: str = "0.0.0.0"
     port: Port = 8443
@@ -80,9 +87,9 @@ class IngestConfig(_Strict):
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
-            raise ValueError("must be the relay's base URL as cameras reach it, e.g. https://192.168.1.10:8443")
-        return None if value is None else value.rstrip("/")
+        return (
+            None if value is None else base_url(value, "the relay's base URL as cameras reach it", "192.168.1.10:8443")
+        )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> IngestConfig:
@@ -140,9 +147,7 @@ class CameraConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _camera_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+/?$", value):
-            raise ValueError("must be the camera's base URL, http(s)://host[:port], e.g. https://192.168.1.20")
-        return value.rstrip("/")
+        return base_url(value, "the camera's base URL, http(s)://host[:port]", "192.168.1.20")
 
     @model_validator(mode="after")
     def _bundle_needs_verify(self) -> CameraConfig:

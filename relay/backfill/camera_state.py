@@ -14,15 +14,13 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from relay.camera.answers import CameraError
+from relay.camera.answers import CLOCK_TOLERANCE_S, CameraError
 from relay.camera.vapix import VapixClient
 from relay.ops.stats import CameraStatus
 
 log = structlog.get_logger("relay.backfill")
 
 CLOCK_CHECK_S = 600.0
-# An offset from the camera's Date header under this is rounding, not a wrong clock.
-CLOCK_TOLERANCE_S = 2.0
 
 
 class CameraState:

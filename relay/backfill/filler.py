@@ -25,28 +25,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import functools
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TypeVar
 
 import structlog
 
 from relay.backfill.camera_state import CameraState
+from relay.backfill.export import SpoolFull, export_piece
 from relay.backfill.gapbook import GapBook, GapRecord, GapState, backoff_s, later
 from relay.backfill.gaps import Expectation, Span, covered_seconds, find_gaps, subtract
-from relay.camera.answers import NOT_RECORDED, CameraError, Recording, retention_start
+from relay.camera.answers import CameraError, retention_start
 from relay.camera.vapix import VapixClient
 from relay.config import BackfillConfig, DeviceConfig
 from relay.ops.stats import CameraStatus, RelayStats
-from relay.spool.clip import ClipMeta, Sender
 from relay.spool.ledger import Ledger
 from relay.spool.ledger_writer import LedgerWriter
 from relay.spool.spool import Spool
-from relay.spool.timing import ClipTimes, read_matroska_header
 
 log = structlog.get_logger("relay.backfill")
 T = TypeVar("T")
@@ -54,15 +51,6 @@ T = TypeVar("T")
 # After the first round, each reads again at least this far back: a long clip that
 # arrives late, or one put back with 'spool retry', still counts.
 RESCAN_S = 600.0
-# Room is checked this far ahead of an export's bytes (as ingest does for chunked bodies).
-ROOM_AHEAD = 1024 * 1024
-# An export's Matroska start further back than this from what was asked is not its own
-# start (the recording's, say): the range asked for is used instead.
-KEYFRAME_SNAP = timedelta(seconds=30)
-
-
-class SpoolFull(Exception):
-    """No room in the spool for back-fill (which never evicts what devices sent)."""
 
 
 def now_utc() -> datetime:
@@ -171,10 +159,7 @@ class Backfill:
             self._stats.gaps_detected += 1
             log.warning(
                 "gap_detected",
-                camera=name,
-                gap_id=gap.gap_id,
-                start=gap.starts_at,
-                end=gap.ends_at,
+                **_about(gap),
                 seconds=round(gap.seconds, 2),
                 cause=gap.cause,
                 reason=gap.reason,
@@ -260,7 +245,7 @@ class Backfill:
             have = await self._book(functools.partial(GapBook.backfilled, camera=name, span=wanted_here)) or []
             for todo in subtract(wanted_here, have):
                 for part in _pieces(todo, self._config.piece_s):
-                    stored = await self._export(name, client, recording, part)
+                    stored = await export_piece(self._spool, self._stats, client, recording, part)
                     if stored is None:
                         not_on_card.append(part)
                     else:
@@ -274,51 +259,6 @@ class Backfill:
         if missing >= 0.5:
             return "filled", f"{missing:.1f} s of it was never recorded on the card (the camera restarted?)", missing
         return "filled", "", 0.0
-
-    async def _export(self, name: str, client: VapixClient, recording: Recording, span: Span) -> int | None:
-        """One piece from the card into the spool; its byte count, or None when the card
-        does not hold it after all (just deleted by its retention, say)."""
-        sender = Sender(camera=name, query={}, source=client.config.url)
-        filename = f"backfill_{span.starts:%Y%m%dT%H%M%S}Z_{span.ends:%Y%m%dT%H%M%S}Z.mkv"
-        try:
-            async with self._spool.receiving(
-                sender, filename=filename, content_type="video/x-matroska", timer=export_timer(span), origin="backfill"
-            ) as writer:
-                checked = 0
-
-                async def sink(chunk: bytes) -> None:
-                    nonlocal checked
-                    if writer.pending_size + len(chunk) > checked:
-                        if not await self._spool.has_room(ROOM_AHEAD):
-                            raise SpoolFull
-                        checked = writer.pending_size + ROOM_AHEAD
-                    await writer.write(chunk)
-
-                await client.export(recording, span.starts, span.ends, sink)
-                if writer.pending_size == 0:
-                    raise CameraError(name, "exportrecording.cgi", "the export was empty", transient=True)
-                meta = await writer.commit()
-        except CameraError as exc:
-            if exc.code in NOT_RECORDED:
-                log.info("backfill_piece_not_on_card", camera=name, start=span.starts.isoformat(), reason=exc.reason)
-                return None
-            raise
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise SpoolFull from None
-            raise
-        self._stats.backfill_clips += 1
-        self._stats.backfill_bytes += meta.size
-        log.info(
-            "backfill_clip_stored",
-            camera=name,
-            clip_id=meta.clip_id,
-            start=meta.starts_at,
-            end=meta.ends_at,
-            bytes=meta.size,
-            recording=recording.recording_id,
-        )
-        return meta.size
 
     # ----- outcomes -------------------------------------------------------
 
@@ -342,10 +282,7 @@ class Backfill:
         self._stats.gaps_settled[state] += 1
         (log.info if state == "filled" else log.warning)(
             event,
-            camera=gap.camera,
-            gap_id=gap.gap_id,
-            start=gap.starts_at,
-            end=gap.ends_at,
+            **_about(gap),
             seconds=round(gap.seconds, 2),
             cause=gap.cause,
             reason=reason,
@@ -356,10 +293,7 @@ class Backfill:
         await self._book(lambda b: b.update(gap.gap_id, "retrying", now_utc(), reason=reason, next_try_at=when))
         log.warning(
             "gap_retrying",
-            camera=gap.camera,
-            gap_id=gap.gap_id,
-            start=gap.starts_at,
-            end=gap.ends_at,
+            **_about(gap),
             attempts=gap.attempts + 1,
             reason=reason,
             retry_in_s=round(after_s, 1),
@@ -386,6 +320,11 @@ class Backfill:
         return await self._ledger.run(on_ledger)
 
 
+def _about(gap: GapRecord) -> dict[str, object]:
+    """The fields every gap_* log event names its gap by."""
+    return {"camera": gap.camera, "gap_id": gap.gap_id, "start": gap.starts_at, "end": gap.ends_at}
+
+
 def _status(device: DeviceConfig) -> CameraStatus:
     camera = device.camera
     continuous = camera is not None and camera.expect == "continuous"
@@ -398,22 +337,3 @@ def _pieces(span: Span, piece_s: float) -> list[Span]:
         pieces.append(Span(at, min(span.ends, at + step)))
         at += step
     return pieces
-
-
-def export_timer(asked: Span) -> Callable[[Path, ClipMeta], ClipTimes]:
-    """An export's span: its Matroska header where it is plausibly the export's own
-    (the device moves the start back to a key frame), else the range asked for."""
-
-    def timer(path: Path, meta: ClipMeta) -> ClipTimes:
-        header = read_matroska_header(path)
-        if (
-            header
-            and header.date_utc
-            and asked.starts - KEYFRAME_SNAP <= header.date_utc <= asked.starts + KEYFRAME_SNAP
-        ):
-            if header.duration:
-                return ClipTimes(header.date_utc, header.date_utc + header.duration, "matroska", "matroska")
-            return ClipTimes(header.date_utc, asked.ends, "matroska", "export")
-        return ClipTimes(asked.starts, asked.ends, "export", "export")
-
-    return timer

@@ -23,7 +23,6 @@ from relay.spool.clip import ledger_time
 from relay.spool.ledger import Ledger, transaction
 
 GapState = Literal["detected", "fetching", "filled", "unfillable", "retrying"]
-GAP_STATES: tuple[GapState, ...] = ("detected", "fetching", "filled", "unfillable", "retrying")
 # A still-waiting silence gap is stretched, not joined by a new one, while a camera stays quiet.
 EXTENDABLE = ("detected", "retrying")
 
@@ -75,18 +74,16 @@ class GapBook:
     # ----- what detection reads ------------------------------------------
 
     def clip_spans(self, camera: str, since: datetime) -> list[ClipSpan]:
-        rows = self._db.execute(
-            "SELECT starts_at, ends_at, sequence, origin, state FROM clip "
-            "WHERE camera = ? AND starts_at IS NOT NULL AND ends_at >= ? ORDER BY starts_at",
-            (camera, ledger_time(since)),
-        ).fetchall()
-        return [ClipSpan(_time(s), _time(e), seq, origin, state) for s, e, seq, origin, state in rows]
+        return self._spans("", camera, since)
 
     def evicted_spans(self, camera: str, since: datetime) -> list[ClipSpan]:
         """Clips evicted unsent since ``since``: they can be old, and are few (an index)."""
+        return self._spans("state = 'evicted' AND ", camera, since)
+
+    def _spans(self, condition: str, camera: str, since: datetime) -> list[ClipSpan]:
         rows = self._db.execute(
             "SELECT starts_at, ends_at, sequence, origin, state FROM clip "
-            "WHERE state = 'evicted' AND camera = ? AND starts_at IS NOT NULL AND ends_at >= ?",
+            f"WHERE {condition}camera = ? AND starts_at IS NOT NULL AND ends_at >= ? ORDER BY starts_at",
             (camera, ledger_time(since)),
         ).fetchall()
         return [ClipSpan(_time(s), _time(e), seq, origin, state) for s, e, seq, origin, state in rows]

@@ -11,6 +11,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+# A camera clock off by less than this (from its Date header, whole seconds) is rounding,
+# not a wrong clock: back-fill and `camera check` both go by it.
+CLOCK_TOLERANCE_S = 2.0
+
 # exportrecording.cgi's GeneralError codes (vapix.md).
 EXPORT_ERRORS = {
     10: "the camera is still processing (try again)",

@@ -9,15 +9,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from relay.camera import soap
-from relay.camera.answers import CameraError
-from relay.camera.setup import PREFIX
+from relay.camera.answers import CLOCK_TOLERANCE_S, CameraError
+from relay.camera.setup import PREFIX, plain_secrets
 from relay.camera.soap import SoapFault
 from relay.camera.vapix import VapixClient
 from relay.config import CameraConfig, DeviceConfig
-from relay.ingest.secret_hash import is_hashed
-
-# Past this, a camera's clock is off enough to misplace footage in time.
-CLOCK_TOLERANCE_S = 2.0
 
 
 @dataclass
@@ -149,10 +145,7 @@ async def _check_rule(
 
 
 def _credentials_match(parameters: dict[str, str], device: DeviceConfig) -> bool:
-    token = device.token.get_secret_value() if device.token else None
-    password = device.password.get_secret_value() if device.password else None
-    plain_token = token if token and not is_hashed(token) else None
-    plain_password = password if password and not is_hashed(password) else None
+    plain_token, plain_password = plain_secrets(device)
     if plain_token and f"accessToken={plain_token}" in parameters.get("custom_params", "") + parameters.get(
         "upload_url", ""
     ):

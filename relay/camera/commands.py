@@ -24,7 +24,8 @@ class CommandError(Exception):
     """The command cannot run as asked; nothing was sent to a camera."""
 
 
-def _camera_device(config: RelayConfig, name: str) -> None:
+def camera_device(config: RelayConfig, name: str) -> None:
+    """CommandError unless ``name`` is a device with a camera section."""
     if name not in config.devices:
         raise CommandError(f"no device {name!r} in [devices]; known: {', '.join(sorted(config.devices))}")
     if config.devices[name].camera is None:
@@ -40,14 +41,14 @@ async def run_check(config: RelayConfig, names: list[str], given_url: str | None
     if not names:
         raise CommandError("no device has a [devices.<name>.camera] section to check")
     for name in names:
-        _camera_device(config, name)
+        camera_device(config, name)
     reports = await check.check_all(config.devices, names, relay_url(config, given_url))
     text = json.dumps([r.as_json() for r in reports], indent=1) if as_json else check.table(reports)
     return text, 0 if all(r.ok for r in reports) else 1
 
 
 async def run_setup(config: RelayConfig, name: str, options: setup.Options, dry_run: bool) -> tuple[str, int]:
-    _camera_device(config, name)
+    camera_device(config, name)
     device = config.devices[name]
     camera = device.camera
     assert camera is not None
@@ -117,7 +118,7 @@ def _received_since(config: RelayConfig, name: str, since: datetime) -> str | No
 
 
 async def run_remove(config: RelayConfig, name: str) -> tuple[str, int]:
-    _camera_device(config, name)
+    camera_device(config, name)
     camera = config.devices[name].camera
     assert camera is not None
     async with VapixClient.open(name, camera) as client:

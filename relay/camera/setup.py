@@ -84,14 +84,19 @@ class Outcome:
     removed: list[str] = field(default_factory=list)
 
 
-def plan(name: str, device: DeviceConfig, options: Options) -> Plan:
-    """What setup will send for this device; SetupError before anything is sent."""
+def plain_secrets(device: DeviceConfig) -> tuple[str | None, str | None]:
+    """The device's token and password as the camera must send them; None for one that
+    is absent or stored hashed (the camera needs the secret itself)."""
     token = device.token.get_secret_value() if device.token else None
     password = device.password.get_secret_value() if device.password else None
-    if token and is_hashed(token):
-        token = None
-    if password and is_hashed(password):
-        password = None
+    return (None if token is None or is_hashed(token) else token), (
+        None if password is None or is_hashed(password) else password
+    )
+
+
+def plan(name: str, device: DeviceConfig, options: Options) -> Plan:
+    """What setup will send for this device; SetupError before anything is sent."""
+    token, password = plain_secrets(device)
     if not token and not password:
         raise SetupError(
             f"devices.{name}: the token and password are stored hashed, and the camera needs the secret itself; "

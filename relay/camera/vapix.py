@@ -183,14 +183,6 @@ class VapixClient:
 
     # ----- set-up: parameters, continuous recording, event and action services
 
-    async def parameters(self, group: str) -> dict[str, str]:
-        """``param.cgi?action=list&group=...`` as a dict (``Storage.S0.CleanupMaxAge`` -> ``1``)."""
-        async with self._request("GET", "param.cgi", params={"action": "list", "group": group}) as answer:
-            text = (await self._small_body(answer, "param.cgi")).decode(errors="replace")
-        if text.startswith("# Error"):
-            raise CameraError(self.name, "param.cgi", text.strip(), transient=False)
-        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
     async def set_parameters(self, values: dict[str, str]) -> None:
         async with self._request("GET", "param.cgi", params={"action": "update", **values}) as answer:
             text = (await self._small_body(answer, "param.cgi")).decode(errors="replace").strip()

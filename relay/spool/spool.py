@@ -57,7 +57,7 @@ class Spool:
             "spool_recovered",
             queued=self._queue.clips,
             queued_bytes=self._queue.bytes,
-            quarantined=sum(1 for _ in self.store.quarantine_dir.iterdir()),
+            quarantined=self.store.quarantined_count(),
         )
 
     async def adopt(self) -> int:

@@ -87,8 +87,3 @@ def clip_bytes(camera: str, starts: datetime, ends: datetime, **options: object)
 def frames_in(data: bytes, camera: str) -> set[int]:
     """The frame indexes of ``camera`` that ``data`` holds."""
     return {int(m.group(2)) for m in _FRAME.finditer(data) if m.group(1).decode() == camera}
-
-
-def seconds_missing(have: set[int], starts: datetime, ends: datetime) -> float:
-    wanted = frames_between(starts, ends, snap_to_key=False)
-    return sum(1 for i in wanted if i not in have) / FPS
