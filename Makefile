@@ -57,7 +57,11 @@ format: $(VENV)/.dev-installed
 install:
 	$(SUDO) ./install.sh
 
+# The fleet benchmark needs nginx (the reference server): Debian's, installed when missing.
 bench: $(VENV)/.dev-installed
+	@command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light; }
+	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/signing.py

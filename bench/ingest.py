@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
@@ -29,39 +30,9 @@ import tomli_w
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.servers import nginx, vm_hwm_kib
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
 from tests.support.harness import TLS
-
-NGINX_CONF = """
-daemon off;
-worker_processes 1;
-error_log {d}/nginx-error.log;
-pid {d}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/nginx-tmp;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        client_max_body_size 0;
-        location /upload/ {{
-            root {d}/nginx-root;
-            dav_methods PUT;
-            create_full_put_path on;
-        }}
-    }}
-}}
-"""
-
-
-def vm_hwm_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
 
 
 def curl(method: str, url: str, body: Path, ca: Path, extra: list[str]) -> float:
@@ -131,18 +102,12 @@ async def main(size_mb: int, rounds: int, s3_down: bool) -> None:
         }
         (work / "relay.toml").write_text(tomli_w.dumps(config))
         relay = subprocess.Popen([sys.executable, "-m", "relay", "run", "--config", str(work / "relay.toml")])
-        nginx = None
         nginx_port = free_port()
-        if shutil.which("nginx"):
-            # nginx workers run as an unprivileged user: let them write here.
-            work.chmod(0o755)
-            for d in (work / "nginx-tmp", work / "nginx-root" / "upload"):
-                d.mkdir(parents=True)
-                d.chmod(0o777)
-            (work / "nginx-root").chmod(0o777)
-            conf = NGINX_CONF.format(d=work, port=nginx_port, cert=work / "cert.pem", key=work / "key.pem")
-            (work / "nginx.conf").write_text(conf)
-            nginx = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)])
+        reference = (
+            nginx(work, nginx_port, work / "cert.pem", work / "key.pem")
+            if shutil.which("nginx")
+            else contextlib.nullcontext()
+        )
         ca_file = work / "ca.pem"
         relay_url = f"https://127.0.0.1:{port}/upload/cam?accessToken=t"
         deadline = time.monotonic() + 30
@@ -151,26 +116,24 @@ async def main(size_mb: int, rounds: int, s3_down: bool) -> None:
                 raise RuntimeError("relay did not start")
             await asyncio.sleep(0.1)
         try:
-            hwm_idle = vm_hwm_kib(relay.pid)
-            relay_times, nginx_times = [], []
-            headers = [
-                "-H",
-                "Content-Type: video/x-matroska",
-                "-H",
-                'Content-Disposition: attachment; filename="b.mkv"',
-            ]
-            for n in range(rounds):
-                relay_times.append(curl("POST", relay_url, clip, ca_file, headers))
-                if nginx:
-                    url = f"https://127.0.0.1:{nginx_port}/upload/b{n}.mkv"
-                    nginx_times.append(curl("PUT", url, clip, ca_file, []))
-            hwm_after = vm_hwm_kib(relay.pid)
+            with reference as web:
+                hwm_idle = vm_hwm_kib(relay.pid)
+                relay_times, nginx_times = [], []
+                headers = [
+                    "-H",
+                    "Content-Type: video/x-matroska",
+                    "-H",
+                    'Content-Disposition: attachment; filename="b.mkv"',
+                ]
+                for n in range(rounds):
+                    relay_times.append(curl("POST", relay_url, clip, ca_file, headers))
+                    if web is not None:
+                        url = f"https://127.0.0.1:{nginx_port}/upload/b{n}.mkv"
+                        nginx_times.append(curl("PUT", url, clip, ca_file, []))
+                hwm_after = vm_hwm_kib(relay.pid)
         finally:
             relay.terminate()
             relay.wait(30)
-            if nginx:
-                nginx.terminate()
-                nginx.wait(10)
             local.stop()
 
         mb = size_mb * 1024 * 1024 / 1e6

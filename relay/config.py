@@ -63,6 +63,9 @@ class IngestConfig(_Strict):
     # names the files a gateway has.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # For a gateway whose CPU has no AES instructions (a Raspberry Pi 4): ChaCha20-
+    # Poly1305, chosen by the relay, over TLS 1.2. Elsewhere AES-GCM is as cheap or cheaper.
+    tls_prefer_chacha20: bool = False
     # A device streams a clip at real-time speed through its post-buffer, so
     # there is no total body deadline; only silence this long ends a request.
     idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0

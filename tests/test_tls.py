@@ -112,3 +112,23 @@ def test_ingest_refuses_tls_older_than_1_2(tmp_path: Path) -> None:
     certs = gen_cert(tmp_path / "certs")
     context = tls_context(certs / "relay.crt", certs / "relay.key")
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+async def test_prefer_chacha20_makes_the_relay_choose_it_over_tls_1_2(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    """A device offering AES-GCM first (as OpenSSL's defaults do) gets ChaCha20-Poly1305
+    when the gateway asks for it, and AES-GCM over TLS 1.3 when it does not."""
+    for prefer, version, cipher in ((True, "TLSv1.2", "CHACHA20"), (False, "TLSv1.3", "AES")):
+        config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket, ingest={"tls_prefer_chacha20": prefer})
+        async with running_relay(config, tls) as relay:
+            context = tls.client_context()
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port, ssl=context)
+            try:
+                ssl_object = writer.get_extra_info("ssl_object")
+                assert ssl_object.version() == version
+                assert cipher in ssl_object.cipher()[0]
+                writer.write(f"GET {PATH} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n".encode())
+                assert (await read_answer(reader)).status == 200
+            finally:
+                writer.close()

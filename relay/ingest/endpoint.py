@@ -25,13 +25,14 @@ from relay.ingest.auth import TOKEN_PARAMS, authenticate, public_query
 from relay.ingest.connections import ConnectionGuard
 from relay.ingest.digest import DigestAuth
 from relay.ingest.guard import FailureLimiter, allowed_source
+from relay.ingest.idle import IdleDeadline
 from relay.ingest.secret_hash import HashingRefused, SecretChecker, is_hashed
 from relay.ops import crashpoints
 from relay.ops.stats import RelayStats
 from relay.spool.clip import ClipMeta, Sender, safe_filename
 from relay.spool.spool import Spool
-from relay.spool.store import WRITE_BATCH, ClipWriter
 from relay.spool.timing import device_timer
+from relay.spool.writer import WRITE_BATCH, ClipWriter
 
 log = structlog.get_logger("relay.ingest")
 
@@ -42,10 +43,11 @@ MAX_FORM_FIELDS = 32
 SECRET_FIELDS = frozenset({*TOKEN_PARAMS, "password", "passwd", "username", "user", "auth", "authorization"})
 # Set on a request whose credentials were checked before it was told to continue.
 AUTHENTICATED = web.RequestKey("authenticated", bool)
-# How far ahead of its bytes a body of unknown length makes room: one write batch, so
-# room is always made before the write that needs it, and a small clip on a nearly
-# full disk is not refused for room it would never use.
-ROOM_CHECK_BYTES = WRITE_BATCH
+# How far ahead of its bytes a body of unknown length makes room: a few write batches,
+# so room is always made before the writes that need it (one free-space check per MiB,
+# not per batch), and a small clip on a nearly full disk is not refused for room it
+# would never use.
+ROOM_CHECK_BYTES = 4 * WRITE_BATCH
 
 
 class Rejected(Exception):
@@ -315,27 +317,31 @@ class Ingest:
         # body of unknown length (chunked), ahead of it as it grows.
         reserved = declared if declared is not None else ROOM_CHECK_BYTES
         await self._ensure_room(reserved)
-        while True:
-            async with asyncio.timeout(self._config.idle_timeout_s):
+        with IdleDeadline(self._config.idle_timeout_s) as idle:
+            while True:
+                idle.waiting()
                 chunk = await read()
-            if not chunk:
-                if not writer.pending_size:
-                    raise Rejected(400, "the body is empty: send the clip as the request body")
-                return
-            if writer.pending_size + len(chunk) > limit:
-                raise Rejected(413, f"body exceeds ingest.max_body_bytes ({limit} bytes)")
-            while writer.pending_size + len(chunk) > reserved:
-                await self._ensure_room(ROOM_CHECK_BYTES)
-                reserved += ROOM_CHECK_BYTES
-            try:
-                await writer.write(chunk)
-            except OSError as exc:
-                # The disk filled anyway (another upload, the rest of the gateway): the
-                # policy holds here too. Make room, and write the same bytes once more.
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or self._spool.limits.full_policy != "evict_oldest":
-                    raise
-                await self._ensure_room(ROOM_CHECK_BYTES)
-                await writer.flush()
+                idle.arrived()
+                if not chunk:
+                    if not writer.pending_size:
+                        raise Rejected(400, "the body is empty: send the clip as the request body")
+                    return
+                if writer.pending_size + len(chunk) > limit:
+                    raise Rejected(413, f"body exceeds ingest.max_body_bytes ({limit} bytes)")
+                while writer.pending_size + len(chunk) > reserved:
+                    await self._ensure_room(ROOM_CHECK_BYTES)
+                    reserved += ROOM_CHECK_BYTES
+                try:
+                    await writer.write(chunk)
+                except OSError as exc:
+                    # The disk filled anyway (another upload, the rest of the gateway):
+                    # the policy holds here too. Make room for the whole batch that
+                    # failed, and write the same bytes again.
+                    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                    if not full or self._spool.limits.full_policy != "evict_oldest":
+                        raise
+                    await self._ensure_room(writer.pending_size - writer.size)
+                    await writer.flush()
 
     async def _ensure_room(self, incoming: int) -> None:
         if not await self._spool.make_room(incoming):

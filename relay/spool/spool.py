@@ -19,7 +19,8 @@ import structlog
 from relay.config import SpoolConfig
 from relay.spool.clip import ClipMeta, ClipOrigin, Sender, clip_id_time, new_clip_id
 from relay.spool.queue import UploadQueue
-from relay.spool.store import ClipWriter, SpoolStore, Timer
+from relay.spool.store import SpoolStore, Timer
+from relay.spool.writer import ClipWriter
 
 log = structlog.get_logger("relay.spool")
 

@@ -21,7 +21,6 @@ the upload queue's (``relay.spool.queue``), which only the event loop touches.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import io
 import json
@@ -33,11 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import crc32c
 import structlog
 
 from relay.ops import crashpoints
-from relay.spool.clip import ClipMeta, crc32c_b64
+from relay.spool.clip import ClipMeta
 from relay.spool.timing import ClipTimes
 
 log = structlog.get_logger("relay.spool")
@@ -46,10 +44,6 @@ DATA = "data"
 META = "meta.json"
 UPLOAD_STATE = "upload.json"
 REASON = "reason.json"
-
-# Bytes gathered from the socket before one write+checksum in a worker thread:
-# large enough that thread hand-offs cost little, small enough to bound memory.
-WRITE_BATCH = 1024 * 1024
 
 StoredState = Literal["queued", "quarantined"]
 
@@ -316,77 +310,3 @@ class SpoolStore:
             fsync_dir(self.queue_dir)
             fsync_dir(self.quarantine_dir)
         return moved
-
-
-class ClipWriter:
-    """Streams one clip into incoming/; ``commit()`` makes it durable and hands it on.
-
-    The writes and the fsyncs run in worker threads; ``on_durable`` is called on the
-    event loop once the clip is in queue/, so the caller's in-memory state is only
-    ever changed by the loop.
-    """
-
-    def __init__(
-        self,
-        store: SpoolStore,
-        clip_id: str,
-        fields: dict[str, Any],
-        on_durable: Callable[[ClipMeta], None],
-        timer: Timer | None = None,
-    ) -> None:
-        self._store = store
-        self._timer = timer
-        self.clip_id = clip_id
-        self._fields = fields
-        self._on_durable = on_durable
-        self._dir, self._file = store.open_incoming(clip_id)
-        self._committed = False
-        self._buffer = bytearray()
-        self._crc = 0
-        self.size = 0  # bytes written to the file so far
-        self.pending_size = 0  # bytes received so far, written or still buffered
-
-    async def write(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        self.pending_size += len(chunk)
-        if len(self._buffer) >= WRITE_BATCH:
-            await self.flush()
-            crashpoints.reached(crashpoints.INGEST_MID_BODY)
-
-    async def flush(self) -> None:
-        """Write what is buffered. If the disk is full, the file is cut back to what was
-        written before and the buffer kept, so the caller may make room and call again."""
-        if not self._buffer:
-            return
-        block = bytes(self._buffer)
-        self._crc = await asyncio.to_thread(self._write_block, block, self._crc)
-        self._buffer = bytearray()
-        self.size += len(block)
-
-    def _write_block(self, block: bytes, crc: int) -> int:
-        view = memoryview(block)
-        try:
-            while view:
-                view = view[self._file.write(view) or 0 :]
-        except OSError:
-            self._file.truncate(self.size)
-            self._file.seek(self.size)
-            raise
-        return crc32c.crc32c(block, crc)
-
-    async def commit(self, extra_query: dict[str, str] | None = None) -> ClipMeta:
-        await self.flush()
-        fields = dict(self._fields)
-        if extra_query:
-            fields["query"] = {**extra_query, **fields["query"]}
-        meta = ClipMeta(clip_id=self.clip_id, size=self.size, crc32c=crc32c_b64(self._crc), **fields)
-        meta = await asyncio.to_thread(self._store.make_durable, self._dir, self._file, meta, self._timer)
-        self._committed = True
-        self._on_durable(meta)
-        return meta
-
-    def discard(self) -> None:
-        """Remove what was received unless it was committed (on every exit path)."""
-        self._file.close()
-        if not self._committed:
-            self._store.discard_incoming(self._dir)
