@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,8 +38,10 @@ import aioboto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.fleet_cameras import Plan, camera_name
-from bench.servers import Gate, Meter, RelayProcess, nginx, unit_environment
+from bench import fleet_modes
+from bench.fleet_cameras import TOKEN, Plan, camera_name
+from bench.fleet_report import print_against, print_table
+from bench.servers import Gate, Meter, RelayProcess, aws_cli_path, nginx, run_counted, unit_environment
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
 from relay.server import CHACHA20_FIRST
 from tests.support.harness import TLS
@@ -48,7 +49,6 @@ from tests.support.harness import TLS
 GB = 1e9
 MiB = 1024 * 1024
 BUCKET = "fleet"
-TOKEN = "fleet-token"
 RESULTS = Path(__file__).resolve().parent / "results" / "fleet.json"
 
 
@@ -225,74 +225,6 @@ class Bench:
             f" nginx ack p50 {web['ack_p50_ms']:5.1f} p99 {web['ack_p99_ms']:5.1f} ms, {web['cpu_s_per_gb']:.2f} s/GB"
         )
 
-    async def against(self, gate: Gate) -> dict[str, Any]:
-        """This relay and the one in ``--against DIR`` (an older checkout), fresh processes,
-        alternating, on the same load with uploads paused, then uploads resumed: the
-        before and after of a change, measured in one run."""
-        rows: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
-        for cameras in self.args.cameras:
-            for n in range(self.args.rounds):
-                for name, source in (("before", Path(self.args.against)), ("after", None)):
-                    config = self.relay_config(cameras, gate.port)
-                    relay = RelayProcess(self.work, config, cpus=self.relay_cpus, env=self.relay_env, source=source)
-                    try:
-                        url = f"https://127.0.0.1:{config['ingest']['port']}/upload/{{camera}}?accessToken={TOKEN}"
-                        for mode in self.args.modes:
-                            await gate.shut()
-                            tag = f"{name}-{cameras}-{mode}-{n}"
-                            plan = self.plan(url, cameras, chunked=mode == "chunked", method="POST", tag=tag)
-                            row = await self.measured(relay.meter, plan)
-                            row["upload"] = await self.upload_leg(relay, gate, row["bytes"])
-                            row.update(cameras=cameras, mode=mode, peak_rss_mib=relay.meter.peak_rss_mib())
-                            rows[name].append(row)
-                            print(
-                                f"  {name:<6} {cameras} cameras {mode:<7} ack p50 {row['ack_p50_ms']:5.1f}"
-                                f" p99 {row['ack_p99_ms']:6.1f} ms, ingest {row['cpu_s_per_gb']:5.2f} s/GB,"
-                                f" upload {row['upload']['cpu_s_per_gb']:.2f} s/GB,"
-                                f" peak RSS {row['peak_rss_mib']:.0f} MiB"
-                            )
-                    finally:
-                        relay.stop()
-        return rows
-
-    async def one_core(self) -> list[dict[str, Any]]:
-        """The relay alone on core 0 (taskset), uploads running straight to S3; more
-        cameras each round, each judged: ack p99 within 50 ms, no clip failed, uploads
-        keeping up (the backlog clears within one clip's length once the cameras stop).
-        Stops when clips fail, uploads fall behind, or the core is full."""
-        rows = []
-        for cameras in self.args.cameras:
-            relay = RelayProcess(self.work, self.relay_config(cameras, self.s3_port), cpus="0", env=self.relay_env)
-            try:
-                url = f"https://127.0.0.1:{relay.config['ingest']['port']}/upload/{{camera}}?accessToken={TOKEN}"
-                plan = self.plan(url, cameras, chunked=False, method="POST", tag=f"{cameras}-one-core")
-                row = await self.measured(relay.meter, plan)
-                started = time.perf_counter()
-                row["drained"] = await relay.wait_drained(600)
-                row["backlog_s"] = time.perf_counter() - started
-                row["cameras"] = cameras
-                row["relay_peak_rss_mib"] = relay.meter.peak_rss_mib()
-                row["core_busy"] = row["cpu_s"] / row["seconds"]
-            finally:
-                relay.stop()
-            problems = [
-                *([f"{row['failed']} clips failed"] if row["failed"] else []),
-                *([f"ack p99 over 50 ms ({row['ack_p99_ms']:.0f})"] if row["ack_p99_ms"] > 50 else []),
-                *(["uploads fall behind"] if row["backlog_s"] > self.args.clip_s else []),
-            ]
-            row["ok"], row["problems"] = not problems, problems
-            rows.append(row)
-            print(
-                f"  {cameras} cameras on one core: ack p50 {row['ack_p50_ms']:.1f} p99 {row['ack_p99_ms']:.1f} ms,"
-                f" core {100 * row['core_busy']:.0f} % busy, backlog cleared {row['backlog_s']:.1f} s after the last"
-                f" clip: {', '.join(problems) or 'keeps up'}"
-            )
-            # Past a late answer the next size still shows how the core copes; past
-            # failures or a backlog it cannot.
-            if row["failed"] or row["backlog_s"] > self.args.clip_s or row["core_busy"] > 0.95:
-                break
-        return rows
-
     async def big_clip(self, gate: Gate) -> dict[str, Any]:
         size = int(self.args.big_clip_gib * 1024 * MiB)
         relay = RelayProcess(self.work, self.relay_config(1, gate.port), cpus=self.relay_cpus, env=self.relay_env)
@@ -342,22 +274,6 @@ class Bench:
         }
 
 
-def aws_cli_path() -> str | None:
-    """The AWS CLI of the project's own environment (requirements/dev.lock), else any."""
-    own = Path(sys.executable).with_name("aws")
-    return str(own) if own.exists() else shutil.which("aws")
-
-
-def run_counted(command: list[str], env: dict[str, str]) -> float:
-    """CPU seconds (user + system) of a finished command and everything it started."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
-        raise RuntimeError(f"{' '.join(command[:3])} failed with {process.returncode}")
-    return usage.ru_utime + usage.ru_stime
-
-
 async def main(args: argparse.Namespace) -> None:
     if not shutil.which("nginx"):
         sys.exit("nginx is the reference: install it (apt-get install nginx-light) and run again")
@@ -374,10 +290,10 @@ async def main(args: argparse.Namespace) -> None:
                 await s3.create_bucket(Bucket=BUCKET)
             bench = Bench(work, tls, local.ports["s3.https"], args)
             if args.one_core:
-                results["one_core"] = await bench.one_core()
+                results["one_core"] = await fleet_modes.one_core(bench)
             elif args.against:
                 async with Gate(free_port(), local.ports["s3.https"]).running() as gate:
-                    results["against"] = await bench.against(gate)
+                    results["against"] = await fleet_modes.against(bench, gate)
             else:
                 async with Gate(free_port(), local.ports["s3.https"]).running() as gate:
                     print(f"{args.clip_s:g} s clips at {args.mbit:g} Mbit/s, {args.clips} per camera")
@@ -404,69 +320,6 @@ async def main(args: argparse.Namespace) -> None:
     elif not args.one_core:
         print_table(results)
     print(f"raw numbers: {out}")
-
-
-def print_table(results: dict[str, Any]) -> None:
-    aws = results.get("aws_cli")
-    reference = aws["cpu_s_per_gb_without_start_up"] if aws else float("nan")
-    columns = [
-        "cameras",
-        "body",
-        "ack p50 / p99 relay (nginx)",
-        "ingest CPU s/GB relay : nginx",
-        "upload CPU s/GB relay : AWS CLI",
-        "live ack p99, CPU s/GB",
-        "peak RSS relay (nginx)",
-    ]
-    print()
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for fleet in results["fleets"]:
-        live = fleet["relay_live"]
-        for mode in results["args"]["modes"]:
-            relay, web = fleet[f"relay_{mode}"], fleet[f"nginx_{mode}"]
-            upload = relay["upload"]["cpu_s_per_gb"]
-            ingest, nginx_cpu = relay["cpu_s_per_gb"], web["cpu_s_per_gb"]
-            cells = [
-                str(fleet["cameras"]),
-                mode,
-                f"{relay['ack_p50_ms']:.1f} / {relay['ack_p99_ms']:.1f} ms"
-                f" ({web['ack_p50_ms']:.1f} / {web['ack_p99_ms']:.1f})",
-                f"{ingest:.2f} : {nginx_cpu:.2f} = **{ingest / nginx_cpu:.2f}x**",
-                f"{upload:.2f} : {reference:.2f} = **{upload / reference:.2f}x**",
-                f"{live['ack_p99_ms']:.1f} ms, {live['cpu_s_per_gb']:.2f}" if mode == "fixed" else "",
-                f"{fleet['relay_peak_rss_mib']:.0f} MiB ({fleet['nginx_peak_rss_mib']:.0f})",
-            ]
-            print("| " + " | ".join(cells) + " |")
-    if aws:
-        print(
-            f"AWS CLI (aws s3 cp --recursive, {aws['clips']} clips): {aws['cpu_s_per_gb']:.2f} CPU s/GB as run,"
-            f" {reference:.2f} without its start-up ({aws['start_up_cpu_s']:.2f} s)"
-        )
-    if "big_clip" in results:
-        big = results["big_clip"]
-        print(f"one {big['bytes'] / 2**30:.0f} GiB clip: relay peak RSS {big['relay_peak_rss_mib']:.0f} MiB")
-
-
-def print_against(rows: dict[str, list[dict[str, Any]]]) -> None:
-    """Medians over the rounds, before and after, and their ratio."""
-    print()
-    for cameras in sorted({r["cameras"] for r in rows["after"]}):
-        for mode in sorted({r["mode"] for r in rows["after"]}):
-            figures = {}
-            for name in ("before", "after"):
-                mine = [r for r in rows[name] if r["cameras"] == cameras and r["mode"] == mode]
-                figures[name] = {
-                    "ack p50 ms": statistics.median(r["ack_p50_ms"] for r in mine),
-                    "ack p99 ms": statistics.median(r["ack_p99_ms"] for r in mine),
-                    "ingest CPU s/GB": statistics.median(r["cpu_s_per_gb"] for r in mine),
-                    "upload CPU s/GB": statistics.median(r["upload"]["cpu_s_per_gb"] for r in mine),
-                    "peak RSS MiB": max(r["peak_rss_mib"] for r in mine),
-                }
-            print(f"{cameras} cameras, {mode}: before -> after (ratio), medians of {len(mine)} rounds")
-            for key, before in figures["before"].items():
-                after = figures["after"][key]
-                print(f"  {key:<16} {before:7.2f} -> {after:7.2f}  ({after / before:.2f})")
 
 
 def arguments() -> argparse.Namespace:

@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.footage import FPS, matroska
 
 PIECE = 32 * 1024
+# Every camera's accessToken on the relay under test.
+TOKEN = "fleet-token"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -270,3 +271,19 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         await writer.drain()
     if writer.can_write_eof():
         writer.write_eof()
+
+
+def aws_cli_path() -> str | None:
+    """The AWS CLI of the project's own environment (requirements/dev.lock), else any."""
+    own = Path(sys.executable).with_name("aws")
+    return str(own) if own.exists() else shutil.which("aws")
+
+
+def run_counted(command: list[str], env: dict[str, str]) -> float:
+    """CPU seconds (user + system) of a finished command and everything it started."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(command[:3])} failed with {process.returncode}")
+    return usage.ru_utime + usage.ru_stime
