@@ -98,28 +98,29 @@ class ClipWriter:
         if not self._pieces:
             return
         pieces, length = self._pieces, self._batched
-        self._crc = await asyncio.to_thread(self._write_pieces, pieces, self._crc)
+        self._crc = await asyncio.to_thread(self._write_pieces, pieces, length, self._crc)
         self._pieces, self._batched = [], 0
         self.size += length
 
-    def _write_pieces(self, pieces: list[bytes], crc: int) -> int:
+    def _write_pieces(self, pieces: list[bytes], length: int, crc: int) -> int:
         fd = self._file.fileno()
         views = [memoryview(p) for p in pieces if p]
+        done = 0  # pieces written whole; an index, so thousands of tiny ones stay linear
         try:
-            while views:
-                written = os.writev(fd, views[:IOV_MAX])
-                while views and written >= len(views[0]):
-                    written -= len(views[0])
-                    views.pop(0)
+            while done < len(views):
+                written = os.writev(fd, views[done : done + IOV_MAX])
+                while done < len(views) and written >= len(views[done]):
+                    written -= len(views[done])
+                    done += 1
                 if written:
-                    views[0] = views[0][written:]
+                    views[done] = views[done][written:]
         except OSError:
             self._file.truncate(self.size)
             self._file.seek(self.size)
             raise
         for piece in pieces:
             crc = crc32c.crc32c(piece, crc)
-        start_writeback(fd, self.size, sum(len(p) for p in pieces))
+        start_writeback(fd, self.size, length)
         return crc
 
     async def commit(self, extra_query: dict[str, str] | None = None) -> ClipMeta:
