@@ -22,6 +22,7 @@ from relay.config import ConfigError, RelayConfig, load_config
 from relay.ingest.secret_hash import hash_secret
 from relay.ops import listings, logs
 from relay.ops.systemd import Notifier
+from relay.ops.version import VERSION
 from relay.server import RelayError, serve, startup_problems
 from relay.spool.ledger import Ledger, LedgerUnusable
 from relay.spool.store import SpoolStore
@@ -34,6 +35,7 @@ EXIT_STARTUP = 3  # valid config, but the relay cannot run with it (port taken, 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="axis-relay", description="Relay AXIS camera clips to Amazon S3.")
+    parser.add_argument("--version", action="version", version=f"axis-relay {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the relay")
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -49,11 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     cert.add_argument("names", nargs="+", help="host names and IP addresses devices use to reach the relay")
     cert.add_argument("--dir", type=Path, default=Path("/etc/axis-relay/tls"))
     sub.add_parser("hash-secret", help="hash a device token or password for the config (reads it from stdin)")
-    status = sub.add_parser("status", help="ask the running relay how it is (its /healthz)")
+    status = sub.add_parser(
+        "status", help="ask the running relay how it is (its /healthz); exit 0 ok, 1 degraded, 2 failing, 3 no answer"
+    )
     status.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     spool = sub.add_parser("spool", help="inspect or act on the spool")
-    spool.add_argument("action", choices=["list", "retry"])
-    spool.add_argument("clip_ids", nargs="*", help="with retry: only these clips")
+    spool.add_argument("action", choices=["list", "retry", "discard"])
+    spool.add_argument("clip_ids", nargs="*", help="with retry or discard: only these quarantined clips")
+    spool.add_argument("--all", action="store_true", help="with discard: every quarantined clip")
     spool.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     s3 = sub.add_parser("s3", help="check the S3 bucket and credentials")
     s3.add_argument("action", choices=["check"], help="try each call the relay makes, on a probe object")
@@ -125,18 +130,48 @@ async def _run(config: RelayConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload.set)
-    await serve(config, stop.wait, notifier=Notifier(os.environ), tls_reload=reload)
+    await serve(config, stop.wait, notifier=Notifier(os.environ), reload=reload)
 
 
-def _spool_command(config: RelayConfig, action: str, clip_ids: list[str]) -> None:
+def _spool_command(config: RelayConfig, action: str, clip_ids: list[str], every: bool) -> int:
     store = SpoolStore(config.spool.dir)
+    if action == "discard":
+        return _discard(config, store, clip_ids, every)
     if action == "retry":
         moved = store.retry_quarantined(clip_ids)
         print(f"{len(moved)} clip(s) moved back to the queue; a running relay picks them up within seconds.")
         for clip_id in moved:
             print(f"  {clip_id}")
-        return
+        return 0
     print(listings.spool_table(store.entries()))
+    return 0
+
+
+def _discard(config: RelayConfig, store: SpoolStore, clip_ids: list[str], every: bool) -> int:
+    """Delete quarantined clips for good: named ones, or --all; says what goes first."""
+    if bool(clip_ids) == every:
+        print("axis-relay: name the quarantined clips to discard, or pass --all (not both)", file=sys.stderr)
+        return EXIT_CONFIG
+    held = {c.clip_id: c for c in store.entries() if c.state == "quarantined"}
+    if unknown := [c for c in clip_ids if c not in held]:
+        print(f"axis-relay: not in quarantine: {', '.join(unknown)} (see 'axis-relay spool list')", file=sys.stderr)
+        return EXIT_CONFIG
+    for clip in [held[c] for c in clip_ids] if clip_ids else held.values():
+        camera = clip.meta.camera if clip.meta else "?"
+        size = clip.meta.size if clip.meta else 0
+        print(f"discarding {clip.clip_id}  {camera}  {size} bytes  ({clip.reason.get('reason', 'no reason recorded')})")
+    removed = store.discard_quarantined(clip_ids)
+    try:
+        ledger = Ledger.open(config.ledger_path)
+    except (OSError, sqlite3.Error, LedgerUnusable):
+        ledger = None  # no history to correct; the clips are gone all the same
+    if ledger is not None:
+        try:
+            ledger.discarded([c.clip_id for c in removed])
+        finally:
+            ledger.close()
+    print(f"{len(removed)} quarantined clip(s) discarded; they will not be delivered.")
+    return 0
 
 
 def _from_ledger(config: RelayConfig, since_text: str, read: Callable[[Ledger, datetime], str]) -> int:
@@ -251,7 +286,8 @@ def _camera(args: argparse.Namespace) -> int:
 
 
 def _status(config: RelayConfig) -> int:
-    """Print the relay's health as a short table; exit 0 healthy, 1 unhealthy, 3 unreachable."""
+    """Print the relay's health level, its reasons and its figures; exit 0 ok, 1 degraded,
+    2 failing, 3 when the relay does not answer (relay.ops.health says what each means)."""
     url = f"http://{config.metrics.host}:{config.metrics.port}/healthz"
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:
@@ -261,13 +297,16 @@ def _status(config: RelayConfig) -> int:
     except (OSError, ValueError) as exc:
         print(f"axis-relay: no answer from {url} ({exc}); is the relay running?", file=sys.stderr)
         return EXIT_STARTUP
-    print(f"{'health':<24} {'OK' if report['healthy'] else 'UNHEALTHY'}")
-    for problem in report["problems"]:
-        print(f"{'  problem':<24} {problem}")
+    level = str(report.get("status", "failing"))
+    print(f"{'health':<24} {level.upper()}")
+    for reason in report.get("reasons", []):
+        where = f" [{reason['camera']}]" if reason.get("camera") else ""
+        print(f"  {reason['level']:<9} {reason['code']}{where}: {reason['message']}")
+        print(f"  {'':<9} fix: {reason['fix']}")
     for key, value in report.items():
-        if key not in ("healthy", "problems"):
+        if key not in ("status", "reasons", "healthy", "problems"):
             print(f"{key.replace('_', ' '):<24} {'-' if value is None else value}")
-    return 0 if report["healthy"] else 1
+    return {"ok": 0, "degraded": 1}.get(level, 2)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -317,8 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "status":
         raise SystemExit(_status(_load(args.config)))
     if args.command == "spool":
-        _spool_command(_load(args.config), args.action, args.clip_ids)
-        return
+        raise SystemExit(_spool_command(_load(args.config), args.action, args.clip_ids, args.all))
     if args.command in ("apigw", "s3"):
         raise SystemExit(_check(args))
     if args.command == "clips":

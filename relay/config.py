@@ -11,7 +11,7 @@ import re
 import string
 import tomllib
 from datetime import UTC, datetime
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -173,7 +173,20 @@ class DeviceConfig(_Strict):
     # name carries %z.
     filename_template: str | None = None
     filename_timezone: str = "UTC"
+    # The device's IP address on the LAN, so that a TLS handshake failing from it is
+    # pinned on this device (/healthz, the status page); unset = the host of camera.url.
+    address: str | None = None
     camera: CameraConfig | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _ip_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ip_address(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address; write the device's address, e.g. 192.168.1.20") from None
 
     @field_validator("filename_template")
     @classmethod
@@ -379,6 +392,13 @@ class MetricsConfig(_Strict):
     upload_stall_s: Annotated[float, Field(gt=0)] = 900.0
 
 
+class HealthConfig(_Strict):
+    """When /healthz, the status page and `axis-relay status` say "failing"."""
+
+    # Upload attempts failing this long, with clips waiting and none delivered, is failing.
+    upload_failing_after_s: Annotated[float, Field(gt=0)] = 120.0
+
+
 class LogConfig(_Strict):
     # auto: the journal's native protocol under systemd, readable lines on a terminal,
     # JSON lines otherwise; json for log shippers.
@@ -401,6 +421,7 @@ class RelayConfig(_Strict):
     backfill: BackfillConfig = BackfillConfig()
     retry: RetryConfig = RetryConfig()
     metrics: MetricsConfig = MetricsConfig()
+    health: HealthConfig = HealthConfig()
     log: LogConfig = LogConfig()
     devices: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")], DeviceConfig] = Field(
         min_length=1

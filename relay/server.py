@@ -29,9 +29,12 @@ from relay.backfill.filler import Backfill
 from relay.config import IngestConfig, MetricsConfig, RelayConfig
 from relay.ingest.connections import ConnectionGuard, GuardedSite, connection_cap
 from relay.ingest.endpoint import Ingest
-from relay.ops.health import metrics_app
+from relay.ingest.handshakes import HandshakeWatch, camera_addresses
+from relay.ops.health import HealthRules
+from relay.ops.metrics import Observed, metrics_app
 from relay.ops.stats import RelayStats
 from relay.ops.systemd import Notifier
+from relay.ops.version import VERSION
 from relay.spool.ledger_writer import LedgerWriter
 from relay.spool.spool import Spool
 from relay.spool.store import SpoolStore
@@ -121,17 +124,34 @@ def startup_problems(config: RelayConfig) -> list[str]:
     return problems
 
 
-async def _reload_tls(context: ssl.SSLContext, cert: Path, key: Path, requests: asyncio.Event) -> None:
-    """Load a renewed certificate into the live context: new handshakes use it,
-    connections already open (devices mid-upload) keep theirs."""
+def cert_not_after(cert: Path) -> float | None:
+    """When the (first) certificate in the file expires, in epoch seconds; None if unreadable."""
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc.timestamp()
+    except (OSError, ValueError):
+        return None
+
+
+async def _on_reload(
+    requests: asyncio.Event, uploader: Uploader, stats: RelayStats, tls: tuple[ssl.SSLContext, Path, Path] | None
+) -> None:
+    """SIGHUP: try a refusing destination again now, and load a renewed certificate into
+    the live context (new handshakes use it, devices mid-upload keep theirs)."""
     while True:
         await requests.wait()
         requests.clear()
+        uploader.pause.wake()
+        if tls is None:
+            continue
+        context, cert, key = tls
         try:
             context.load_cert_chain(cert, key)
         except (OSError, ssl.SSLError) as exc:
             log.error("tls_reload_failed", error=str(exc), kept="the certificate already loaded")
         else:
+            stats.cert_not_after = cert_not_after(cert)
             log.info("tls_reloaded", cert=str(cert))
 
 
@@ -160,15 +180,8 @@ async def _listen(
 
 
 @contextlib.asynccontextmanager
-async def _metrics_listener(
-    stats: RelayStats,
-    spool: Spool,
-    config: MetricsConfig,
-    connections: ConnectionGuard,
-    ledger: LedgerWriter,
-    devices: list[str],
-) -> AsyncIterator[list[str]]:
-    runner = web.AppRunner(metrics_app(stats, spool, config, connections, ledger, devices), access_log=None)
+async def _metrics_listener(config: MetricsConfig, seen: Observed) -> AsyncIterator[list[str]]:
+    runner = web.AppRunner(metrics_app(seen), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
@@ -213,10 +226,12 @@ async def serve(
     requeue_scan_s: float = REQUEUE_SCAN_S,
     stats: RelayStats | None = None,
     notifier: Notifier | None = None,
-    tls_reload: asyncio.Event | None = None,
+    reload: asyncio.Event | None = None,
 ) -> RelayStats:
     """Run the relay until ``shutdown_trigger()`` returns; returns what it counted
-    (into ``stats`` when given, so a caller can watch the counts while it runs)."""
+    (into ``stats`` when given, so a caller can watch the counts while it runs).
+    ``reload`` is set on SIGHUP: a refusing destination is tried again at once, and a
+    renewed TLS certificate is loaded."""
     stats = stats if stats is not None else RelayStats()
     notifier = notifier or Notifier({})
     bound_tls_read_buffers()
@@ -245,25 +260,39 @@ async def serve(
         ]
         stack.push_async_callback(_stop, background)
 
-        guard = ConnectionGuard(connection_cap(config.ingest.max_connections), config.ingest.head_timeout_s)
+        watch = HandshakeWatch(stats, await camera_addresses(config.devices))
+        guard = ConnectionGuard(connection_cap(config.ingest.max_connections), config.ingest.head_timeout_s, watch)
         await stack.enter_async_context(guard.sweeping())
         ingest = Ingest(config.ingest, config.devices, spool, stats, guard)
         metrics: list[str] = []
         if config.metrics.enabled:
-            metrics = await stack.enter_async_context(
-                _metrics_listener(stats, spool, config.metrics, guard, ledger, sorted(config.devices))
+            seen = Observed(
+                stats,
+                spool,
+                guard,
+                HealthRules.of(config),
+                ledger,
+                sorted(config.devices),
+                destination=_destination_name(config),
+                backfill=config.backfill.enabled,
             )
+            metrics = await stack.enter_async_context(_metrics_listener(config.metrics, seen))
         cert, key = config.ingest.tls_cert, config.ingest.tls_key
         chacha20 = config.ingest.tls_prefer_chacha20
         context = tls_context(cert, key, prefer_chacha20=chacha20) if cert and key else None
-        if context and cert and key and tls_reload:
-            reloader = asyncio.create_task(_reload_tls(context, cert, key, tls_reload))
+        if cert:
+            stats.cert_not_after = cert_not_after(cert)
+        if reload:
+            live = (context, cert, key) if context and cert and key else None
+            reloader = asyncio.create_task(_on_reload(reload, uploader, stats, live))
             stack.push_async_callback(_stop, [reloader])
         runner = await _listen(ingest, config.ingest, context, guard)
         stack.push_async_callback(runner.cleanup)
         listening = Listening([_url(a, tls=context is not None) for a in runner.addresses], metrics)
         log.info(
             "relay_started",
+            version=VERSION,
+            destination=_destination_name(config),
             listen=listening.ingest,
             metrics=listening.metrics,
             queued=spool.queued_clips,
@@ -312,6 +341,12 @@ async def _until_shutdown_or_failure(
     for task in done:
         if task is not trigger and not task.cancelled() and task.exception() is not None:
             raise RelayError(f"relay task {task.get_name()} failed: {task.exception()!r}") from task.exception()
+
+
+def _destination_name(config: RelayConfig) -> str:
+    if config.destination == "apigw" and config.apigw is not None:
+        return config.apigw.url
+    return f"s3://{config.s3.bucket}" if config.s3 is not None else ""
 
 
 def status_line(spool: Spool, stats: RelayStats) -> str:

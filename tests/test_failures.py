@@ -1,4 +1,4 @@
-"""S3 failures: permanent ones quarantine with a reason, transient ones are waited out."""
+"""S3 failures: transient ones are waited out (a refused key or bucket: tests/test_health.py)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,17 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-from relay.config import parse_config
 from relay.dev.local_s3 import LocalS3
 from tests.support.harness import (
     PATH,
     TLS,
     list_keys,
     object_bytes,
-    raw_config,
     relay_config,
     running_relay,
     s3_client,
     wait_until,
-    write_config,
 )
 
 
@@ -31,54 +27,6 @@ async def cli(*args: str) -> tuple[int, str]:
     )
     out, _ = await proc.communicate()
     return int(proc.returncode or 0), out.decode()
-
-
-async def test_missing_bucket_quarantines_then_spool_retry_delivers(
-    tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any
-) -> None:
-    bucket = f"not-yet-{os.urandom(4).hex()}"
-    raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket)
-    config = parse_config(raw, environ={})
-    clip = os.urandom(20_000)
-    async with running_relay(config, tls, requeue_scan_s=0.2) as relay:
-        assert (await relay.device.post_clip(PATH, clip)).status == 200
-        await wait_until(lambda: len(relay.quarantined()) == 1, what="the clip to be quarantined")
-        [clip_id] = relay.quarantined()
-        reason = relay.quarantine_reason(clip_id)
-        assert "NoSuchBucket" in reason["reason"]
-        assert "create the bucket" in reason["fix"]
-
-        await s3.create_bucket(Bucket=bucket)
-        toml = write_config(tmp_path / "relay.toml", raw)
-        code, listed = await cli("spool", "list", "--config", str(toml))
-        assert code == 0
-        assert "quarantined" in listed
-        assert "NoSuchBucket" in listed
-        code, retried = await cli("spool", "retry", "--config", str(toml))
-        assert code == 0
-        assert clip_id in retried
-
-        async def arrived() -> bool:
-            return len(await list_keys(s3, bucket)) == 1
-
-        await wait_until(arrived, what="the retried clip in S3")
-        [key] = await list_keys(s3, bucket)
-        assert await object_bytes(s3, bucket, key) == clip
-        assert relay.quarantined() == []
-
-
-async def test_wrong_s3_secret_quarantines_with_the_fix(
-    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
-) -> None:
-    config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket, s3={"secret_access_key": "wrong"})
-    async with running_relay(config, tls) as relay:
-        assert (await relay.device.post_clip(PATH, b"c" * 1000)).status == 200
-        await wait_until(lambda: len(relay.quarantined()) == 1, what="the clip to be quarantined")
-        [clip_id] = relay.quarantined()
-        reason = relay.quarantine_reason(clip_id)
-        assert reason["code"] in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied")
-        # The clip itself is untouched, ready for 'spool retry'.
-        assert (relay.spool / "quarantine" / clip_id / "data").read_bytes() == b"c" * 1000
 
 
 async def test_s3_down_then_up_delivers_everything(tmp_path: Path, tls: TLS) -> None:

@@ -1,26 +1,62 @@
-"""/metrics follows the clips, /healthz turns unhealthy when uploads stall, `status` prints it."""
+"""What the relay says about delivery is true: each fault is made for real (a wrong key,
+a missing bucket, a dead S3, a damaged clip) and /healthz, `axis-relay status` and
+/metrics are read while it lasts and after it is fixed."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from relay.config import parse_config
 from relay.dev.local_s3 import LocalS3, free_port
 from tests.support.harness import (
     DEVICE,
     PATH,
     TLS,
     http_get,
+    list_keys,
     metric,
+    object_bytes,
     raw_config,
     relay_config,
     running_relay,
+    s3_client,
     wait_until,
     write_config,
 )
+
+
+async def healthz(base: str) -> tuple[int, dict[str, Any]]:
+    status, body = await http_get(base + "/healthz")
+    return status, json.loads(body)
+
+
+async def status_cli(config_file: Path) -> tuple[int, str]:
+    """`axis-relay status` in a process of its own, as cron or a monitoring agent runs it."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", "status", "--config", str(config_file), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    return int(proc.returncode or 0), out.decode()
+
+
+def codes(report: dict[str, Any]) -> list[str]:
+    return [r["code"] for r in report["reasons"]]
+
+
+async def until_level(base: str, level: str, what: str, timeout: float = 30.0) -> float:
+    """Wait for /healthz to say ``level``; returns when it did (time.monotonic())."""
+
+    async def said() -> bool:
+        return (await healthz(base))[1]["status"] == level
+
+    await wait_until(said, timeout=timeout, what=what)
+    return time.monotonic()
 
 
 async def test_metrics_change_as_clips_flow(tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str) -> None:
@@ -30,6 +66,8 @@ async def test_metrics_change_as_clips_flow(tmp_path: Path, tls: TLS, s3_server:
         status, before = await http_get(base + "/metrics")
         assert status == 200
         assert metric(before, "axis_relay_clips_accepted_total") == 0
+        assert 'axis_relay_build_info{aiohttp="' in before
+        assert metric(before, 'axis_relay_health{status="ok"}') == 1
         assert (await relay.device.post_clip(PATH, os.urandom(30_000))).status == 200
         assert (await relay.device.post_clip("/upload/nope?accessToken=x", b"x")).status == 404
 
@@ -48,41 +86,194 @@ async def test_metrics_change_as_clips_flow(tmp_path: Path, tls: TLS, s3_server:
         assert metric(after, 'axis_relay_clips_uploaded_by_route_total{route="s3"}') == 1
         assert metric(after, "axis_relay_last_upload_timestamp_seconds") > 0
         assert f'axis_relay_device_last_clip_timestamp_seconds{{device="{DEVICE}"}}' in after
-        status, body = await http_get(base + "/healthz")
-        assert status == 200, body
+        status, report = await healthz(base)
+        assert status == 200, report
+        assert report["status"] == "ok"
+        assert report["reasons"] == []
+        assert report["healthy"] is True
 
 
-async def test_healthz_turns_unhealthy_when_uploads_stall_and_status_says_so(tmp_path: Path, tls: TLS) -> None:
-    dead = "https://127.0.0.1:1"  # S3 unreachable
-    # A fixed port: `axis-relay status` finds the relay through the config file.
-    raw = raw_config(tmp_path, tls, dead, "clips", metrics={"port": free_port(), "upload_stall_s": 0.5})
-    config_file = write_config(tmp_path / "relay.toml", raw)
-    base = f"http://127.0.0.1:{raw['metrics']['port']}"
-    from relay.config import parse_config
-
-    async with running_relay(parse_config(raw, environ={}), tls) as relay:
-        assert (await http_get(base + "/healthz"))[0] == 200
-        assert (await relay.device.post_clip(PATH, os.urandom(1000))).status == 200
-
-        async def unhealthy() -> bool:
-            return (await http_get(base + "/healthz"))[0] == 503
-
-        await wait_until(unhealthy, what="/healthz to report the stall")
-        _, body = await http_get(base + "/healthz")
-        assert "nothing was uploaded" in body
+async def test_a_wrong_secret_key_is_failing_at_once_quarantines_nothing_and_a_restart_delivers_all(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, s3: Any
+) -> None:
+    port = free_port()
+    wrong = raw_config(
+        tmp_path,
+        tls,
+        s3_server.endpoint_url,
+        bucket,
+        s3={"secret_access_key": "not-the-secret"},
+        metrics={"port": port},
+    )
+    config_file = write_config(tmp_path / "relay.toml", wrong)
+    base = f"http://127.0.0.1:{port}"
+    clips = [os.urandom(20_000 + n) for n in range(3)]
+    async with running_relay(parse_config(wrong, environ={}), tls) as relay:
+        assert (await healthz(base))[1]["status"] == "ok"
+        sent = time.monotonic()
+        assert (await relay.device.post_clip(PATH, clips[0], filename="c0.mkv")).status == 200
+        fell = await until_level(base, "failing", "/healthz to say failing")
+        # Within one attempt: no retry came before the verdict.
+        assert relay.stats.upload_retries == 0
+        for n in (1, 2):
+            assert (await relay.device.post_clip(PATH, clips[n], filename=f"c{n}.mkv")).status == 200
+        status, report = await healthz(base)
+        assert status == 503
+        [reason] = report["reasons"]
+        assert reason["code"] == "destination_refused"
+        assert "SignatureDoesNotMatch" in reason["message"] or "InvalidAccessKeyId" in reason["message"]
+        assert "secret" in reason["fix"] or "access key" in reason["fix"]
+        assert reason["since"]
+        assert report["healthy"] is False
+        assert report["problems"] == [reason["message"]]
+        code, out = await status_cli(config_file)
+        assert code == 2, out
+        assert "FAILING" in out
+        assert "destination_refused" in out
+        assert "fix:" in out
         _, text = await http_get(base + "/metrics")
-        assert metric(text, "axis_relay_spool_clips") == 1
-        assert metric(text, "axis_relay_oldest_pending_age_seconds") > 0
-        assert 'axis_relay_upload_retries_total{reason="EndpointConnectionError"}' in text
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "relay", "status", "--config", str(config_file), stdout=asyncio.subprocess.PIPE
+        assert metric(text, 'axis_relay_health{status="failing"}') == 1
+        assert metric(text, 'axis_relay_health_reasons{code="destination_refused",level="failing"}') == 1
+        # Paused, not quarantined: every clip waits, whole.
+        assert relay.quarantined() == []
+        assert len(relay.queued()) == 3
+        assert relay.stats.clips_quarantined == 0
+    print(f"\nwrong secret: clip sent -> failing in {fell - sent:.2f} s")
+
+    right = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket, metrics={"port": port})
+    write_config(config_file, right)
+    restarted = time.monotonic()
+    async with running_relay(parse_config(right, environ={}), tls) as relay:
+        await wait_until(lambda: relay.stats.clips_uploaded == 3, what="every waiting clip delivered")
+        back = await until_level(base, "ok", "/healthz to say ok again")
+        assert (await status_cli(config_file))[0] == 0
+    print(f"wrong secret fixed: restart -> ok in {back - restarted:.2f} s")
+    keys = await list_keys(s3, bucket)
+    assert [k.rsplit("/", 1)[1] for k in keys] == ["c0.mkv", "c1.mkv", "c2.mkv"]
+    for key, clip in zip(keys, clips, strict=True):
+        assert await object_bytes(s3, bucket, key) == clip
+
+
+async def test_a_missing_bucket_pauses_delivery_and_sighup_resumes_it_without_spool_retry(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any
+) -> None:
+    bucket = f"not-yet-{os.urandom(4).hex()}"
+    # retry.max_s is long: only the reload (SIGHUP) can make the relay try again in time.
+    config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket, retry={"initial_s": 0.05, "max_s": 600})
+    reload = asyncio.Event()
+    clip = os.urandom(20_000)
+    async with running_relay(config, tls, reload=reload) as relay:
+        base = relay.metrics_url
+        assert (await relay.device.post_clip(PATH, clip)).status == 200
+        await until_level(base, "failing", "the missing bucket to show")
+        _, report = await healthz(base)
+        [reason] = report["reasons"]
+        assert reason["code"] == "destination_refused"
+        assert "NoSuchBucket" in reason["message"]
+        assert "create the bucket" in reason["fix"]
+        assert relay.quarantined() == []
+        assert len(relay.queued()) == 1
+
+        await s3.create_bucket(Bucket=bucket)
+        fixed = time.monotonic()
+        reload.set()  # what SIGHUP does (systemctl reload axis-relay)
+        await wait_until(lambda: relay.stats.clips_uploaded == 1, what="the waiting clip delivered")
+        back = await until_level(base, "ok", "/healthz to say ok")
+        print(f"\nmissing bucket created + SIGHUP -> ok in {back - fixed:.2f} s")
+    [key] = await list_keys(s3, bucket)
+    assert await object_bytes(s3, bucket, key) == clip
+
+
+async def test_a_dead_s3_is_failing_after_upload_failing_after_s_and_ok_once_it_answers(
+    tmp_path: Path, tls: TLS
+) -> None:
+    server = LocalS3(data_dir=tmp_path / "s3", tls_cert=tls.cert_file, tls_key=tls.key_file)
+    await server.start()
+    try:
+        async with s3_client(server.endpoint_url, tls) as s3:
+            await s3.create_bucket(Bucket="outage")
+        server.stop()  # the WAN goes down
+        port = free_port()
+        raw = raw_config(
+            tmp_path, tls, server.endpoint_url, "outage", metrics={"port": port}, health={"upload_failing_after_s": 1}
         )
-        out, _ = await proc.communicate()
-        assert proc.returncode == 1
-        table = out.decode()
-        assert "UNHEALTHY" in table
-        assert "queued clips" in table
-    assert relay.task.done()
+        config_file = write_config(tmp_path / "relay.toml", raw)
+        async with running_relay(parse_config(raw, environ={}), tls) as relay:
+            base = relay.metrics_url
+            assert (await relay.device.post_clip(PATH, os.urandom(1000))).status == 200
+            await wait_until(lambda: relay.stats.upload_retries >= 1, what="a failed attempt")
+            sent = time.monotonic()
+            # Not at the first failure: a passing blip is not worth an alarm.
+            assert (await healthz(base))[1]["status"] == "ok"
+            await until_level(base, "failing", "the outage to show")
+            fell = time.monotonic()
+            status, report = await healthz(base)
+            assert status == 503
+            assert codes(report) == ["uploads_failing"]
+            assert "EndpointConnectionError" in report["reasons"][0]["message"]
+            code, out = await status_cli(config_file)
+            assert code == 2
+            assert "uploads_failing" in out
+            assert relay.quarantined() == []
+
+            await server.start()  # the WAN comes back
+            restored = time.monotonic()
+            back = await until_level(base, "ok", "/healthz to say ok again", timeout=60)
+            assert relay.stats.clips_uploaded == 1
+            assert (await status_cli(config_file))[0] == 0
+        print(f"\ndead S3: first failed attempt -> failing after {fell - sent:.2f} s (upload_failing_after_s 1)")
+        print(f"dead S3 answers again -> ok in {back - restored:.2f} s")
+    finally:
+        server.stop()
+
+
+async def test_a_quarantined_clip_is_degraded_until_discarded(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    port = free_port()
+    dead = raw_config(tmp_path, tls, f"https://127.0.0.1:{free_port()}", bucket, metrics={"port": port})
+    async with running_relay(parse_config(dead, environ={}), tls) as relay:  # the clip waits
+        answer = await relay.device.post_clip(PATH, os.urandom(50_000))
+        clip_id = json.loads(answer.body)["clip_id"]
+    data = tmp_path / "spool" / "queue" / clip_id / "data"
+    damaged = bytearray(data.read_bytes())
+    damaged[1234] ^= 0x01  # the disk flipped a bit: S3 refuses the checksum
+    data.write_bytes(bytes(damaged))
+    live = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket, metrics={"port": port})
+    config_file = write_config(tmp_path / "relay.toml", live)
+    async with running_relay(parse_config(live, environ={}), tls) as relay:
+        base = relay.metrics_url
+        await until_level(base, "degraded", "the quarantine to show")
+        status, report = await healthz(base)
+        assert status == 200  # degraded: clips still flow
+        [reason] = report["reasons"]
+        assert reason["code"] == "clips_quarantined"
+        assert "checksum" in reason["message"] or "BadDigest" in reason["message"]
+        assert "spool retry" in reason["fix"]
+        assert "spool discard" in reason["fix"]
+        code, out = await status_cli(config_file)
+        assert code == 1
+        assert "DEGRADED" in out
+
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "relay", "spool", "discard", "--config", str(config_file),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out_b, err_b = await proc.communicate()
+        assert proc.returncode == 2
+        assert b"--all" in err_b
+        assert relay.quarantined() == [clip_id]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "relay", "spool", "discard", "--all", "--config", str(config_file),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out_b, _ = await proc.communicate()
+        assert proc.returncode == 0
+        assert f"discarding {clip_id}" in out_b.decode()
+        assert "BadDigest" in out_b.decode()
+        assert relay.quarantined() == []
+        await until_level(base, "ok", "ok once the operator dealt with it")
+        assert (await status_cli(config_file))[0] == 0
 
 
 async def test_status_when_relay_is_down(tmp_path: Path, tls: TLS) -> None:
@@ -99,3 +290,24 @@ async def test_status_when_relay_is_down(tmp_path: Path, tls: TLS) -> None:
     _, err = await proc.communicate()
     assert proc.returncode == 3
     assert b"is the relay running" in err
+
+
+async def test_version_everywhere(tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str) -> None:
+    from relay.ops.version import VERSION
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", "--version", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert out.decode().strip() == f"axis-relay {VERSION}"
+    assert VERSION != "unknown"
+    config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket)
+    async with running_relay(config, tls) as relay:
+        _, text = await http_get(relay.metrics_url + "/metrics")
+        assert f'version="{VERSION}"' in text
+        assert 'botocore="' in text
+        assert 'python="' in text
+        _, page = await http_get(relay.metrics_url + "/")
+        assert f'<small id="version">{VERSION}</small>' in page
+        assert (await healthz(relay.metrics_url))[1]["version"] == VERSION

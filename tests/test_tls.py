@@ -50,7 +50,7 @@ async def test_generated_certificate_verifies_and_reloads_without_dropping_uploa
         ingest={"tls_cert": str(live / "relay.crt"), "tls_key": str(live / "relay.key")},
     )
     reload = asyncio.Event()
-    async with running_relay(config, tls, tls_reload=reload) as relay:
+    async with running_relay(config, tls, reload=reload) as relay:
         port = relay.port
         old_ca, new_ca = trusting_only(first / "ca.crt"), trusting_only(second / "ca.crt")
         assert (await Device("127.0.0.1", port, old_ca).request("GET", PATH)).status == 200

@@ -312,6 +312,11 @@ class Backfill:
         totals = await self._book(lambda b: b.totals(since))
         if totals is not None:
             self._stats.gap_totals = totals
+        now = now_utc()
+        overdue, lost = now - timedelta(seconds=self._config.retry_max_s), now - timedelta(hours=24)
+        attention = await self._book(lambda b: b.attention(overdue, lost))
+        if attention is not None:
+            self._stats.gap_attention = attention
 
     async def _book(self, work: Callable[[GapBook], T]) -> T | None:
         def on_ledger(ledger: Ledger) -> T:

@@ -217,6 +217,19 @@ class GapBook:
             totals[(gap.camera, gap.state)] = (count + 1, seconds + gap.seconds)
         return totals
 
+    def attention(self, overdue_before: datetime, unfillable_since: datetime) -> dict[str, tuple[int, int]]:
+        """camera -> (gaps still open that were found before ``overdue_before``, gaps that
+        became unfillable since ``unfillable_since``): what health calls degraded."""
+        found: dict[str, tuple[int, int]] = {}
+        for camera, overdue, unfillable in self._db.execute(
+            "SELECT camera, sum(state IN ('detected', 'fetching', 'retrying') AND detected_at < ?), "
+            "sum(state = 'unfillable' AND updated_at >= ?) FROM gap GROUP BY camera",
+            (ledger_time(overdue_before), ledger_time(unfillable_since)),
+        ):
+            if overdue or unfillable:
+                found[camera] = (int(overdue or 0), int(unfillable or 0))
+        return found
+
 
 def backoff_s(attempts: int, initial_s: float, max_s: float) -> float:
     """Capped exponential backoff for a camera that could not be asked."""

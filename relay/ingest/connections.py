@@ -28,6 +28,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from relay.ingest.handshakes import HandshakeWatch
+
 log = structlog.get_logger("relay.ingest")
 
 
@@ -75,8 +77,9 @@ class _Tracked(asyncio.Protocol):
 
 
 class ConnectionGuard:
-    def __init__(self, cap: int, head_timeout_s: float) -> None:
+    def __init__(self, cap: int, head_timeout_s: float, watch: HandshakeWatch | None = None) -> None:
         self.cap = cap
+        self.watch = watch  # failed TLS handshakes; its summaries are flushed by the sweep
         self._head_timeout_s = head_timeout_s
         self._live: dict[_Tracked, None] = {}  # oldest first
         self._by_transport: dict[int, _Tracked] = {}
@@ -117,6 +120,8 @@ class ConnectionGuard:
 
     def sweep(self) -> None:
         """Close connections that never started a request within the head deadline."""
+        if self.watch is not None:
+            self.watch.flush()
         now = time.monotonic()
         for connection in list(self._live):
             if not connection.requests and not connection.busy and now - connection.opened_at > self._head_timeout_s:
@@ -142,28 +147,85 @@ class ConnectionGuard:
             await asyncio.gather(task, return_exceptions=True)
 
 
-class GuardedSite(web.TCPSite):
-    """aiohttp's TCP site, with the guard around each connection and a TLS handshake
-    deadline (aiohttp offers neither; the body of start() is TCPSite's own)."""
+class _Accepted(asyncio.Protocol):
+    """A TCP connection before its TLS handshake. The handshake is done by asyncio's
+    ``start_tls`` in a task of the site's, so that a failure reaches the relay with its
+    reason: a server created with ``ssl=`` drops it without a word (outside debug mode)."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard, **kwargs: Any) -> None:
+    def __init__(self, site: GuardedSite) -> None:
+        self._site = site
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # start_tls reads the ClientHello, not this protocol
+        self._site.handshake(transport)
+
+
+class GuardedSite(web.TCPSite):
+    """aiohttp's TCP site, with the guard around each connection, a TLS handshake
+    deadline, and failed handshakes counted and logged (``HandshakeWatch``); aiohttp
+    offers none of them (the body of start() is TCPSite's own)."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        guard: ConnectionGuard,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(runner, host, port, **kwargs)
         self._guard = guard
+        self._watch = guard.watch
         self._handshake_timeout_s = guard._head_timeout_s
+        self._handshakes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
         server = self._runner.server
         assert server is not None
+        self._app_protocol = self._guard.factory(server)
+        factory: Callable[[], asyncio.BaseProtocol] = (
+            (lambda: _Accepted(self)) if self._ssl_context else self._app_protocol
+        )
         self._server = await loop.create_server(
-            self._guard.factory(server),
+            factory,
             self._host,
             self._port,
-            ssl=self._ssl_context,
             backlog=self._backlog,
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,
-            ssl_handshake_timeout=self._handshake_timeout_s if self._ssl_context else None,
         )
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
+
+    def handshake(self, transport: asyncio.Transport) -> None:
+        task = asyncio.get_running_loop().create_task(self._handshake(transport))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        peer = transport.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        app = self._app_protocol()
+        assert self._ssl_context is not None
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                transport, app, self._ssl_context, server_side=True, ssl_handshake_timeout=self._handshake_timeout_s
+            )
+        except (OSError, EOFError) as exc:  # ssl.SSLError and the connection errors are OSErrors
+            # start_tls has closed the transport already.
+            if self._watch is not None:
+                self._watch.failed(source, exc)
+            return
+        if tls is None:  # the connection went away as the handshake ended
+            transport.close()
+            return
+        if self._watch is not None:
+            self._watch.succeeded(source)
+        app.connection_made(tls)
+
+    async def stop(self) -> None:
+        for task in list(self._handshakes):
+            task.cancel()
+        await super().stop()

@@ -114,7 +114,14 @@ class Ingest:
         # are streamed, and their size is checked against max_body_bytes as they arrive.
         app = web.Application()
         app.router.add_route("*", "/upload/{device}", self.handle, expect_handler=self._expect)
+        app.router.add_route("*", "/{path:.*}", self._unknown_path)
         return app
+
+    async def _unknown_path(self, request: web.Request) -> web.StreamResponse:
+        """Scanners, and a recipient URL missing its /upload/<device>: counted, logged at debug."""
+        self._stats.ingest_unknown_paths += 1
+        log.debug("ingest_unknown_path", path=request.path[:200], method=request.method, source=request.remote)
+        return web.json_response({"error": "not found: clips go to /upload/<device>"}, status=404)
 
     async def _expect(self, request: web.Request) -> web.StreamResponse | None:
         """``Expect: 100-continue``: the sender is told to go on only once its credentials
@@ -163,6 +170,8 @@ class Ingest:
             if not request.get(AUTHENTICATED):  # else checked before 100 Continue
                 await self._authenticate(name, request)
             if request.method in (hdrs.METH_GET, hdrs.METH_HEAD):
+                # The recipient's "Test" button: the device reached us and logged in.
+                log.info("device_test_ok", device=name, source=request.remote, method=request.method)
                 return web.json_response({"status": "ready", "device": name})
             if request.method not in (hdrs.METH_POST, hdrs.METH_PUT):
                 raise Rejected(405, "use POST or PUT to send a clip", {"Allow": "GET, HEAD, POST, PUT"})

@@ -1,267 +1,303 @@
-"""Prometheus ``/metrics``, ``/healthz`` and the status page (``/``) on their own listener.
+"""Is the relay getting every clip to S3? One evaluation, for every place that says so.
 
-Every value is read from the relay's counts and the spool at scrape time, so there
-is one bookkeeping, not two that can drift apart; the registry is the relay's own,
-not prometheus-client's process-global one.
+/healthz, the status page's badge and `axis-relay status` all show what ``evaluate``
+returns, so they can never disagree. Three levels:
+
+- ``ok``: clips arrive and reach the destination; nothing needs a person.
+- ``degraded``: something needs attention, but clips still flow or wait safely (a clip
+  in quarantine, a silent camera, a gap the back-fill cannot close, a camera's clock,
+  a camera that fails its TLS handshake, a certificate near its end, the ledger).
+- ``failing``: clips are not reaching S3, or are being refused (credentials, bucket,
+  a dead endpoint, a full spool, an expired certificate).
+
+Each reason names its cause and the fix. The systemd watchdog is a different question
+(is the process alive?): a restart cures neither a wrong key nor a dead S3.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
-import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Literal
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
-
-from relay.config import MetricsConfig
-from relay.ingest.connections import ConnectionGuard
-from relay.ops import status as status_page
+from relay.config import RelayConfig
+from relay.ingest.handshakes import FIXES as HANDSHAKE_FIXES
+from relay.ingest.handshakes import trouble_message
 from relay.ops.stats import RelayStats
-from relay.spool.ledger_writer import LedgerWriter
 from relay.spool.spool import Spool
 
-# How long the status page waits for the ledger before it shows what it has.
-LEDGER_WAIT_S = 3.0
-# /healthz stays unhealthy this long after a clip was refused for a full spool.
+Level = Literal["ok", "degraded", "failing"]
+LEVELS: tuple[Level, ...] = ("ok", "degraded", "failing")
+
+# A clip refused for a full spool keeps health failing this long (devices do not resend).
 REFUSING_WINDOW_S = 60.0
+# Quarantined clips count while the latest is younger than this (then they are history).
+QUARANTINE_WINDOW_S = 24 * 3600.0
+# A camera's clock this far from the relay's makes footage times wrong.
+CLOCK_OFFSET_MAX_S = 2.0
+CERT_WARNING_S = 30 * 86400.0
 
 
-class RelayCollector(Collector):
-    def __init__(self, stats: RelayStats, spool: Spool, connections: ConnectionGuard) -> None:
-        self._stats = stats
-        self._spool = spool
-        self._connections = connections
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    level: Level
+    message: str
+    fix: str
+    since: float | None = None  # epoch seconds, when known
+    camera: str | None = None
 
-    def collect(self) -> Iterator[Metric]:
-        s = self._stats
-        for name, help_text, value in (
-            ("axis_relay_clips_accepted", "Clips stored durably and answered 200", s.clips_accepted),
-            ("axis_relay_bytes_accepted", "Bytes of accepted clips", s.bytes_accepted),
-            ("axis_relay_clips_rejected", "Requests refused (4xx/5xx), nothing stored", s.clips_rejected),
-            (
-                "axis_relay_clips_refused_spool_full",
-                "Clips refused with 507: the spool was full",
-                s.clips_refused_spool_full,
-            ),
-            ("axis_relay_clips_evicted", "Clips deleted unsent to make room (evict_oldest)", self._spool.evicted_clips),
-            ("axis_relay_bytes_evicted", "Bytes of clips deleted unsent to make room", self._spool.evicted_bytes),
-            ("axis_relay_clips_uploaded", "Clips S3 confirmed", s.clips_uploaded),
-            ("axis_relay_bytes_uploaded", "Bytes of clips S3 confirmed", s.bytes_uploaded),
-            ("axis_relay_clips_quarantined", "Clips moved to quarantine", s.clips_quarantined),
-            (
-                "axis_relay_upload_worker_errors",
-                "Unexpected errors around an upload; the clip waits",
-                s.upload_worker_errors,
-            ),
-        ):
-            yield CounterMetricFamily(name, help_text, value=value)
-        retries = CounterMetricFamily("axis_relay_upload_retries", "Upload retries by reason", labels=["reason"])
-        for reason, count in sorted(s.retries_by_reason.items()):
-            retries.add_metric([reason], count)
-        yield retries
-        routes = CounterMetricFamily(
-            "axis_relay_clips_uploaded_by_route", "Clips uploaded, by the way they went", labels=["route"]
-        )
-        for route, count in sorted(s.uploads_by_route.items()):
-            routes.add_metric([route], count)
-        yield routes
-        yield GaugeMetricFamily(
-            "axis_relay_ingest_connections", "Device connections held now", value=self._connections.open_connections
-        )
-        yield CounterMetricFamily(
-            "axis_relay_ingest_connections_closed",
-            "Connections closed for room or for never starting a request (a flood shows here)",
-            value=self._connections.closed_idle,
-        )
-        yield GaugeMetricFamily("axis_relay_spool_clips", "Clips waiting for upload", value=self._spool.queued_clips)
-        yield GaugeMetricFamily("axis_relay_spool_bytes", "Bytes waiting for upload", value=self._spool.queued_bytes)
-        oldest = self._spool.oldest_pending_at()
-        age = time.time() - oldest.timestamp() if oldest else 0.0
-        yield GaugeMetricFamily("axis_relay_oldest_pending_age_seconds", "Age of the oldest waiting clip", value=age)
-        yield GaugeMetricFamily(
-            "axis_relay_last_upload_timestamp_seconds", "When S3 last confirmed a clip", value=s.last_upload_at or 0
-        )
-        per_device = GaugeMetricFamily(
-            "axis_relay_device_last_clip_timestamp_seconds", "When each device last sent a clip", labels=["device"]
-        )
-        for device, at in sorted(s.last_clip_at.items()):
-            per_device.add_metric([device], at)
-        yield per_device
-        clips = CounterMetricFamily("axis_relay_device_clips", "Clips accepted from each device", labels=["device"])
-        sizes = CounterMetricFamily("axis_relay_device_bytes", "Bytes accepted from each device", labels=["device"])
-        for device, count in sorted(s.clips_by_device.items()):
-            clips.add_metric([device], count)
-            sizes.add_metric([device], s.bytes_by_device[device])
-        yield clips
-        yield sizes
-        cadence = GaugeMetricFamily(
-            "axis_relay_device_expected_interval_seconds",
-            "A continuous camera's schedule: it should send a clip at least this often",
-            labels=["device"],
-        )
-        for device, status in sorted(s.cameras.items()):
-            if status.cadence_s is not None:
-                cadence.add_metric([device], status.cadence_s)
-        yield cadence
-        yield GaugeMetricFamily(
-            "axis_relay_spool_free_bytes", "Free space on the spool's file system", value=self._spool.store.free_bytes()
-        )
-        yield GaugeMetricFamily(
-            "axis_relay_spool_free_bytes_floor",
-            "spool.min_free_bytes: below this new clips are refused or old ones evicted",
-            value=self._spool.limits.min_free_bytes,
-        )
-        yield GaugeMetricFamily(
-            "axis_relay_quarantine_clips",
-            "Clips in quarantine now (need an operator: 'axis-relay spool list')",
-            value=self._spool.store.quarantined_count(),
-        )
-        yield from self._backfill()
-        buckets = [
-            ("+Inf" if bound == float("inf") else f"{bound:g}", count)
-            for bound, count in zip(s.upload_seconds_bounds, s.upload_seconds_counts, strict=True)
-        ]
-        yield HistogramMetricFamily(
-            "axis_relay_upload_seconds",
-            "Time to deliver a clip, retries included",
-            buckets=buckets,
-            sum_value=s.upload_seconds_sum,
-        )
-
-    def _backfill(self) -> Iterator[Metric]:
-        s = self._stats
-        gaps = GaugeMetricFamily(
-            "axis_relay_gaps",
-            "Gaps in cameras' footage, by state (over backfill.lookback_hours)",
-            labels=["camera", "state"],
-        )
-        seconds = GaugeMetricFamily(
-            "axis_relay_gap_seconds", "Seconds of footage in gaps, by state", labels=["camera", "state"]
-        )
-        for (camera, state), (count, total) in sorted(s.gap_totals.items()):
-            gaps.add_metric([camera, state], count)
-            seconds.add_metric([camera, state], total)
-        yield gaps
-        yield seconds
-        yield CounterMetricFamily("axis_relay_gaps_detected", "Gaps found since start", value=s.gaps_detected)
-        yield CounterMetricFamily(
-            "axis_relay_backfill_clips", "Clips fetched back from SD cards", value=s.backfill_clips
-        )
-        yield CounterMetricFamily(
-            "axis_relay_backfill_bytes", "Bytes fetched back from SD cards", value=s.backfill_bytes
-        )
-        yield CounterMetricFamily(
-            "axis_relay_backfill_errors",
-            "Unexpected errors in back-fill (logged as backfill_error)",
-            value=s.backfill_errors,
-        )
-        reachable = GaugeMetricFamily(
-            "axis_relay_camera_reachable", "1 when the camera's API last answered", labels=["camera"]
-        )
-        synced = GaugeMetricFamily(
-            "axis_relay_camera_clock_synced", "1 when the camera says its clock is NTP-synced", labels=["camera"]
-        )
-        offset = GaugeMetricFamily(
-            "axis_relay_camera_clock_offset_seconds", "The camera's clock minus the relay's", labels=["camera"]
-        )
-        for camera, status in sorted(s.cameras.items()):
-            if not status.access:
-                continue
-            if status.reachable is not None:
-                reachable.add_metric([camera], 1 if status.reachable else 0)
-            if status.clock_synced is not None:
-                synced.add_metric([camera], 1 if status.clock_synced else 0)
-            if status.clock_offset_s is not None:
-                offset.add_metric([camera], status.clock_offset_s)
-        yield reachable
-        yield synced
-        yield offset
+    def as_json(self) -> dict[str, object]:
+        out = asdict(self)
+        out["since"] = datetime.fromtimestamp(self.since, UTC).isoformat(timespec="seconds") if self.since else None
+        if self.camera is None:
+            out.pop("camera")
+        return out
 
 
-def health(stats: RelayStats, spool: Spool, config: MetricsConfig) -> dict[str, Any]:
-    """What /healthz and `axis-relay status` report; ``healthy`` is False on any problem."""
-    problems = []
-    if not spool.store.writable():
-        problems.append(f"spool {spool.store.queue_dir} is not writable")
-    free = spool.store.free_bytes()
-    if free < spool.limits.min_free_bytes:
-        problems.append(f"free disk {free} bytes is below spool.min_free_bytes")
-    refused_at = stats.last_refused_spool_full_at
-    if refused_at is not None and time.time() - refused_at < REFUSING_WINDOW_S:
-        problems.append(
-            f"the spool is full: clips were refused (507) in the last {REFUSING_WINDOW_S:g} s, and devices do not "
-            'resend them; free disk, raise spool.max_bytes, or set spool.full_policy = "evict_oldest"'
-        )
-    oldest = spool.oldest_pending_at()
-    last = stats.last_upload_at or stats.started_at
-    if oldest is not None and time.time() - last > config.upload_stall_s:
-        problems.append(f"clips wait and nothing was uploaded for over {config.upload_stall_s:g} s")
-    return {
-        "healthy": not problems,
-        "problems": problems,
-        "queued_clips": spool.queued_clips,
-        "queued_bytes": spool.queued_bytes,
-        "oldest_pending_age_s": round(time.time() - oldest.timestamp(), 1) if oldest else None,
-        "last_upload_age_s": round(time.time() - stats.last_upload_at, 1) if stats.last_upload_at else None,
-        "free_disk_bytes": free,
-        "clips_accepted": stats.clips_accepted,
-        "clips_uploaded": stats.clips_uploaded,
-        "clips_quarantined": stats.clips_quarantined,
-        "clips_rejected": stats.clips_rejected,
-        "clips_refused_spool_full": stats.clips_refused_spool_full,
-        "clips_evicted": spool.evicted_clips,
-        "upload_retries": stats.upload_retries,
-    }
+@dataclass(frozen=True)
+class Health:
+    status: Level
+    reasons: tuple[Reason, ...]
+
+    @property
+    def exit_code(self) -> int:
+        """What `axis-relay status` exits with: 0 ok, 1 degraded, 2 failing."""
+        return LEVELS.index(self.status)
 
 
-def metrics_app(
+@dataclass(frozen=True)
+class HealthRules:
+    """What the evaluation needs of the config, and nothing more."""
+
+    upload_failing_after_s: float
+    upload_stall_s: float
+    # A continuous camera is silent with no clip for this long (cadence + grace).
+    silent_after_s: Mapping[str, float]
+    backfill: bool
+
+    @classmethod
+    def of(cls, config: RelayConfig) -> HealthRules:
+        silent = {
+            name: device.camera.cadence_s + device.camera.grace_s
+            for name, device in config.devices.items()
+            if device.camera is not None and device.camera.expect == "continuous"
+        }
+        return cls(config.health.upload_failing_after_s, config.metrics.upload_stall_s, silent, config.backfill.enabled)
+
+
+def human_duration(seconds: float) -> str:
+    """26 s, 3 min, 2 h 5 min, 3 d 4 h: one form wherever the relay states a duration."""
+    s = max(0, int(seconds))
+    if s < 90:
+        return f"{s} s"
+    if s < 3600:
+        return f"{round(s / 60)} min"
+    if s < 86400:
+        h, m = divmod(round(s / 60), 60)
+        return f"{h} h {m} min" if m else f"{h} h"
+    d, h = divmod(round(s / 3600), 24)
+    return f"{d} d {h} h" if h else f"{d} d"
+
+
+def evaluate(
     stats: RelayStats,
     spool: Spool,
-    config: MetricsConfig,
-    connections: ConnectionGuard,
-    ledger: LedgerWriter | None = None,
-    devices: Sequence[str] = (),
-) -> web.Application:
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(RelayCollector(stats, spool, connections))
-
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def healthz(_: web.Request) -> web.Response:
-        report = health(stats, spool, config)
-        return web.json_response(report, status=200 if report["healthy"] else 503)
-
-    async def page(_: web.Request) -> web.Response:
-        """The status page (relay.ops.status): today is the gateway's local day."""
-        today = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
-        rows = None
-        if ledger is not None:
-            # A ledger that cannot be written (full disk) must not hang the page: it
-            # shows without the ledger's counts, and says so.
-            with contextlib.suppress(sqlite3.Error, TimeoutError):
-                async with asyncio.timeout(LEDGER_WAIT_S):
-                    rows = await ledger.run(functools.partial(status_page.camera_rows, today=today))
-        text = status_page.page(
-            devices=list(devices),
-            health=health(stats, spool, config),
-            started_at=stats.started_at,
-            last_clip_at=stats.last_clip_at,
-            rows=rows,
-            gaps=stats.gap_totals,
+    rules: HealthRules,
+    *,
+    ledger_failing: tuple[float, str] | None = None,
+    now: float | None = None,
+) -> Health:
+    now = time.time() if now is None else now
+    reasons = [
+        *_delivery(stats, spool, rules, now),
+        *_spool(stats, spool, now),
+        *_cameras(stats, rules, now),
+        *_certificate(stats, now),
+    ]
+    if ledger_failing is not None:
+        since, why = ledger_failing
+        reasons.append(
+            Reason(
+                "ledger_unwritable",
+                "degraded",
+                f"the clip ledger {why}; clips still flow, but their history and gap detection wait",
+                "free disk on the spool's file system or check its permissions; the relay writes the notes kept "
+                "in memory once it can",
+                since,
+            )
         )
-        return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
+    status: Level = max((r.level for r in reasons), key=LEVELS.index, default="ok")
+    return Health(status, tuple(sorted(reasons, key=lambda r: -LEVELS.index(r.level))))
 
-    app = web.Application()
-    app.router.add_get("/", page)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    return app
+
+def _delivery(stats: RelayStats, spool: Spool, rules: HealthRules, now: float) -> list[Reason]:
+    waiting = spool.queued_clips
+    if (refusal := stats.destination_refusal) is not None:
+        return [
+            Reason(
+                "destination_refused",
+                "failing",
+                f"{refusal.message}; {waiting} clip(s) wait in the spool, none is lost, delivery is paused",
+                f"{refusal.fix}; then restart the relay or send it SIGHUP (systemctl reload axis-relay), and the "
+                "waiting clips go up by themselves",
+                refusal.since,
+            )
+        ]
+    failing = stats.upload_failing_since
+    if failing is not None and waiting and now - failing >= rules.upload_failing_after_s:
+        return [
+            Reason(
+                "uploads_failing",
+                "failing",
+                f"every upload attempt has failed for {human_duration(now - failing)}, {waiting} clip(s) waiting: "
+                f"{stats.last_upload_error}",
+                "check the uplink and the destination (axis-relay s3 check); clips wait safely in the spool and go "
+                "up when it answers",
+                failing,
+            )
+        ]
+    oldest = spool.oldest_pending_at()
+    last = stats.last_upload_at or stats.started_at
+    if oldest is not None and now - last > rules.upload_stall_s:
+        return [
+            Reason(
+                "uploads_stalled",
+                "failing",
+                f"clips wait and nothing was uploaded for {human_duration(now - last)} (metrics.upload_stall_s)",
+                "look at the log for upload_stalled and upload_retry; check the uplink's speed",
+                last,
+            )
+        ]
+    return []
+
+
+def _spool(stats: RelayStats, spool: Spool, now: float) -> list[Reason]:
+    reasons = []
+    if not spool.store.writable():
+        reasons.append(
+            Reason(
+                "spool_unwritable",
+                "failing",
+                f"the spool {spool.store.queue_dir} is not writable: clips are refused",
+                "check the spool directory's owner and permissions, and that its file system is mounted read-write",
+            )
+        )
+    free = spool.store.free_bytes()
+    if free < spool.limits.min_free_bytes:
+        reasons.append(
+            Reason(
+                "disk_low",
+                "failing",
+                f"free disk {free / 1e6:.0f} MB is below spool.min_free_bytes "
+                f"({spool.limits.min_free_bytes / 1e6:.0f} MB): new clips are refused or old ones evicted",
+                "free disk on the spool's file system, or lower spool.min_free_bytes",
+            )
+        )
+    refused_at = stats.last_refused_spool_full_at
+    if refused_at is not None and now - refused_at < REFUSING_WINDOW_S:
+        reasons.append(
+            Reason(
+                "spool_full",
+                "failing",
+                f"the spool is full: clips were refused (507) {human_duration(now - refused_at)} ago, and devices "
+                "do not resend them",
+                'free disk, raise spool.max_bytes, or set spool.full_policy = "evict_oldest"',
+                refused_at,
+            )
+        )
+    recent, latest, why = spool.store.quarantine_summary(now - QUARANTINE_WINDOW_S)
+    if recent and latest is not None:
+        reasons.append(
+            Reason(
+                "clips_quarantined",
+                "degraded",
+                f"{recent} clip(s) quarantined in the last 24 h, the latest {human_duration(now - latest)} ago: {why}",
+                "see 'axis-relay spool list', fix the cause, then 'axis-relay spool retry' (or 'axis-relay spool "
+                "discard' for clips that can never be delivered)",
+                latest,
+            )
+        )
+    return reasons
+
+
+def _cameras(stats: RelayStats, rules: HealthRules, now: float) -> list[Reason]:
+    reasons = []
+    for camera, after in sorted(rules.silent_after_s.items()):
+        last = stats.last_clip_at.get(camera)
+        quiet = now - (last or stats.started_at)
+        if quiet > after:
+            when = f"its last clip came {human_duration(quiet)} ago" if last else "no clip since the relay started"
+            reasons.append(
+                Reason(
+                    "camera_silent",
+                    "degraded",
+                    f"{camera} sends no clips: {when} (expected every {human_duration(after)} at the latest)",
+                    f"check {camera}'s power and network, and its recipient and schedule: axis-relay camera check "
+                    f"{camera}",
+                    last or stats.started_at,
+                    camera,
+                )
+            )
+    if rules.backfill:
+        for camera, (overdue, unfillable) in sorted(stats.gap_attention.items()):
+            parts = [f"{overdue} gap(s) open longer than backfill.retry_max_s"] if overdue else []
+            parts += [f"{unfillable} gap(s) unfillable in the last 24 h (footage lost)"] if unfillable else []
+            reasons.append(
+                Reason(
+                    "gaps_open",
+                    "degraded",
+                    f"{camera}: {' and '.join(parts)}",
+                    f"see 'axis-relay gaps --camera {camera}': the reason says whether the camera's API, its SD card "
+                    "or its retention is the cause",
+                    camera=camera,
+                )
+            )
+    for camera, status in sorted(stats.cameras.items()):
+        offset = status.clock_offset_s
+        if status.clock_synced is False or (offset is not None and abs(offset) >= CLOCK_OFFSET_MAX_S):
+            said = "is not NTP-synced" if status.clock_synced is False else f"is {offset:+.1f} s off the relay's"
+            reasons.append(
+                Reason(
+                    "camera_clock",
+                    "degraded",
+                    f"{camera}'s clock {said}: footage times and gap detection are off",
+                    f"set an NTP server on {camera} (axis-relay camera check {camera} shows it)",
+                    camera=camera,
+                )
+            )
+    for camera, trouble in sorted(stats.tls_trouble.items()):
+        reasons.append(
+            Reason(
+                "tls_handshake_failing",
+                "degraded",
+                trouble_message(camera, trouble),
+                HANDSHAKE_FIXES.get(trouble.reason, HANDSHAKE_FIXES["other"]),
+                trouble.since,
+                camera,
+            )
+        )
+    return reasons
+
+
+def _certificate(stats: RelayStats, now: float) -> list[Reason]:
+    ends = stats.cert_not_after
+    if ends is None:
+        return []
+    fix = "renew it (axis-relay gen-cert, or your CA), then systemctl reload axis-relay"
+    if ends <= now:
+        day = datetime.fromtimestamp(ends, UTC).date().isoformat()
+        return [Reason("cert_expired", "failing", f"the relay's TLS certificate expired on {day}", fix, ends)]
+    if ends - now < CERT_WARNING_S:
+        return [
+            Reason(
+                "cert_expiring",
+                "degraded",
+                f"the relay's TLS certificate expires in {human_duration(ends - now)}: cameras that validate it will "
+                "then refuse to send",
+                fix,
+            )
+        ]
+    return []

@@ -23,6 +23,26 @@ class CameraStatus:
 
 
 @dataclass
+class Refusal:
+    """The destination refuses the relay itself (relay.upload.failures.DestinationRefused)."""
+
+    code: str
+    message: str
+    fix: str
+    since: float
+
+
+@dataclass
+class HandshakeTrouble:
+    """TLS handshakes from a configured camera's address that failed, and no success since."""
+
+    reason: str
+    since: float
+    last_at: float
+    count: int = 0
+
+
+@dataclass
 class RelayStats:
     clips_accepted: int = 0
     bytes_accepted: int = 0
@@ -37,6 +57,19 @@ class RelayStats:
     # Exceptions the upload code did not expect (relay/upload/workers.py says what follows).
     upload_worker_errors: int = 0
     retries_by_reason: Counter[str] = field(default_factory=Counter)
+    # Since when upload attempts fail with no delivery in between (None: the last one worked).
+    upload_failing_since: float | None = None
+    last_upload_error: str = ""
+    # Set while the destination refuses the relay's credentials or bucket: delivery pauses.
+    destination_refusal: Refusal | None = None
+    # Failed TLS handshakes on the ingest port by (reason, device or "").
+    tls_handshake_failures: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Per configured camera whose handshakes fail now.
+    tls_trouble: dict[str, HandshakeTrouble] = field(default_factory=dict)
+    # Requests for a path the ingest port does not serve.
+    ingest_unknown_paths: int = 0
+    # When the relay's own certificate expires (epoch seconds), once it is loaded.
+    cert_not_after: float | None = None
     # How uploaded clips went: "s3", or through API Gateway "post", "handoff", "fallback_s3".
     uploads_by_route: Counter[str] = field(default_factory=Counter)
     last_upload_at: float | None = None
@@ -53,6 +86,8 @@ class RelayStats:
     cameras: dict[str, CameraStatus] = field(default_factory=dict)
     # (camera, state) -> (count, seconds), over backfill.lookback_hours, from the ledger.
     gap_totals: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    # camera -> (open gaps older than backfill.retry_max_s, gaps found unfillable in 24 h).
+    gap_attention: dict[str, tuple[int, int]] = field(default_factory=dict)
     # Upload durations as a histogram: cumulative counts per upper bound (seconds).
     upload_seconds_bounds: tuple[float, ...] = (1, 5, 15, 60, 300, 900, float("inf"))
     upload_seconds_counts: list[int] = field(default_factory=lambda: [0] * 7)
@@ -79,6 +114,14 @@ class RelayStats:
             "last_refused_spool_full_at",
             "cameras",
             "gap_totals",
+            "gap_attention",
+            "upload_failing_since",
+            "last_upload_error",
+            "destination_refusal",
+            "tls_handshake_failures",
+            "tls_trouble",
+            "cert_not_after",
         ):
             out.pop(detail)
+        out["tls_handshake_failures"] = sum(self.tls_handshake_failures.values())
         return out

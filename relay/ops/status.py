@@ -1,15 +1,19 @@
 """``GET /`` on the metrics listener: one self-contained HTML page a technician on site
-reads without Grafana, refreshing itself. Per camera: its last clip, clips today,
-clips waiting, quarantined (with the reasons), gaps and back-fill; and the relay's
-health, uptime and disk. Read-only; no external assets; every value escaped."""
+reads without Grafana, refreshing itself: the relay's health level and its reasons
+(relay.ops.health, the same as /healthz), version, destination, uptime and disk; per
+camera its last clip, clips today, clips waiting, quarantined (with the reasons), gaps
+and back-fill (where back-fill is on), failed TLS handshakes and its clock.
+Read-only; no external assets; every value escaped."""
 
 from __future__ import annotations
 
 import html
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from relay.ops.health import Health, human_duration
+from relay.ops.stats import CameraStatus, RelayStats
 from relay.spool.clip import ledger_time
 from relay.spool.ledger import Ledger
 
@@ -55,76 +59,110 @@ def camera_rows(ledger: Ledger, today: datetime) -> dict[str, CameraRow]:
     return rows
 
 
-def _ago(timestamp: float | None, now: float) -> str:
-    if timestamp is None:
-        return "never (since start)"
-    seconds = max(0, int(now - timestamp))
-    return str(timedelta(seconds=seconds)) + " ago"
+def ago(timestamp: float | None, now: float) -> str:
+    return "never since start" if timestamp is None else human_duration(now - timestamp) + " ago"
 
 
-def page(
-    *,
-    devices: list[str],
-    health: dict[str, object],
-    started_at: float,
-    last_clip_at: dict[str, float],
-    rows: dict[str, CameraRow] | None,
-    gaps: dict[tuple[str, str], tuple[int, float]],
-    now: float | None = None,
-) -> str:
+BADGE = {"ok": ("OK", "#2e7d32"), "degraded": ("DEGRADED", "#b26a00"), "failing": ("FAILING", "#c62828")}
+
+
+@dataclass(frozen=True)
+class PageFacts:
+    version: str
+    destination: str
+    devices: list[str]
+    health: Health
+    facts: dict[str, object]  # /healthz's report
+    stats: RelayStats
+    rows: dict[str, CameraRow] | None  # None: the ledger could not be read
+    backfill: bool
+
+
+def _clock(status: CameraStatus | None) -> str:
+    if status is None or not status.access:
+        return "-"
+    if status.clock_synced is False:
+        return "not synced"
+    if status.clock_offset_s is None:
+        return "not read yet"
+    return f"{status.clock_offset_s:+.1f} s"
+
+
+def _camera_row(device: str, p: PageFacts, now: float) -> str:
+    e = html.escape
+    row = (p.rows or {}).get(device, CameraRow(device))
+    gaps = p.stats.gap_totals
+    open_gaps = sum(n for (c, s), (n, _) in gaps.items() if c == device and s in ("detected", "fetching", "retrying"))
+    unfillable = sum(n for (c, s), (n, _) in gaps.items() if c == device and s == "unfillable")
+    filled = sum(n for (c, s), (n, _) in gaps.items() if c == device and s == "filled")
+    tls = sum(n for (_, d), n in p.stats.tls_handshake_failures.items() if d == device)
+    reasons = "".join(f"<div class='reason'>{e(r)}</div>" for r in row.reasons)
+    flagged = {r.camera for r in p.health.reasons if r.camera}
+    attention = row.quarantined or unfillable or open_gaps or device in flagged
+    cells = [
+        f"<td class='name'>{e(device)}</td>",
+        f"<td data-field='last'>{e(ago(p.stats.last_clip_at.get(device), now))}</td>",
+        f"<td data-field='today'>{row.today}</td>",
+        f"<td data-field='waiting'>{row.waiting}</td>",
+        f"<td data-field='quarantined'>{row.quarantined}{reasons}</td>",
+    ]
+    if p.backfill:
+        cells += [
+            f"<td data-field='gaps'>{open_gaps} open, {unfillable} unfillable, {filled} filled</td>",
+            f"<td data-field='backfill'>{row.backfilled_today}</td>",
+        ]
+    cells += [
+        f"<td data-field='tls'>{tls}</td>",
+        f"<td data-field='clock'>{e(_clock(p.stats.cameras.get(device)))}</td>",
+    ]
+    return f"<tr data-camera='{e(device)}' class='{'warn' if attention else ''}'>{''.join(cells)}</tr>"
+
+
+def page(p: PageFacts, now: float | None = None) -> str:
     now = now or time.time()
     e = html.escape
-    healthy = bool(health.get("healthy"))
-    listed = health.get("problems")
-    problems = "".join(f"<li>{e(str(p))}</li>" for p in listed) if isinstance(listed, list) else ""
-    free = health.get("free_disk_bytes")
+    word, colour = BADGE[p.health.status]
+    reasons = "".join(
+        f"<li data-code='{e(r.code)}' class='{e(r.level)}'><b>{e(r.message)}</b><div class='fix'>Fix: {e(r.fix)}</div>"
+        "</li>"
+        for r in p.health.reasons
+    )
+    free = p.facts.get("free_disk_bytes")
     free_text = f"{int(free) / 1e9:.1f} GB" if isinstance(free, int) else "?"
-    body = []
-    for device in devices:
-        row = (rows or {}).get(device, CameraRow(device))
-        open_gaps = sum(
-            n for (c, s), (n, _) in gaps.items() if c == device and s in ("detected", "fetching", "retrying")
-        )
-        unfillable = sum(n for (c, s), (n, _) in gaps.items() if c == device and s == "unfillable")
-        filled = sum(n for (c, s), (n, _) in gaps.items() if c == device and s == "filled")
-        reasons = "".join(f"<div class='reason'>{e(r)}</div>" for r in row.reasons)
-        attention = row.quarantined or unfillable or open_gaps
-        body.append(
-            f"<tr data-camera='{e(device)}' class='{'warn' if attention else ''}'>"
-            f"<td class='name'>{e(device)}</td>"
-            f"<td data-field='last'>{e(_ago(last_clip_at.get(device), now))}</td>"
-            f"<td data-field='today'>{row.today}</td>"
-            f"<td data-field='waiting'>{row.waiting}</td>"
-            f"<td data-field='quarantined'>{row.quarantined}{reasons}</td>"
-            f"<td data-field='gaps'>{open_gaps} open, {unfillable} unfillable, {filled} filled</td>"
-            f"<td data-field='backfill'>{row.backfilled_today}</td></tr>"
-        )
-    verdict = "OK" if healthy else "NEEDS ATTENTION"
+    head = "<th>camera</th><th>last clip</th><th>clips today</th><th>waiting</th><th>quarantined</th>"
+    if p.backfill:
+        head += "<th>gaps</th><th>back-filled today</th>"
+    head += "<th>TLS failures</th><th>clock</th>"
+    body = "".join(_camera_row(device, p, now) for device in p.devices)
     stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-    ledger_note = "" if rows is not None else "<p class='warn'>The ledger cannot be read: counts are missing.</p>"
+    ledger_note = "" if p.rows is not None else "<p class='warn'>The ledger cannot be read: counts are missing.</p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{REFRESH_S}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>axis-relay: {verdict}</title>
+<title>axis-relay: {word}</title>
 <style>
 body {{ font: 15px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1b1b1b; background: #fafafa; }}
-h1 {{ font-size: 1.4em; margin: 0 0 .3em; }}
+h1 {{ font-size: 1.4em; margin: 0 0 .3em; }} h1 small {{ font-weight: normal; color: #777; font-size: .6em; }}
 .state {{ display: inline-block; padding: .15em .6em; border-radius: .3em; color: #fff; font-weight: 600; }}
-.ok {{ background: #2e7d32; }} .bad {{ background: #c62828; }}
 table {{ border-collapse: collapse; width: 100%; margin-top: 1em; background: #fff; }}
 th, td {{ text-align: left; padding: .45em .7em; border-bottom: 1px solid #ddd; vertical-align: top; }}
 th {{ background: #eee; }} tr.warn td {{ background: #fff4e5; }} p.warn {{ color: #b26a00; }}
 .reason {{ font-size: .85em; color: #8a4b00; }} .facts span {{ margin-right: 1.5em; }}
+#reasons li {{ margin: .4em 0; }} #reasons li.failing b {{ color: #c62828; }}
+#reasons li.degraded b {{ color: #8a4b00; }}
+.fix {{ font-size: .9em; color: #444; }}
 </style></head><body>
-<h1>axis-relay <span class="state {"ok" if healthy else "bad"}" id="health">{verdict}</span></h1>
-<div class="facts"><span>up {e(str(timedelta(seconds=int(now - started_at))))}</span>
-<span>disk free {e(free_text)}</span><span>waiting {e(str(health.get("queued_clips")))} clip(s)</span>
-<span>uploaded {e(str(health.get("clips_uploaded")))} since start</span>
-<span>last upload {e(str(health.get("last_upload_age_s") or "-"))} s ago</span></div>
-<ul id="problems">{problems}</ul>{ledger_note}
-<table id="cameras"><thead><tr><th>camera</th><th>last clip</th><th>clips today</th><th>waiting</th>
-<th>quarantined</th><th>gaps</th><th>back-filled today</th></tr></thead>
-<tbody>{"".join(body)}</tbody></table>
+<h1>axis-relay <span class="state" id="health" data-status="{p.health.status}" style="background:{colour}">{word}</span>
+<small id="version">{e(p.version)}</small></h1>
+<div class="facts"><span>to <b id="destination">{e(p.destination)}</b></span>
+<span id="uptime">up {e(human_duration(now - p.stats.started_at))}</span>
+<span>disk free {e(free_text)}</span><span>waiting {e(str(p.facts.get("queued_clips")))} clip(s)</span>
+<span>uploaded {e(str(p.facts.get("clips_uploaded")))} since start</span>
+<span id="last-upload">last upload {e(ago(p.stats.last_upload_at, now))}</span>
+<span><a href="/healthz">/healthz</a> <a href="/metrics">/metrics</a></span></div>
+<ul id="reasons">{reasons}</ul>{ledger_note}
+<table id="cameras"><thead><tr>{head}</tr></thead>
+<tbody>{body}</tbody></table>
 <p style="color:#777;font-size:.85em">Refreshes every {REFRESH_S} s. Read-only. {e(stamp)}</p>
 </body></html>"""

@@ -241,6 +241,16 @@ class Ledger:
             for sql, params in statements:
                 self._db.execute(sql, params)
 
+    def discarded(self, clip_ids: Sequence[str]) -> None:
+        """Quarantined clips an operator deleted (`axis-relay spool discard`): gone unsent,
+        as an evicted clip is, with the reason said."""
+        with transaction(self._db):
+            self._db.executemany(
+                "UPDATE clip SET state = 'evicted', reason = 'discarded from quarantine by an operator' "
+                "WHERE clip_id = ?",
+                [(c,) for c in clip_ids],
+            )
+
     def reconcile(self, in_spool: Iterable[StoredClip]) -> int:
         """Make the ledger agree with the spool at start-up; returns the rows added."""
         before = self._count()

@@ -49,6 +49,9 @@ class LedgerWriter:
         self._idle.set()
         self.dropped = 0
         self.written = 0
+        # Since when notes cannot be written (for health), and why; None while they can.
+        self.failing_since: float | None = None
+        self.failure = ""
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -77,6 +80,7 @@ class LedgerWriter:
         except (OSError, sqlite3.Error, LedgerUnusable) as exc:
             # No history is better than no relay: clips still flow, and the next start tries again.
             log.error("ledger_unavailable", path=str(self.path), error=str(exc), fix="check the file's directory")
+            self.failing_since, self.failure = time.time(), f"cannot be opened: {exc}"
             return
         self._prune()
 
@@ -184,11 +188,14 @@ class LedgerWriter:
                 failures += 1
                 if failures == 1:
                     log.error("ledger_write_failed", error=str(exc), pending=len(self._backlog))
+                    self.failing_since, self.failure = time.time(), f"cannot be written: {exc}"
                 await asyncio.sleep(min(30.0, 0.5 * 2**failures))
                 continue
             if failures:
                 log.info("ledger_write_recovered", after_failures=failures)
                 failures = 0
+            if self._ledger is not None:
+                self.failing_since = None
             self.written += len(batch)
             if time.monotonic() - last_prune > PRUNE_EVERY_S:
                 last_prune = time.monotonic()

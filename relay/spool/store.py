@@ -268,6 +268,26 @@ class SpoolStore:
         except FileNotFoundError:
             return 0
 
+    def quarantine_summary(self, since: float) -> tuple[int, float | None, str]:
+        """Clips quarantined since ``since`` (epoch s), when the latest was, and its reason.
+        A clip's directory is modified when reason.json is written into it, as it is moved."""
+        recent, latest, latest_dir = 0, None, None
+        try:
+            entries = list(os.scandir(self.quarantine_dir))
+        except FileNotFoundError:
+            return 0, None, ""
+        for entry in entries:
+            try:
+                at = entry.stat().st_mtime
+            except OSError:
+                continue  # taken back by `spool retry` or `discard` meanwhile
+            if at >= since and entry.is_dir():
+                recent += 1
+                if latest is None or at > latest:
+                    latest, latest_dir = at, entry.path
+        reason = str(self._reason(Path(latest_dir)).get("reason", "")) if latest_dir else ""
+        return recent, latest, reason
+
     def writable(self) -> bool:
         return os.access(self.queue_dir, os.W_OK)
 
@@ -296,6 +316,21 @@ class SpoolStore:
         except (OSError, ValueError):
             return {}
         return record if isinstance(record, dict) else {}
+
+    def discard_quarantined(self, clip_ids: Collection[str] = ()) -> list[StoredClip]:
+        """Delete quarantined clips (these, or all): an operator's decision, for footage
+        that will never be delivered. Returns what was deleted."""
+        removed = []
+        for clip in [c for c in self.entries() if c.state == "quarantined"]:
+            if clip_ids and clip.clip_id not in clip_ids:
+                continue
+            trashed = self.trash_dir / clip.clip_id
+            os.rename(self.quarantine_dir / clip.clip_id, trashed)
+            shutil.rmtree(trashed, ignore_errors=True)
+            removed.append(clip)
+        if removed:
+            fsync_dir(self.quarantine_dir)
+        return removed
 
     def retry_quarantined(self, clip_ids: Collection[str] = ()) -> list[str]:
         """Move quarantined clips back to queue/, where a running relay adopts them."""

@@ -56,6 +56,31 @@ FIXES = {
 }
 
 
+class DestinationRefused(PermanentUploadError):
+    """The destination refuses the relay itself (its credentials, its bucket, its API key),
+    not this clip: every clip would fail alike. Delivery pauses, the clip stays queued,
+    health turns failing with the fix, and the destination is tried again later."""
+
+
+# Codes that mean "the relay as configured is refused", whatever the clip: a wrong key,
+# a wrong secret, a missing bucket or permission, a wrong region. (AWS's own words.)
+DESTINATION_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "KMS.AccessDenied",
+        "NoSuchBucket",
+        "HeadForbidden",
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "InvalidToken",
+        "AllAccessDisabled",
+        "AccountProblem",
+    }
+)
+
+
 class CommitConflict(Exception):
     """S3 answered 409 ConditionalRequestConflict: a conditional write raced another
     operation on the key (a completion still in progress, say). Not committed, and
@@ -129,12 +154,21 @@ def http_status(exc: BaseException) -> int:
 def classify(exc: BaseException) -> PermanentUploadError | None:
     """A PermanentUploadError for a failure that retrying cannot fix, else None."""
     if isinstance(exc, PermanentUploadError):
+        if exc.detail.get("code") in DESTINATION_CODES and not isinstance(exc, DestinationRefused):
+            return DestinationRefused(exc.reason, **exc.detail)
         return exc
     if not isinstance(exc, ClientError | EndpointError):
         return None  # connection errors, timeouts, anything unexpected: wait it out
     code, status = error_code(exc), http_status(exc)
     if code in TRANSIENT_CODES or status >= 500 or status in (0, 408, 429):
         return None
+    if isinstance(exc, EndpointError) and status in (401, 403) and code not in TRANSIENT_CODES:
+        # The gateway refuses the API key, or a presigned URL's signer lacks a permission.
+        return DestinationRefused(
+            f"the endpoint refused the relay: {exc.message} ({code}, HTTP {status})",
+            code=code,
+            fix=exc.fix or "check apigw.api_key and apigw.url",
+        )
     if isinstance(exc, EndpointError) and 400 <= status < 500:
         return PermanentUploadError(
             f"the endpoint refused the upload: {exc.message} ({code}, HTTP {status})",
@@ -145,11 +179,12 @@ def classify(exc: BaseException) -> PermanentUploadError | None:
         message = str(exc.response.get("Error", {}).get("Message", "")) if isinstance(exc, ClientError) else ""
         if code == "AccessDenied" and "kms" in message.lower():
             # SSE-KMS: S3 needs the key too, for writing and for reading checksums back.
-            return PermanentUploadError(
+            return DestinationRefused(
                 f"S3 refused the upload: the bucket's KMS key is not usable: {message}",
                 code="KMS.AccessDenied",
                 fix=FIXES["KMS.AccessDenied"],
             )
         fix = FIXES.get(code, "check the S3 destination settings in the config")
-        return PermanentUploadError(f"S3 refused the upload: {code} (HTTP {status})", code=code, fix=fix)
+        kind = DestinationRefused if code in DESTINATION_CODES else PermanentUploadError
+        return kind(f"S3 refused the upload: {code} (HTTP {status})", code=code, fix=fix)
     return None

@@ -5,8 +5,12 @@ What happens to a clip a worker holds, in every case:
 - delivered: the destination confirmed it; it leaves the spool.
 - a transient failure (network, 5xx, throttling, anything ``classify`` does not know):
   retried without limit, exponential backoff with full jitter and a cap.
-- a permanent failure (``classify``): the clip goes to quarantine with the reason and
-  the fix, and its open multipart upload, if any, is aborted.
+- the destination refuses the relay itself (a wrong key or secret, a missing bucket or
+  permission: ``DestinationRefused``): not the clip's fault, so the clip goes back to the
+  queue and every worker pauses; the destination is tried again after ``retry.max_s``,
+  or at once on SIGHUP (``DeliveryPause.wake``), and health says "failing" meanwhile.
+- a permanent failure of the clip (``classify``): the clip goes to quarantine with the
+  reason and the fix, and its open multipart upload, if any, is aborted.
 - an exception the upload code did not expect (a bug, or a spool disk failing with EIO
   around the upload): logged with its traceback and counted
   (``axis_relay_upload_worker_errors``); the clip is given back to the queue and waits
@@ -27,11 +31,11 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
 from relay.config import RetryConfig
-from relay.ops.stats import RelayStats
+from relay.ops.stats import Refusal, RelayStats
 from relay.spool.clip import ClipMeta
 from relay.spool.spool import Spool
 from relay.upload.delivery import Delivered
-from relay.upload.failures import PermanentUploadError, classify, describe, error_code
+from relay.upload.failures import DestinationRefused, PermanentUploadError, classify, describe, error_code
 
 log = structlog.get_logger("relay.uploader")
 
@@ -45,6 +49,53 @@ class Destination(Protocol):
     async def abandon(self, meta: ClipMeta) -> None: ...
 
 
+class DeliveryPause:
+    """Holds every worker while the destination refuses the relay, until ``retry_s`` has
+    passed or ``wake()`` (SIGHUP) is called; then the workers try again."""
+
+    def __init__(self, retry_s: float, stats: RelayStats) -> None:
+        self._retry_s = retry_s
+        self._stats = stats
+        self._open = asyncio.Event()
+        self._open.set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def refused(self, verdict: DestinationRefused) -> None:
+        now = time.time()
+        code = verdict.detail.get("code", "")
+        current = self._stats.destination_refusal
+        since = current.since if current is not None and current.code == code else now
+        self._stats.destination_refusal = Refusal(code, verdict.reason, verdict.detail.get("fix", ""), since)
+        if current is None or current.code != code:
+            log.error(
+                "delivery_paused",
+                reason=verdict.reason,
+                code=code,
+                fix=verdict.detail.get("fix", ""),
+                retry_in_s=self._retry_s,
+            )
+        else:
+            log.debug("delivery_still_refused", code=code, retry_in_s=self._retry_s)
+        self._open.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self._retry_s, self._open.set)
+
+    def wake(self) -> None:
+        """Try the destination again now (the operator fixed something, and said so)."""
+        if not self._open.is_set():
+            log.info("delivery_retry_now", why="reload requested")
+        self._open.set()
+
+    def delivered(self) -> None:
+        if self._stats.destination_refusal is not None:
+            log.info("delivery_resumed", paused_s=round(time.time() - self._stats.destination_refusal.since, 1))
+            self._stats.destination_refusal = None
+
+    async def wait(self) -> None:
+        await self._open.wait()
+
+
 class Uploader:
     def __init__(
         self, spool: Spool, destination: Destination, retry: RetryConfig, stats: RelayStats, workers: int
@@ -54,6 +105,7 @@ class Uploader:
         self._retry = retry
         self._stats = stats
         self._workers = workers
+        self.pause = DeliveryPause(retry.max_s, stats)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -61,7 +113,10 @@ class Uploader:
                 group.create_task(self._work(), name=f"upload-worker-{n}")
 
     async def _work(self) -> None:
-        while (clip_id := await self._spool.claim()) is not None:
+        while True:
+            await self.pause.wait()
+            if (clip_id := await self._spool.claim()) is None:
+                return
             try:
                 with structlog.contextvars.bound_contextvars(clip_id=clip_id):
                     await self._upload(clip_id)
@@ -95,6 +150,12 @@ class Uploader:
                     delivered = await self._destination.deliver(meta)
         except Exception as exc:
             verdict = classify(exc) or PermanentUploadError(str(exc))
+            if isinstance(verdict, DestinationRefused):
+                self._failed(verdict.reason)
+                # Not this clip's fault: it waits in the queue, whole, for the fix.
+                self._spool.release(clip_id)
+                self.pause.refused(verdict)
+                return
             with contextlib.suppress(Exception):  # best effort: the clip matters, not the parts
                 await self._destination.abandon(meta)
             await self._quarantine(clip_id, verdict.reason, {**verdict.detail, "attempts": str(attempts)})
@@ -106,6 +167,8 @@ class Uploader:
         self._stats.bytes_uploaded += meta.size
         self._stats.uploads_by_route[delivered.route] += 1
         self._stats.last_upload_at = time.time()
+        self._stats.upload_failing_since = None
+        self.pause.delivered()
         self._stats.observe_upload(time.monotonic() - started)
         # The key only where it is known (an API Gateway function may not say).
         where = {"key": delivered.key} if delivered.key is not None else {"key_decided_by": "the endpoint"}
@@ -121,9 +184,15 @@ class Uploader:
         )
         await self._spool.delivered(clip_id, key=delivered.key, route=delivered.route)
 
+    def _failed(self, error: str) -> None:
+        if self._stats.upload_failing_since is None:
+            self._stats.upload_failing_since = time.time()
+        self._stats.last_upload_error = error[:300]
+
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         reason = error_code(exc) if exc else "unknown"
+        self._failed(f"{reason}: {describe(exc)}" if exc else reason)
         self._stats.upload_retries += 1
         self._stats.retries_by_reason[reason] += 1
         log.warning(
