@@ -35,6 +35,7 @@ from tests.support.harness import (
     PATH,
     TLS,
     RunningRelay,
+    http_get,
     list_keys,
     object_bytes,
     raw_config,
@@ -499,15 +500,23 @@ async def test_random_kills_through_the_gateway_lose_nothing_and_duplicate_nothi
     await kill_at_random(apigw_raw(tmp_path, tls, gateway), tmp_path, tls, s3, bucket)
 
 
-async def test_a_wrong_api_key_quarantines_with_the_fix(
+async def test_a_wrong_api_key_pauses_delivery_with_the_fix_and_a_restart_with_the_key_delivers(
     tmp_path: Path, tls: TLS, gateway: ApiGatewayStandIn, s3: Any, bucket: str
 ) -> None:
     config = parse_config(apigw_raw(tmp_path, tls, gateway, api_key="not-the-key"), environ={})
+    clip = os.urandom(1000)
     async with running_relay(config, tls) as relay:
-        assert (await relay.device.post_clip(PATH, os.urandom(1000))).status == 200
-        reason = await only_quarantine_reason(relay)
-    assert "Forbidden" in reason["reason"]
+        assert (await relay.device.post_clip(PATH, clip)).status == 200
+        await wait_until(lambda: relay.stats.destination_refusal is not None, what="delivery paused")
+        _, body = await http_get(relay.metrics_url + "/healthz")
+        [reason] = json.loads(body)["reasons"]
+        assert relay.quarantined() == []  # the gateway refuses the relay, not the clip
+    assert reason["code"] == "destination_refused"
+    assert "Forbidden" in reason["message"]
     assert "apigw.api_key" in reason["fix"]
+    fixed = parse_config(apigw_raw(tmp_path, tls, gateway), environ={})
+    async with running_relay(fixed, tls) as relay:
+        await wait_until(lambda: relay.stats.clips_uploaded == 1, what="the waiting clip delivered")
 
 
 async def test_gateway_timeout_is_retried_and_the_late_write_is_recognised(

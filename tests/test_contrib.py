@@ -47,6 +47,8 @@ async def test_dashboard_and_rules_name_only_exported_metrics(relay: RunningRela
     rules = yaml.safe_load((CONTRIB / "prometheus" / "axis-relay-rules.yml").read_text())
     alerts = [r["expr"] for g in rules["groups"] for r in g["rules"]]
     assert {r["alert"] for g in rules["groups"] for r in g["rules"]} >= {
+        "AxisRelayFailing",
+        "AxisRelayDegraded",
         "AxisRelayDown",
         "AxisRelayNotUploading",
         "AxisRelayBacklogOld",

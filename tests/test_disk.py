@@ -81,6 +81,8 @@ async def test_quota_policies(tmp_path: Path, tls: TLS) -> None:
             assert statuses == [200, 200, 507]
             assert names == {"c0.mkv", "c1.mkv"}
             assert health_status == 503
+            assert report["status"] == "failing"
+            assert [r["code"] for r in report["reasons"] if r["level"] == "failing"] == ["spool_full"]
             assert any("the spool is full" in p for p in report["problems"])
             assert report["clips_refused_spool_full"] == 1
             assert metric(text, "axis_relay_clips_refused_spool_full_total") == 1

@@ -53,7 +53,7 @@ async def until_level(base: str, level: str, what: str, timeout: float = 30.0) -
     """Wait for /healthz to say ``level``; returns when it did (time.monotonic())."""
 
     async def said() -> bool:
-        return (await healthz(base))[1]["status"] == level
+        return bool((await healthz(base))[1]["status"] == level)
 
     await wait_until(said, timeout=timeout, what=what)
     return time.monotonic()

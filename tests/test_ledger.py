@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from relay.config import parse_config
-from relay.dev.local_s3 import LocalS3
+from relay.dev.local_s3 import LocalS3, free_port
 from relay.ops.listings import parse_since
 from relay.spool.clip import ClipMeta, crc32c_b64, new_clip_id, sequence_number
 from relay.spool.ledger import SCHEMA_VERSION, Ledger
@@ -79,13 +79,20 @@ async def test_clips_lists_what_was_received_and_where_it_went(
 
 
 async def test_quarantine_and_spool_retry_show_in_the_ledger(
-    tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
 ) -> None:
-    missing = "not-created-yet"  # NoSuchBucket: permanent, so the clip is quarantined
-    raw = raw_config(tmp_path, tls, s3_server.endpoint_url, missing)
+    # A fault of the clip (a refused key or bucket pauses delivery instead): a bit the
+    # disk flipped in the spooled clip, which S3 refuses by its checksum.
+    dead = raw_config(tmp_path, tls, f"https://127.0.0.1:{free_port()}", bucket)
+    async with running_relay(parse_config(dead, environ={}), tls) as relay:  # the clip waits
+        answer = await relay.device.post_clip(PATH, os.urandom(5_000), filename="q.mkv")
+        clip_id = json.loads(answer.body)["clip_id"]
+    data = tmp_path / "spool" / "queue" / clip_id / "data"
+    original = data.read_bytes()
+    data.write_bytes(bytes([original[0] ^ 1]) + original[1:])
+    raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket)
     config_file = write_config(tmp_path / "relay.toml", raw)
     async with running_relay(parse_config(raw, environ={}), tls, requeue_scan_s=0.05) as relay:
-        assert (await relay.device.post_clip(PATH, os.urandom(5_000), filename="q.mkv")).status == 200
 
         async def state_is(state: str) -> bool:
             rows = await ledger_rows(config_file)
@@ -93,8 +100,8 @@ async def test_quarantine_and_spool_retry_show_in_the_ledger(
 
         await wait_until(lambda: state_is("quarantined"), what="the quarantine in the ledger")
         [row] = await ledger_rows(config_file)
-        assert "NoSuchBucket" in row["reason"]
-        await s3.create_bucket(Bucket=missing)
+        assert "BadDigest" in row["reason"]
+        (tmp_path / "spool" / "quarantine" / clip_id / "data").write_bytes(original)  # the operator's fix
         # The operator's command, in another process, while the relay runs.
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "relay", "spool", "retry", "--config", str(config_file)

@@ -103,10 +103,13 @@ async def test_a_403_on_the_head_check_names_the_missing_s3_listbucket(
     config = relay_config(tmp_path, tls, f"https://127.0.0.1:{proxy.port}", bucket)
     async with running_relay(config, tls) as relay:
         assert (await relay.device.post_clip(PATH, os.urandom(10_000))).status == 200
-        await wait_until(lambda: bool(relay.quarantined()), what="the quarantine")
-        reason = relay.quarantine_reason(relay.quarantined()[0])
-    assert reason["code"] == "HeadForbidden"
-    assert "s3:ListBucket" in reason["fix"]
+        await wait_until(lambda: relay.stats.destination_refusal is not None, what="delivery paused")
+        refusal = relay.stats.destination_refusal
+        assert relay.quarantined() == []  # a permission is the relay's fault, not the clip's
+        assert len(relay.queued()) == 1
+    assert refusal is not None
+    assert refusal.code == "HeadForbidden"
+    assert "s3:ListBucket" in refusal.fix
 
 
 async def test_an_sse_kms_denial_names_the_key_permissions(
@@ -124,11 +127,13 @@ async def test_an_sse_kms_denial_names_the_key_permissions(
     config = relay_config(tmp_path, tls, f"https://127.0.0.1:{proxy.port}", bucket)
     async with running_relay(config, tls) as relay:
         assert (await relay.device.post_clip(PATH, os.urandom(10_000))).status == 200
-        await wait_until(lambda: bool(relay.quarantined()), what="the quarantine")
-        reason = relay.quarantine_reason(relay.quarantined()[0])
-    assert reason["code"] == "KMS.AccessDenied"
-    assert "kms:GenerateDataKey" in reason["fix"]
-    assert "kms:Decrypt" in reason["fix"]
+        await wait_until(lambda: relay.stats.destination_refusal is not None, what="delivery paused")
+        refusal = relay.stats.destination_refusal
+        assert relay.quarantined() == []
+    assert refusal is not None
+    assert refusal.code == "KMS.AccessDenied"
+    assert "kms:GenerateDataKey" in refusal.fix
+    assert "kms:Decrypt" in refusal.fix
 
 
 async def s3_check(config_file: Path) -> tuple[int, str]:
@@ -180,3 +185,17 @@ async def test_over_https_the_body_is_not_hashed_again_for_the_signature(
     [put] = [h for h in proxy.heads if put_object(h.split(b"\r\n", 1)[0])]
     assert b"x-amz-content-sha256: unsigned-payload" in put.lower()
     assert b"x-amz-checksum-crc32c:" in put.lower()  # S3 still verifies every byte
+
+
+async def test_s3_check_tells_wrong_credentials_from_a_missing_permission(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    for s3_section, code, fix in (
+        ({"secret_access_key": "not-the-secret"}, "SignatureDoesNotMatch", "correct the AWS secret key"),
+        ({"access_key_id": "AKIANOSUCHKEY0000000"}, "InvalidAccessKeyId", "correct the AWS access key"),
+    ):
+        raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket, s3=s3_section)
+        status, out = await s3_check(write_config(tmp_path / "relay.toml", raw))
+        assert status == 1
+        assert f"FAIL credentials: S3 does not accept them ({code}); {fix}" in out
+        assert "ListBucket" not in out

@@ -49,8 +49,14 @@ def plant_quarantined(store: SpoolStore, n: int, *, broken: bool) -> None:
 
 
 def on_disk(store: SpoolStore) -> tuple[int, int]:
-    clips = [d for d in store.queue_dir.iterdir() if d.is_dir()]
-    return len(clips), sum((d / DATA).stat().st_size for d in clips)
+    clips, size = 0, 0
+    for d in store.queue_dir.iterdir():
+        try:
+            size += (d / DATA).stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # delivered and moved out while the directory was listed: polled again
+        clips += 1
+    return clips, size
 
 
 async def test_counts_match_the_disk_under_concurrent_ingest_eviction_retry_and_upload(

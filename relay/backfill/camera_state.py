@@ -3,7 +3,8 @@
 A camera's clips and its card are on its own clock, so gaps are found on that clock:
 ``now()`` is the relay's now moved by the offset last measured (from the camera's
 Date header), once the offset is past rounding. The clock is asked about every
-``CLOCK_CHECK_S``, and again as soon as a camera that failed answers once more. The
+``CLOCK_CHECK_S`` (every round while it is wrong), and again as soon as a camera that
+failed answers once more. The
 state lives in ``RelayStats.cameras``, where the metrics read it.
 """
 
@@ -28,6 +29,7 @@ class CameraState:
         self.name = name
         self.status = status
         self._clock_checked: float | None = None
+        self._clock_wrong = False
 
     def now(self) -> datetime:
         """Now on the camera's clock."""
@@ -61,7 +63,15 @@ class CameraState:
         self.answered()
         self.status.clock_synced = clock.synced
         self.status.clock_offset_s = clock.offset_s
-        if clock.synced is False or abs(clock.offset_s or 0.0) >= CLOCK_TOLERANCE_S:
+        wrong = clock.synced is False or abs(clock.offset_s or 0.0) >= CLOCK_TOLERANCE_S
+        if wrong:
+            # Asked again every round while it is wrong, so that health clears within a
+            # round of the fix ("as fast as the fall"); it costs one call per round.
+            self._clock_checked = None
+        elif self._clock_wrong:
+            log.info("camera_clock_fixed", camera=self.name, ntp_synced=clock.synced, offset_s=clock.offset_s)
+        was_wrong, self._clock_wrong = self._clock_wrong, wrong
+        if wrong and not was_wrong:
             # Not trusted blindly: gaps are still found on the camera's own clock (its
             # clips and its card agree), with "now" moved by the measured offset.
             log.warning(

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from relay.camera.answers import CLOCK_TOLERANCE_S
 from relay.config import RelayConfig
 from relay.ingest.handshakes import FIXES as HANDSHAKE_FIXES
 from relay.ingest.handshakes import trouble_message
@@ -35,8 +36,6 @@ LEVELS: tuple[Level, ...] = ("ok", "degraded", "failing")
 REFUSING_WINDOW_S = 60.0
 # Quarantined clips count while the latest is younger than this (then they are history).
 QUARANTINE_WINDOW_S = 24 * 3600.0
-# A camera's clock this far from the relay's makes footage times wrong.
-CLOCK_OFFSET_MAX_S = 2.0
 CERT_WARNING_S = 30 * 86400.0
 
 
@@ -257,7 +256,7 @@ def _cameras(stats: RelayStats, rules: HealthRules, now: float) -> list[Reason]:
             )
     for camera, status in sorted(stats.cameras.items()):
         offset = status.clock_offset_s
-        if status.clock_synced is False or (offset is not None and abs(offset) >= CLOCK_OFFSET_MAX_S):
+        if status.clock_synced is False or (offset is not None and abs(offset) >= CLOCK_TOLERANCE_S):
             said = "is not NTP-synced" if status.clock_synced is False else f"is {offset:+.1f} s off the relay's"
             reasons.append(
                 Reason(

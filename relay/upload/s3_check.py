@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from relay.config import RelayConfig
 from relay.ops.checks import CheckReport
 from relay.spool.clip import crc32c_b64
-from relay.upload.failures import error_code, http_status
+from relay.upload.failures import FIXES, error_code, http_status
 from relay.upload.s3 import open_client
 
 PROBE_PREFIX = "axis-relay-check/"
@@ -75,6 +75,8 @@ async def _bucket(report: CheckReport, client: Any, bucket: str, region: str) ->
             report.fail(f"FAIL bucket {bucket}: it does not exist; create it or correct s3.bucket")
         elif status == 301 or (actual and actual != region):
             report.fail(f'FAIL bucket {bucket}: it is in {actual or "another region"}; set s3.region = "{actual}"')
+        elif status == 403 and (refused := await _credentials_refused(client, bucket)):
+            report.fail(f"FAIL credentials: S3 does not accept them ({refused}); {FIXES[refused]}")
         else:
             report.fail(f"FAIL bucket {bucket}: {_refusal(exc)}; the credentials need s3:ListBucket on it")
         return
@@ -86,6 +88,20 @@ async def _bucket(report: CheckReport, client: Any, bucket: str, region: str) ->
         report.fail(f'FAIL bucket {bucket}: it is in {actual}, s3.region says {region}; set s3.region = "{actual}"')
         return
     report.say(f"ok   bucket {bucket} exists{f' in {actual}' if actual else ''}")
+
+
+async def _credentials_refused(client: Any, bucket: str) -> str | None:
+    """After a bare 403 to HeadBucket (a HEAD has no error body): is it the credentials
+    themselves? A GET of a key that cannot exist answers with the code: a wrong key id
+    or secret says so, where a missing permission says AccessDenied."""
+    try:
+        await client.get_object(Bucket=bucket, Key=f"{PROBE_PREFIX}credentials-{os.urandom(6).hex()}")
+    except ClientError as exc:
+        code = error_code(exc)
+        return code if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch") else None
+    except (BotoCoreError, OSError):
+        return None
+    return None
 
 
 async def _missing_key(report: CheckReport, client: Any, bucket: str, key: str) -> None:
