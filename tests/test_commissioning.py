@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import re
 import shutil
 import socket
 import time
@@ -22,7 +23,18 @@ import trustme
 from relay.config import parse_config
 from relay.dev.local_s3 import LocalS3
 from tests.support.backfill import backfill_config, camera_section
-from tests.support.harness import DEVICE, PATH, TLS, TOKEN, http_get, metric, relay_config, running_relay, wait_until
+from tests.support.harness import (
+    DEVICE,
+    PATH,
+    TLS,
+    TOKEN,
+    http_get,
+    metric,
+    relay_config,
+    running_relay,
+    status_exit,
+    wait_until,
+)
 from tests.support.vapix_camera import CameraEmulator
 
 
@@ -81,6 +93,9 @@ async def test_each_failed_handshake_is_counted_logged_and_pinned_on_the_camera(
             assert reason["camera"] == DEVICE
             assert "does not trust the relay's certificate" in reason["message"]
             assert "install the relay's CA" in reason["fix"]
+            code, out = await status_exit(relay, tmp_path)
+            assert code == 1
+            assert "tls_handshake_failing [cam-entrance]" in out
 
             assert await curl("--tlsv1.0", "--tls-max", "1.0", "-k", url) != 0
             assert await curl(f"http://127.0.0.1:{port}{PATH}") != 0
@@ -99,6 +114,7 @@ async def test_each_failed_handshake_is_counted_logged_and_pinned_on_the_camera(
             assert answer.status == 200
             assert relay.stats.tls_trouble == {}
             assert (await healthz(base))["status"] == "ok"
+            assert (await status_exit(relay, tmp_path))[0] == 0
             await relay.device.request("GET", "/wp-login.php")
             _, text = await http_get(base + "/metrics")
             assert metric(text, "axis_relay_ingest_unknown_paths_total") == 1
@@ -174,6 +190,7 @@ async def test_a_certificate_near_its_end_is_degraded_and_an_expired_one_failing
             assert [r["code"] for r in report["reasons"]] == [code]
             assert "renew" in report["reasons"][0]["fix"]
             assert status == (503 if level == "failing" else 200)
+            assert (await status_exit(relay, tmp_path))[0] == (2 if level == "failing" else 1)
 
 
 async def test_a_ledger_that_cannot_be_written_is_degraded_and_clips_still_flow(
@@ -189,6 +206,7 @@ async def test_a_ledger_that_cannot_be_written_is_degraded_and_clips_still_flow(
         assert report["status"] == "degraded"
         [reason] = report["reasons"]
         assert reason["code"] == "ledger_unwritable"
+        assert (await status_exit(relay, tmp_path))[0] == 1
         assert (await relay.device.post_clip(PATH, b"x" * 1000)).status == 200
         await wait_until(lambda: relay.stats.clips_uploaded == 1, what="the clip delivered all the same")
 
@@ -217,6 +235,7 @@ async def test_a_camera_that_goes_quiet_is_degraded_by_name_until_its_next_clip(
             assert reason["camera"] == DEVICE
             assert DEVICE in reason["message"]
             assert f"axis-relay camera check {DEVICE}" in reason["fix"]
+            assert (await status_exit(relay, tmp_path))[0] == 1
             assert (await relay.device.post_clip(PATH, b"x" * 1000)).status == 200
             assert (await healthz(base))["status"] == "ok"  # at once: the clip is the proof
     print(
@@ -247,9 +266,11 @@ async def test_a_camera_clock_off_and_an_unfillable_gap_are_degraded_by_name(
             assert report["status"] == "degraded"
             by_code = {r["code"]: r for r in report["reasons"]}
             assert by_code["camera_clock"]["camera"] == DEVICE
-            assert "+5." in by_code["camera_clock"]["message"]
+            # Measured from the camera's Date header, whole seconds: about +5 s.
+            assert re.search(r"is \+[456]\.\d s off the relay's", by_code["camera_clock"]["message"])
             assert "unfillable" in by_code["gaps_open"]["message"]
             assert f"axis-relay gaps --camera {DEVICE}" in by_code["gaps_open"]["fix"]
+            assert (await status_exit(relay, tmp_path))[0] == 1
             cam.clock_offset_s = 0.0  # NTP set on the camera
 
             async def clock_fixed() -> bool:

@@ -13,7 +13,17 @@ from typing import Any
 import pytest
 
 from relay.dev.local_s3 import LocalS3, free_port
-from tests.support.harness import PATH, TLS, http_get, list_keys, metric, relay_config, running_relay, wait_until
+from tests.support.harness import (
+    PATH,
+    TLS,
+    http_get,
+    list_keys,
+    metric,
+    relay_config,
+    running_relay,
+    status_exit,
+    wait_until,
+)
 
 
 @contextlib.contextmanager
@@ -75,6 +85,7 @@ async def test_quota_policies(tmp_path: Path, tls: TLS) -> None:
                 json.loads((relay.spool / "queue" / c / "meta.json").read_text())["filename"] for c in relay.queued()
             }
             health_status, body = await http_get(relay.metrics_url + "/healthz")
+            status_code, _ = await status_exit(relay, tmp_path)
             _, text = await http_get(relay.metrics_url + "/metrics")
         report = json.loads(body)
         if policy == "reject":
@@ -82,6 +93,7 @@ async def test_quota_policies(tmp_path: Path, tls: TLS) -> None:
             assert names == {"c0.mkv", "c1.mkv"}
             assert health_status == 503
             assert report["status"] == "failing"
+            assert status_code == 2
             assert [r["code"] for r in report["reasons"] if r["level"] == "failing"] == ["spool_full"]
             assert any("the spool is full" in p for p in report["problems"])
             assert report["clips_refused_spool_full"] == 1
@@ -90,6 +102,7 @@ async def test_quota_policies(tmp_path: Path, tls: TLS) -> None:
             assert statuses == [200, 200, 200]
             assert names == {"c0.mkv", "c2.mkv"}  # c1 made room; c0 is held by the worker
             assert health_status == 200, body
+            assert status_code == 0
             assert report["clips_evicted"] == 1
             assert metric(text, "axis_relay_clips_evicted_total") == 1
             assert metric(text, "axis_relay_bytes_evicted_total") == 100_000

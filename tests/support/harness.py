@@ -236,3 +236,16 @@ def metric(text: str, name: str) -> float:
     """One sample's value from Prometheus text (the first line that names it)."""
     line = next(x for x in text.splitlines() if x.startswith(name + " ") or x.startswith(name + "{"))
     return float(line.rsplit(" ", 1)[1])
+
+
+async def status_exit(relay: RunningRelay, directory: Path) -> tuple[int, str]:
+    """`axis-relay status` against a running in-process relay, as cron would run it: a
+    config file that names the metrics port the relay bound. Exit code and output."""
+    port = int(urlsplit(relay.metrics_url).port or 0)
+    raw = {
+        "s3": {"bucket": "status-probe"},
+        "metrics": {"host": "127.0.0.1", "port": port},
+        "devices": {"any": {"token": "status-probe-token"}},
+    }
+    code, out, _ = await axis_relay("status", "--config", str(write_config(directory / "status.toml", raw)))
+    return code, out
