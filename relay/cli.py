@@ -19,6 +19,7 @@ from pathlib import Path
 from relay.backfill.gapbook import GapBook
 from relay.backfill.gaps import Span
 from relay.config import ConfigError, RelayConfig, load_config
+from relay.ingest.connections import fd_budget
 from relay.ingest.secret_hash import hash_secret
 from relay.ops import listings, logs
 from relay.ops.systemd import Notifier
@@ -339,6 +340,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             target = f"bucket {config.s3.bucket}" if config.s3 else "?"
         print(f"{args.config}: OK ({len(config.devices)} device(s), to {target})")
+        # Under the unit (ExecStartPre) this is the relay's own descriptor limit.
+        print(fd_budget(config.ingest.max_connections, config.upload_workers).explain())
         return
     if args.command == "gen-cert":
         from relay.ops import certs

@@ -74,8 +74,9 @@ class IngestConfig(_Strict):
     max_body_bytes: Annotated[int, Field(gt=0)] = 4096 * MiB
     # Longest request line or header field (431/400 above it); devices send short ones.
     max_header_bytes: Annotated[int, Field(ge=1024, le=65536)] = 8190
-    # Connections held at once (also at most half the file descriptor limit); over it,
-    # the oldest with no request in progress is closed. About 0.3 MB each with TLS.
+    # Connections held at once, handshakes included (also bounded by the file descriptor
+    # limit: relay.ingest.connections.fd_budget); over it, the oldest with no request in
+    # progress is cut. About 0.3 MB each with TLS.
     max_connections: Annotated[int, Field(ge=8)] = 256
     # A TLS handshake, and then the start of a request, must come within this long.
     head_timeout_s: Annotated[float, Field(gt=0)] = 10.0

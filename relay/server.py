@@ -27,7 +27,7 @@ from aiohttp import web
 
 from relay.backfill.filler import Backfill
 from relay.config import IngestConfig, MetricsConfig, RelayConfig
-from relay.ingest.connections import ConnectionGuard, GuardedSite, connection_cap
+from relay.ingest.connections import ConnectionGuard, GuardedSite, fd_budget
 from relay.ingest.endpoint import Ingest
 from relay.ingest.handshakes import HandshakeWatch, camera_addresses
 from relay.ops.health import HealthRules
@@ -261,7 +261,8 @@ async def serve(
         stack.push_async_callback(_stop, background)
 
         watch = HandshakeWatch(stats, await camera_addresses(config.devices))
-        guard = ConnectionGuard(connection_cap(config.ingest.max_connections), config.ingest.head_timeout_s, watch)
+        budget = fd_budget(config.ingest.max_connections, config.upload_workers)
+        guard = ConnectionGuard(budget.cap, config.ingest.head_timeout_s, watch)
         await stack.enter_async_context(guard.sweeping())
         ingest = Ingest(config.ingest, config.devices, spool, stats, guard)
         metrics: list[str] = []
@@ -293,6 +294,7 @@ async def serve(
             "relay_started",
             version=VERSION,
             destination=_destination_name(config),
+            max_connections=budget.cap,
             listen=listening.ingest,
             metrics=listening.metrics,
             queued=spool.queued_clips,

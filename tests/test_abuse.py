@@ -153,3 +153,82 @@ async def test_a_login_storm_from_rotating_addresses_is_braked_and_a_device_stay
     assert statuses[429] > 0  # braked: past the budget, those addresses are not checked again
     assert statuses[401] <= 70  # the budget (60) and the per-address limit let few through
     assert max(during) < 2.0  # a device is not held up by the hashing
+
+
+def open_fds(relay: RelayProcess) -> int:
+    assert relay.pid is not None
+    return len(os.listdir(f"/proc/{relay.pid}/fd"))
+
+
+async def test_a_sustained_flood_of_mute_tls_clients_past_the_cap_never_costs_a_device_clip(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    """Clients that finish the handshake and then never read (so never answer a TLS
+    close), more than 4x the cap, and clients stuck half-way through the handshake, under
+    the descriptor limit of 1,024: the cap holds, descriptors stay within cap + reserve,
+    and a device's clip is answered 200 within 2 s all along."""
+    from relay.ingest.connections import FD_PER_UPLOAD_WORKER, FD_RESERVE_FIXED
+
+    # A long head deadline: no sweep helps, only the cap can hold the flood.
+    raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket, ingest={"head_timeout_s": 120.0})
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context(), nofile=1024) as relay:
+        cap = relay.named("relay_started")[0]["max_connections"]
+        assert cap == 256  # min(ingest.max_connections 256, (1024 - reserve) / 2)
+        reserve = FD_RESERVE_FIXED + FD_PER_UPLOAD_WORKER * 2
+        port, before = relay.device.port, rss(relay)
+        mute_total, stuck_total = 4 * cap + 100, 150
+        held: list[Any] = []
+        opened = Counter[str]()
+        done = asyncio.Event()
+        latencies: list[float] = []
+        fds: list[int] = []
+
+        async def mute() -> None:
+            while opened["mute"] < mute_total:
+                opened["mute"] += 1
+                with contextlib.suppress(OSError):  # cut during its own handshake: it counts all the same
+                    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls.client_context())
+                    writer.transport.pause_reading()  # type: ignore[attr-defined]  # never reads: never answers close_notify
+                    held.append(writer)
+
+        async def stuck() -> None:
+            while opened["stuck"] < stuck_total:
+                opened["stuck"] += 1
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello's first bytes, and no more
+                held.append(writer)
+
+        async def device() -> None:
+            while not done.is_set():
+                latencies.append(await timed_clip(relay))  # each asserts its 200
+                fds.append(open_fds(relay))
+
+        devices = asyncio.create_task(device())
+        try:
+            await asyncio.gather(*(mute() for _ in range(8)), stuck())
+            fds.append(open_fds(relay))
+            _, text = await http_get(relay.metrics_url + "/metrics")
+            assert metric(text, "axis_relay_ingest_connections") == cap  # held at the cap, not below it
+            peak = rss(relay)
+        finally:
+            done.set()
+            await devices
+            for writer in held:
+                writer.transport.abort()
+        _, text = await http_get(relay.metrics_url + "/metrics")
+        cut = metric(text, "axis_relay_ingest_connections_closed_total")
+        after = rss(relay)
+        assert await relay.stop() == 0
+    mib = 1 << 20
+    print(
+        f"\nmute flood: {mute_total} mute TLS + {stuck_total} stuck handshakes against cap {cap} under 1024 "
+        f"descriptors; relay fds at most {max(fds)} (cap + reserve = {cap + reserve}); device clips "
+        f"{len(latencies)}, slowest {max(latencies) * 1000:.0f} ms; {cut:.0f} connections cut; RSS "
+        f"{before // mib} MiB before, {peak // mib} under the flood, {after // mib} after"
+    )
+    assert latencies
+    assert max(latencies) < 2.0
+    assert max(fds) <= cap + reserve
+    assert cut >= mute_total + stuck_total - cap  # each cut counted once, and no more than were opened
+    assert cut <= mute_total + stuck_total
+    assert after < 200 * mib

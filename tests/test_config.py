@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -132,6 +133,10 @@ def test_check_config_cli(tmp_path: Path) -> None:
     ok = run_cli("check-config", str(example))
     assert ok.returncode == 0, ok.stderr
     assert "OK" in ok.stdout
+    # The connection cap's arithmetic, under this process's descriptor limit.
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    cap = min(256, (soft - 64 - 4 * 2) // 2)
+    assert f"connections: at most {cap} = min(ingest.max_connections 256, (file descriptor limit {soft} " in ok.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text('[s3]\nbucket = "clips"\nworkers = 0\n[devices.cam1]\ntoken = "t"\n')
     result = run_cli("check-config", str(bad))

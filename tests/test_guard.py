@@ -48,12 +48,15 @@ def test_a_budget_for_all_addresses_stops_rotating_guessers_but_not_good_devices
 
 
 class Transport:
-    """Enough of a transport for the connection guard: it records being closed."""
+    """Enough of a transport for the connection guard: it records being cut."""
 
     def __init__(self) -> None:
         self.closed = False
 
     def close(self) -> None:
+        raise AssertionError("close() keeps a TLS descriptor until the peer answers: the guard aborts")
+
+    def abort(self) -> None:
         self.closed = True
 
 
@@ -82,3 +85,19 @@ def test_over_the_cap_the_oldest_idle_connection_goes_never_a_busy_one() -> None
             fourth.connection_made(transports[3])  # type: ignore[arg-type]
             assert transports[3].closed  # the newcomer is turned away, nobody busy is cut
     assert not transports[0].closed
+    assert connections.closed_idle == 2  # each cut connection counted once
+
+
+def test_a_cut_connection_is_gone_at_once_and_never_cut_again() -> None:
+    """The bug of round one: close() on a TLS connection left it held until the peer
+    answered, so every newcomer "evicted" the same one and the cap did not hold."""
+    from relay.ingest.connections import ConnectionGuard
+
+    connections = ConnectionGuard(cap=4, head_timeout_s=10)
+    make = connections.factory(Handler)
+    transports = [Transport() for _ in range(12)]
+    for transport in transports:
+        make().connection_made(transport)  # type: ignore[arg-type]  # none ever answers or closes
+    assert connections.open_connections == 4
+    assert [t.closed for t in transports] == [True] * 8 + [False] * 4
+    assert connections.closed_idle == 8

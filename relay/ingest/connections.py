@@ -1,19 +1,22 @@
 """How many connections the ingest listener holds, and for how long a silent one may stay.
 
-A flood of idle connections (no request, or a TLS handshake never finished) must not
-exhaust the process's file descriptors or its memory (a TLS connection costs about a
-quarter of a MB), and must not keep a real device out. So:
+A flood of idle connections (no request, or a TLS handshake never finished, or a client
+that never reads and so never answers a TLS close) must not exhaust the process's file
+descriptors or its memory (a TLS connection costs about a quarter of a MB), and must
+not keep a real device out. So:
 
-- a TLS handshake must finish within ``ingest.head_timeout_s`` (asyncio's own
-  handshake deadline, set on the listening socket);
-- a connection must start a request within ``ingest.head_timeout_s`` of being
-  established, or it is closed;
-- at most ``cap`` established connections are held: a new one over the cap closes the
-  oldest connection that has no request in progress (a device mid-upload is never
-  cut for a newcomer); if every one is busy, the newcomer is closed.
+- a connection counts from the moment it is accepted, its TLS handshake included;
+- a TLS handshake must finish within ``ingest.head_timeout_s``, and then a request must
+  start within ``ingest.head_timeout_s``, or the connection is cut;
+- at most ``cap`` connections are held: a new one over the cap cuts the oldest
+  connection that has no request in progress (idle, or still in its handshake), so a
+  device gets in during a flood; a device mid-upload is never cut for a newcomer. If
+  every one is busy, the newcomer is cut at once;
+- a connection is cut with ``abort()``: its descriptor is free at once. ``close()`` on a
+  TLS connection only starts the close_notify exchange, which a client that never reads
+  never finishes, and the descriptor would stay for asyncio's 30 s shutdown timeout.
 
-The cap is the smaller of ``ingest.max_connections`` and half the process's file
-descriptor limit, the other half left for the spool, S3 and the ledger.
+The cap leaves room for what the relay must always be able to open (``fd_budget``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import contextlib
 import resource
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -32,10 +36,38 @@ from relay.ingest.handshakes import HandshakeWatch
 
 log = structlog.get_logger("relay.ingest")
 
+# Descriptors the relay needs whatever the devices do: the listeners, the ledger (its
+# file, journal and WAL), the event loop, thread pools, logs, a directory fsync, and
+# about 4 per upload worker (its S3 connections, the spooled file it reads).
+FD_RESERVE_FIXED = 64
+FD_PER_UPLOAD_WORKER = 4
 
-def connection_cap(configured: int) -> int:
+
+@dataclass(frozen=True)
+class FdBudget:
+    """How the file descriptor limit is shared: every held connection may also hold
+    the spool file its clip is written to, so each costs up to two."""
+
+    limit: int | None  # RLIMIT_NOFILE (soft); None: unlimited
+    reserve: int
+    configured: int  # ingest.max_connections
+    cap: int
+
+    def explain(self) -> str:
+        if self.limit is None:
+            return f"connections: at most {self.cap} (ingest.max_connections; no file descriptor limit)"
+        return (
+            f"connections: at most {self.cap} = min(ingest.max_connections {self.configured}, "
+            f"(file descriptor limit {self.limit} - reserve {self.reserve}) / 2 descriptors each)"
+        )
+
+
+def fd_budget(configured: int, upload_workers: int) -> FdBudget:
+    reserve = FD_RESERVE_FIXED + FD_PER_UPLOAD_WORKER * upload_workers
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(8, min(configured, soft // 2)) if soft != resource.RLIM_INFINITY else configured
+    if soft == resource.RLIM_INFINITY:
+        return FdBudget(None, reserve, configured, configured)
+    return FdBudget(soft, reserve, configured, max(8, min(configured, (soft - reserve) // 2)))
 
 
 class _Tracked(asyncio.Protocol):
@@ -45,15 +77,19 @@ class _Tracked(asyncio.Protocol):
         self._inner = inner
         self._guard = guard
         self.transport: asyncio.BaseTransport | None = None
+        # The TCP transport while a TLS handshake is under way (the site sets it).
+        self.raw: asyncio.Transport | None = None
         self.opened_at = time.monotonic()
         self.requests = 0  # started so far
         self.busy = 0  # in progress now
+        self.cut = False  # by the guard: not a handshake failure of the client's
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        self.opened_at = time.monotonic()
         self._inner.connection_made(transport)
-        self._guard.opened(self)
+        if self.raw is None and not self._guard.accepted(self):  # plain HTTP: accepted now
+            return
+        self._guard.established(self)
 
     def data_received(self, data: bytes) -> None:
         self._inner.data_received(data)
@@ -71,9 +107,11 @@ class _Tracked(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._inner.resume_writing()
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+    def abort(self) -> None:
+        self.cut = True
+        transport = self.transport or self.raw
+        if transport is not None:
+            transport.abort()  # type: ignore[attr-defined]
 
 
 class ConnectionGuard:
@@ -81,29 +119,47 @@ class ConnectionGuard:
         self.cap = cap
         self.watch = watch  # failed TLS handshakes; its summaries are flushed by the sweep
         self._head_timeout_s = head_timeout_s
-        self._live: dict[_Tracked, None] = {}  # oldest first
+        self._live: dict[_Tracked, None] = {}  # oldest first, handshakes included
         self._by_transport: dict[int, _Tracked] = {}
-        self.closed_idle = 0  # connections closed to make room, or for never starting a request
+        self.closed_idle = 0  # connections cut for room or for never starting a request; each once
+        self._warned_at = 0.0
 
-    def factory(self, inner: Callable[[], Any]) -> Callable[[], asyncio.Protocol]:
+    def factory(self, inner: Callable[[], Any]) -> Callable[[], _Tracked]:
         return lambda: _Tracked(inner(), self)
 
-    def opened(self, connection: _Tracked) -> None:
+    def accepted(self, connection: _Tracked) -> bool:
+        """A connection was accepted: hold it, making room if need be. False if every
+        held connection is busy, and it was cut."""
+        connection.opened_at = time.monotonic()
         if len(self._live) >= self.cap:
-            oldest_idle = next((c for c in self._live if not c.busy), None)
-            victim = oldest_idle or connection
-            victim.close()
-            self.closed_idle += 1
-            if self.closed_idle == 1 or self.closed_idle % 100 == 0:
-                log.warning("ingest_connections_full", cap=self.cap, closed=self.closed_idle)
-            if victim is connection:
-                return
+            # An idle connection first (a mute client has no claim), then a handshake, the
+            # oldest first: a device's handshake under way is among the newest.
+            victim = next((c for c in self._live if not c.busy and c.transport is not None), None)
+            victim = victim or next((c for c in self._live if not c.busy), None)
+            self._cut(victim or connection)
+            if victim is None:
+                return False
         self._live[connection] = None
-        self._by_transport[id(connection.transport)] = connection
+        return True
+
+    def established(self, connection: _Tracked) -> None:
+        """Its TLS handshake is done (or there is none): requests can be matched to it."""
+        connection.opened_at = time.monotonic()  # the head deadline runs from here
+        if connection in self._live:
+            self._by_transport[id(connection.transport)] = connection
 
     def closed(self, connection: _Tracked) -> None:
         self._live.pop(connection, None)
         self._by_transport.pop(id(connection.transport), None)
+
+    def _cut(self, connection: _Tracked) -> None:
+        self.closed(connection)
+        connection.abort()
+        self.closed_idle += 1
+        now = time.monotonic()
+        if now - self._warned_at > 60:  # a flood writes a line a minute, the count says the rest
+            self._warned_at = now
+            log.warning("ingest_connections_full", cap=self.cap, cut=self.closed_idle)
 
     @contextlib.contextmanager
     def request(self, transport: asyncio.BaseTransport | None) -> Iterator[None]:
@@ -119,14 +175,15 @@ class ConnectionGuard:
                 connection.busy -= 1
 
     def sweep(self) -> None:
-        """Close connections that never started a request within the head deadline."""
+        """Cut connections that never started a request within the head deadline."""
         if self.watch is not None:
             self.watch.flush()
         now = time.monotonic()
         for connection in list(self._live):
+            if connection.transport is None:
+                continue  # still in its TLS handshake: asyncio's deadline ends it, as a timeout
             if not connection.requests and not connection.busy and now - connection.opened_at > self._head_timeout_s:
-                connection.close()
-                self.closed_idle += 1
+                self._cut(connection)
 
     @property
     def open_connections(self) -> int:
@@ -200,14 +257,19 @@ class GuardedSite(web.TCPSite):
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
 
     def handshake(self, transport: asyncio.Transport) -> None:
-        task = asyncio.get_running_loop().create_task(self._handshake(transport))
+        """A connection was accepted: it counts against the cap from now, and its TLS
+        handshake runs in a task of its own."""
+        app = self._app_protocol()
+        app.raw = transport
+        if not self._guard.accepted(app):
+            return  # every held connection is busy: cut at once
+        task = asyncio.get_running_loop().create_task(self._handshake(transport, app))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
-    async def _handshake(self, transport: asyncio.Transport) -> None:
+    async def _handshake(self, transport: asyncio.Transport, app: _Tracked) -> None:
         peer = transport.get_extra_info("peername")
         source = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        app = self._app_protocol()
         assert self._ssl_context is not None
         try:
             tls = await asyncio.get_running_loop().start_tls(
@@ -215,11 +277,13 @@ class GuardedSite(web.TCPSite):
             )
         except (OSError, EOFError) as exc:  # ssl.SSLError and the connection errors are OSErrors
             # start_tls has closed the transport already.
-            if self._watch is not None:
+            self._guard.closed(app)
+            if self._watch is not None and not app.cut:  # cut for room: not the client's failure
                 self._watch.failed(source, exc)
             return
         if tls is None:  # the connection went away as the handshake ended
-            transport.close()
+            self._guard.closed(app)
+            transport.abort()
             return
         if self._watch is not None:
             self._watch.succeeded(source)
