@@ -124,8 +124,6 @@ def _load(path: Path) -> RelayConfig:
 
 
 async def _run(config: RelayConfig) -> None:
-    # Clips and the ledger are for the relay's user alone, with or without systemd's UMask.
-    os.umask(0o077)
     stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -328,8 +326,15 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.verified else 1
 
 
+# The commands that write the relay's state: the spool, the ledger, `make run`'s files.
+WRITES_STATE = frozenset({"run", "dev", "spool", "backfill"})
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command in WRITES_STATE:
+        # Clips and the ledger are for the relay's user alone, with or without systemd's UMask.
+        os.umask(0o077)
     if args.command == "check-config":
         config = _load(args.config)
         if problems := startup_problems(config):

@@ -11,7 +11,7 @@ import re
 import string
 import tomllib
 from datetime import UTC, datetime
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -178,6 +178,23 @@ class DeviceConfig(_Strict):
     # pinned on this device (/healthz, the status page); unset = the host of camera.url.
     address: str | None = None
     camera: CameraConfig | None = None
+
+    @field_validator("allow_from", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        """One sentence per wrong entry, instead of pydantic's two tries (IPv4, IPv6)."""
+        if not isinstance(value, list):
+            return value
+        networks = []
+        for n, entry in enumerate(value):
+            try:
+                networks.append(ip_network(str(entry)))
+            except ValueError as exc:
+                raise ValueError(
+                    f"entry {n} ({entry!r}) is not a network: {exc}; write one such as \"192.168.10.0/24\", "
+                    'or a single address such as "192.168.10.20"'
+                ) from None
+        return networks
 
     @field_validator("address")
     @classmethod

@@ -263,3 +263,25 @@ async def test_expect_100_continue_only_after_credentials_and_size(relay: Runnin
     answer = await read_answer(reader)
     writer.close()
     assert answer.status == 200
+
+
+async def test_an_allow_from_name_is_braked_like_an_unknown_one(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    """Were only unknown names braked, the 429 would tell a stranger which 404 hides a
+    real device: both count as failures, and both get 429 at the same try."""
+    answers: dict[str, list[int]] = {}
+    for name in (DEVICE, "nobody"):
+        config = relay_config(
+            tmp_path / name,
+            tls,
+            s3_server.endpoint_url,
+            bucket,
+            ingest={"auth_failures_per_minute": 5},
+            devices={DEVICE: {"token": TOKEN, "allow_from": ["10.99.0.0/16"]}},
+        )
+        async with running_relay(config, tls) as relay:
+            answers[name] = [
+                (await relay.device.request("GET", f"/upload/{name}?accessToken={TOKEN}")).status for _ in range(7)
+            ]
+    assert answers[DEVICE] == answers["nobody"] == [404] * 5 + [429] * 2

@@ -74,6 +74,12 @@ def test_unknown_key_is_refused_by_name() -> None:
         ({"destination": "apigw", "apigw": {"url": "https://a/b", "ca_bundle": "/nope.pem"}}, r"apigw\.ca_bundle: "),
         ({"destination": "apigw", "apigw": {"url": "https://a/b", "max_body_bytes": 11 * 2**20}}, r"apigw\.max_body"),
         ({"destination": "apigw", "apigw": {"url": "https://a/b", "fallback": "s3"}, "s3": None}, r"no \[s3\] section"),
+        # One sentence with an example, not pydantic's internals (its IPv4 and IPv6 tries).
+        (
+            {"devices": {"cam1": {"token": "t", "allow_from": ["10.0.0.0/8", "10.0.0.0/33"]}}},
+            r"^devices\.cam1\.allow_from: entry 1 \('10\.0\.0\.0/33'\) is not a network: .*192\.168\.10\.0/24[^\n]*$",
+        ),
+        ({"devices": {"cam1": {"token": "t", "address": "cam.local"}}}, r"devices\.cam1\.address: .*192\.168\.1\.20"),
     ],
 )
 def test_errors_name_the_field(change: dict[str, object], message: str) -> None:

@@ -64,6 +64,11 @@ async def test_dev_takes_free_ports_when_the_usual_ones_are_taken_and_prints_the
         assert answer.status == 200
         status, _ = await http_get(metrics + "/healthz")
         assert status == 200
+        # The spool and the ledger are for the relay's user alone, under `make run` too.
+        spool = tmp_path / "dev" / "spool"
+        assert spool.stat().st_mode & 0o777 == 0o700
+        assert (spool / "ledger.sqlite3").stat().st_mode & 0o777 == 0o600
+        assert all(p.stat().st_mode & 0o077 == 0 for p in spool.rglob("*"))
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 60)

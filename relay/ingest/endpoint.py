@@ -211,8 +211,10 @@ class Ingest:
             self._limiter.failed(source)
             raise Rejected(404, f"no device named {name!r} is configured on this relay")
         if not allowed_source(source, device.allow_from):
-            # The same answer as for a name that is not configured: a stranger learns
-            # nothing; the operator's log says what happened.
+            # The same answer as for a name that is not configured, and braked alike: a
+            # stranger learns nothing, not even from when the 429 comes; the operator's
+            # log says what happened.
+            self._limiter.failed(source)
             raise Rejected(
                 404,
                 f"no device named {name!r} is configured on this relay",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 WINDOW_S = 60.0
@@ -36,7 +36,9 @@ class FailureLimiter:
         self._limit = per_minute
         self._total = total_per_minute
         self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
+        # Least recently failed first: expiry and eviction look only at the front, so a
+        # failure costs the same with 10 addresses in the table as with 4,096.
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._all: deque[float] = deque()
 
     def _recent(self, source: str, now: float) -> deque[float]:
@@ -62,11 +64,15 @@ class FailureLimiter:
         times = self._recent(source, now)
         times.append(now)
         self._failures[source] = times
+        self._failures.move_to_end(source)
         self._all.append(now)
         if self._total is not None and len(self._all) > 2 * self._total:
             self._all.popleft()  # bounded: only the count inside the window matters
-        if len(self._failures) > MAX_TRACKED:
-            # Many addresses failing once (a scan) must not grow memory without bound.
-            for other in list(self._failures):
-                if not self._recent(other, now):
-                    del self._failures[other]
+        # Many addresses failing once (a scan) must not grow memory without bound: the
+        # front holds the addresses that failed longest ago; drop those that expired,
+        # and past the bound the oldest even if not (it has failed least recently).
+        while self._failures:
+            oldest, oldest_times = next(iter(self._failures.items()))
+            if len(self._failures) <= MAX_TRACKED and now - oldest_times[-1] <= WINDOW_S:
+                break
+            del self._failures[oldest]
