@@ -191,7 +191,7 @@ class DeviceConfig(_Strict):
                 networks.append(ip_network(str(entry)))
             except ValueError as exc:
                 raise ValueError(
-                    f"entry {n} ({entry!r}) is not a network: {exc}; write one such as \"192.168.10.0/24\", "
+                    f'entry {n} ({entry!r}) is not a network: {exc}; write one such as "192.168.10.0/24", '
                     'or a single address such as "192.168.10.20"'
                 ) from None
         return networks

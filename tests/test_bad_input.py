@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +286,33 @@ async def test_an_allow_from_name_is_braked_like_an_unknown_one(
                 (await relay.device.request("GET", f"/upload/{name}?accessToken={TOKEN}")).status for _ in range(7)
             ]
     assert answers[DEVICE] == answers["nobody"] == [404] * 5 + [429] * 2
+
+
+async def test_form_fields_cannot_bypass_the_limits(tmp_path: Path, tls: TLS) -> None:
+    """Every field counts, not every distinct name; field bytes count against
+    ingest.max_body_bytes; and silence mid-field ends the request like silence in a clip."""
+    config = relay_config(
+        tmp_path, tls, "https://127.0.0.1:1", "clips", ingest={"max_body_bytes": 64 * 1024, "idle_timeout_s": 1}
+    )
+    multipart = {"Content-Type": "multipart/form-data; boundary=xYzZY"}
+    roomy = relay_config(tmp_path / "roomy", tls, "https://127.0.0.1:1", "clips")
+    async with running_relay(roomy, tls) as relay:
+        same_name = [("note", "v")] * 50_000
+        answer = await relay.device.request("POST", PATH, body=form(same_name, b"clip"), headers=multipart)
+        assert answer.status == 400
+        assert b"more than 32 form fields" in answer.body
+    async with running_relay(config, tls) as relay:
+        # 30 fields of 4,000 bytes (120,000) and a clip of 1,000: over the 65,536 limit.
+        big = [(f"f{n}", "x" * 4000) for n in range(30)]
+        answer = await relay.device.request("POST", PATH, body=form(big, b"c" * 1000), headers=multipart)
+        assert answer.status == 413, answer.body
+        # A field, then 2 s of silence mid-field (idle_timeout_s is 1), then the rest.
+        body = form({"note": "x" * 100}, b"clip")
+        cut = body.index(b"x" * 50)
+        started = time.monotonic()
+        answer = await relay.device.request(
+            "POST", PATH, body=[body[:cut], body[cut:]], headers=multipart, pace_s=2.0, content_length=len(body)
+        )
+        assert answer.status == 408, answer.body
+        assert time.monotonic() - started < 10
+        assert relay.queued() == []

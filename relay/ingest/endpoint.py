@@ -11,9 +11,11 @@ file part) are accepted for other clients; ``GET``/``HEAD`` answer the recipient
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 import structlog
 from aiohttp import BodyPartReader, HttpVersion11, hdrs, web
@@ -35,6 +37,7 @@ from relay.spool.timing import device_timer
 from relay.spool.writer import WRITE_BATCH, ClipWriter
 
 log = structlog.get_logger("relay.ingest")
+T = TypeVar("T")
 
 READ_SIZE = 256 * 1024
 MAX_FORM_FIELD = 4096
@@ -293,42 +296,54 @@ class Ingest:
 
     async def _receive_form(self, request: web.Request, sender: Sender) -> ClipMeta:
         reader = await request.multipart()
-        fields: dict[str, str] = {}
+        form = _Form(self._config.max_body_bytes)
         meta: ClipMeta | None = None
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise Rejected(400, "nested multipart bodies are not supported")
-            if part.filename is None:
-                await _read_field(part, fields)
-                continue
-            if meta is not None:
-                raise Rejected(400, "send one file part per request")
-            filename = safe_filename(part.filename, _fallback(sender.camera))
-            content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
-            async with self._spool.receiving(
-                sender, filename=filename, content_type=content_type, timer=self._timers[sender.camera]
-            ) as writer:
-                await self._copy(lambda: part.read_chunk(READ_SIZE), writer)
-                # Later parts can only be small fields; read them before committing so a
-                # second file part refuses the whole request.
-                while (extra := await reader.next()) is not None:
-                    if not isinstance(extra, BodyPartReader) or extra.filename is not None:
-                        raise Rejected(400, "send one file part per request")
-                    await _read_field(extra, fields)
-                meta = await writer.commit(extra_query=fields)
+        # One idle deadline over the whole body, fields and file part alike.
+        with IdleDeadline(self._config.idle_timeout_s) as idle:
+            while (part := await _waited(idle, reader.next())) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise Rejected(400, "nested multipart bodies are not supported")
+                if part.filename is None:
+                    await form.read_field(part, idle)
+                    continue
+                if meta is not None:
+                    raise Rejected(400, "send one file part per request")
+                filename = safe_filename(part.filename, _fallback(sender.camera))
+                content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+                async with self._spool.receiving(
+                    sender, filename=filename, content_type=content_type, timer=self._timers[sender.camera]
+                ) as writer:
+                    await self._copy(lambda: part.read_chunk(READ_SIZE), writer, idle=idle, before=form.bytes)
+                    form.file_bytes = writer.pending_size
+                    # Later parts can only be small fields; read them before committing so a
+                    # second file part refuses the whole request.
+                    while (extra := await _waited(idle, reader.next())) is not None:
+                        if not isinstance(extra, BodyPartReader) or extra.filename is not None:
+                            raise Rejected(400, "send one file part per request")
+                        await form.read_field(extra, idle)
+                    meta = await writer.commit(extra_query=form.fields)
         if meta is None:
             raise Rejected(400, "the multipart body has no file part")
         return meta
 
     async def _copy(
-        self, read: Callable[[], Awaitable[bytes]], writer: ClipWriter, declared: int | None = None
+        self,
+        read: Callable[[], Awaitable[bytes]],
+        writer: ClipWriter,
+        declared: int | None = None,
+        *,
+        idle: IdleDeadline | None = None,
+        before: int = 0,
     ) -> None:
-        limit = self._config.max_body_bytes
+        """The body into the spool; ``before``: bytes of the same body already read (a
+        form's fields), which count against ingest.max_body_bytes too."""
+        limit = self._config.max_body_bytes - before
         # Room is made before bytes are written: all of a declared size up front; for a
         # body of unknown length (chunked), ahead of it as it grows.
         reserved = declared if declared is not None else ROOM_CHECK_BYTES
         await self._ensure_room(reserved)
-        with IdleDeadline(self._config.idle_timeout_s) as idle:
+        with contextlib.ExitStack() as stack:
+            idle = idle or stack.enter_context(IdleDeadline(self._config.idle_timeout_s))
             while True:
                 idle.waiting()
                 chunk = await read()
@@ -338,7 +353,7 @@ class Ingest:
                         raise Rejected(400, "the body is empty: send the clip as the request body")
                     return
                 if writer.pending_size + len(chunk) > limit:
-                    raise Rejected(413, f"body exceeds ingest.max_body_bytes ({limit} bytes)")
+                    raise Rejected(413, f"body exceeds ingest.max_body_bytes ({self._config.max_body_bytes} bytes)")
                 while writer.pending_size + len(chunk) > reserved:
                     await self._ensure_room(ROOM_CHECK_BYTES)
                     reserved += ROOM_CHECK_BYTES
@@ -362,19 +377,41 @@ class Ingest:
             )
 
 
-async def _read_field(part: BodyPartReader, fields: dict[str, str]) -> None:
-    """A small form field, kept with the clip like a query parameter. Bounded in number
-    and size (they live in meta.json, outside the body limit and the spool quota), and
-    never a credential."""
-    if len(fields) >= MAX_FORM_FIELDS:
-        raise Rejected(400, f"more than {MAX_FORM_FIELDS} form fields; send the clip and a few fields")
-    value = b""
-    while chunk := await part.read_chunk(MAX_FORM_FIELD):
-        value += chunk
-        if len(value) > MAX_FORM_FIELD:
-            raise Rejected(400, f"form field {part.name!r} is longer than {MAX_FORM_FIELD} bytes")
-    if part.name and part.name not in SECRET_FIELDS:
-        fields[part.name] = value.decode(errors="replace")
+async def _waited(idle: IdleDeadline, pending: Awaitable[T]) -> T:
+    """Await what the sender owes us, under the body's idle deadline."""
+    idle.waiting()
+    try:
+        return await pending
+    finally:
+        idle.arrived()
+
+
+class _Form:
+    """A multipart body's small fields: every one counted (not only distinct names), and
+    their bytes count against ingest.max_body_bytes with the file part's. Each field is
+    kept with the clip like a query parameter, never a credential."""
+
+    def __init__(self, max_body_bytes: int) -> None:
+        self._limit = max_body_bytes
+        self.fields: dict[str, str] = {}
+        self.count = 0
+        self.bytes = 0
+        self.file_bytes = 0
+
+    async def read_field(self, part: BodyPartReader, idle: IdleDeadline) -> None:
+        self.count += 1
+        if self.count > MAX_FORM_FIELDS:
+            raise Rejected(400, f"more than {MAX_FORM_FIELDS} form fields; send the clip and a few fields")
+        value = b""
+        while chunk := await _waited(idle, part.read_chunk(MAX_FORM_FIELD)):
+            value += chunk
+            self.bytes += len(chunk)
+            if len(value) > MAX_FORM_FIELD:
+                raise Rejected(400, f"form field {part.name!r} is longer than {MAX_FORM_FIELD} bytes")
+            if self.bytes + self.file_bytes > self._limit:
+                raise Rejected(413, f"body exceeds ingest.max_body_bytes ({self._limit} bytes)")
+        if part.name and part.name not in SECRET_FIELDS:
+            self.fields[part.name] = value.decode(errors="replace")
 
 
 def _fallback(device: str) -> str:
