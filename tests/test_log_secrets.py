@@ -46,6 +46,8 @@ async def test_no_token_or_password_in_the_log_and_no_flood(tmp_path: Path, tls:
         await send_raw(
             device, f"GET /upload/{DEVICE} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {BASIC}\x01\r\n\r\n".encode()
         )
+        # The token under a percent-encoded name, which the HTTP library decodes to accessToken.
+        await send_raw(device, f"GET /upload/{DEVICE}?access%54oken={TOKEN}&x=\x01 HTTP/1.1\r\n\r\n".encode())
         # And a flood of malformed requests.
         for _ in range(40):
             await send_raw(device, b"GARBAGE\x01 / HTTP/1.1\r\n\r\n")
@@ -58,3 +60,20 @@ async def test_no_token_or_password_in_the_log_and_no_flood(tmp_path: Path, tls:
     library = [e for e in relay.events if e.get("logger", "").startswith("aiohttp")]
     assert len(library) <= 10  # a minute's allowance, however many malformed requests came
     assert all(len(json.dumps(e)) < 2000 for e in library)  # no multi-KB tracebacks
+    # Each keeps its reason, not only the caret aiohttp puts under the fault.
+    assert all(e["exception"].split(": ", 1)[1].strip("^ ") for e in library if "exception" in e)
+    assert any("access%54oken=<redacted>" in e.get("exception", "") for e in library)
+
+
+def test_the_relays_own_sentences_are_not_taken_for_credentials() -> None:
+    from relay.ops.logs import redact
+
+    for sentence in (
+        "the password is stored hashed, which Digest cannot use; use Basic",
+        "malformed Basic credentials",
+        "Digest without qop=auth",
+        "Digest nonce expired",
+    ):
+        assert redact(sentence) == sentence
+    assert redact(f"Authorization: Basic {BASIC}") == "Authorization: Basic <redacted>"
+    assert redact('Digest username="root", response="9f8e"') == "Digest <redacted>"

@@ -11,6 +11,7 @@ to a few a minute, so a flood of bad requests cannot fill the journal.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -18,6 +19,7 @@ import sys
 import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal
+from urllib.parse import unquote_plus
 
 import structlog
 
@@ -25,15 +27,52 @@ from relay.ops import journal
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
-# No word boundary before the name: URL-encoded, "?accessToken=" is "%3FaccessToken%3D".
-_SECRET_PARAM = re.compile(r"(?i)(access_?token|token|password|passwd|secret)(=|%3D)[^&\s\"'\\]+")
-_CREDENTIALS = re.compile(r"(?i)\b(Basic|Bearer)\s+[A-Za-z0-9+/=._~-]{4,}|\b(Digest)\s+[^\r\n]+")
+# Every name=value pair, the name as sent: plain, or percent-encoded in part or whole
+# ("?access%54oken=" is accessToken to the HTTP library, so it is a secret here too).
+_PARAM = re.compile(r"([A-Za-z0-9_.%+-]+)(=|%3[Dd])([^&\s\"'\\]+)")
+_SECRET_NAME = re.compile(r"(?i)(access_?token|token|password|passwd|secret)$")
+# Credentials in a header: Basic/Bearer and a token; Digest and its key="value" list
+# (not the word "Digest" in a sentence, as in the relay's own reasons).
+_CREDENTIALS = re.compile(r"(?i)\b(Basic|Bearer)\s+[A-Za-z0-9+/=._~-]{4,}|\b(Digest)\s+(?=[A-Za-z-]+=)[^\r\n]+")
 LIBRARY_RECORDS_PER_MINUTE = 10
 
 
+def _param(match: re.Match[str]) -> str:
+    name = match.group(1)
+    plain = name
+    for _ in range(3):  # decoded as often as a client could have encoded it
+        plain = unquote_plus(plain)
+    # An encoded "?" or "&" may run into the name ("%3FaccessToken"): the last piece counts.
+    if _SECRET_NAME.search(re.split(r"[?&;/\s]", plain)[-1]):
+        return f"{name}{match.group(2)}<redacted>"
+    return match.group(0)
+
+
+def _credentials(match: re.Match[str]) -> str:
+    scheme = match.group(1) or match.group(2)
+    if scheme.lower() == "basic":
+        # Basic credentials are base64 of "user:password"; a word after "Basic" in a
+        # sentence ("malformed Basic credentials") is not.
+        token = match.group(0)[len(scheme) :].strip()
+        try:
+            if b":" not in base64.b64decode(token + "=" * (-len(token) % 4), validate=True):
+                return match.group(0)
+        except ValueError:
+            return match.group(0)
+    return f"{scheme} <redacted>"
+
+
 def redact(text: str) -> str:
-    text = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
-    return _CREDENTIALS.sub(lambda m: f"{m.group(1) or m.group(2)} <redacted>", text)
+    text = _PARAM.sub(_param, text)
+    return _CREDENTIALS.sub(_credentials, text)
+
+
+def exception_line(exc: BaseException) -> str:
+    """A library's exception as an operator reads it: its type and its whole message on
+    one line. aiohttp's message for a malformed request spans lines and ends in a caret
+    under the fault: the last line of a traceback would be that caret alone."""
+    lines = (line.strip() for line in str(exc).splitlines())
+    return f"{type(exc).__name__}: {' '.join(line for line in lines if line and set(line) != {'^'})}"
 
 
 def _redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -45,9 +84,14 @@ def _redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
-def _last_traceback_line(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """A library's traceback says nothing an operator can act on beyond its last line."""
-    if isinstance(event.get("exception"), str):
+def _exception_in_one_line(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A library's traceback says nothing an operator can act on beyond its exception
+    (aiohttp reports each malformed request with one of several KB)."""
+    info = event.get("exc_info")
+    if isinstance(info, tuple) and isinstance(info[1], BaseException):
+        event["exception"] = exception_line(info[1])
+        del event["exc_info"]
+    elif isinstance(event.get("exception"), str):
         event["exception"] = event["exception"].strip().splitlines()[-1]
     return event
 
@@ -124,7 +168,7 @@ def configure(
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processor=renderer,
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors, _last_traceback_line, _redact_event],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, _exception_in_one_line, *processors, _redact_event],
         )
     )
     root.handlers[:] = [handler]
@@ -140,6 +184,6 @@ class _JournalHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
-            message += f": {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+            message += f": {exception_line(record.exc_info[1])}"
         event = {"event": "library_log", "logger": record.name, "message": redact(message)}
         self._sink.send(journal.fields_of(event, record.levelname.lower()))
