@@ -232,3 +232,37 @@ async def test_a_sustained_flood_of_mute_tls_clients_past_the_cap_never_costs_a_
     assert cut >= mute_total + stuck_total - cap  # each cut counted once, and no more than were opened
     assert cut <= mute_total + stuck_total
     assert after < 200 * mib
+
+
+async def test_slow_headers_after_a_first_request_are_cut_at_the_head_deadline(tmp_path: Path, tls: TLS) -> None:
+    """A kept-alive connection: one quick request (a Test press), then the next request's
+    head trickled. The head deadline (1 s) applies to it too, not the idle timeout (60 s)."""
+    raw = raw_config(
+        tmp_path, tls, "https://127.0.0.1:1", "clips", ingest={"head_timeout_s": 1.0, "idle_timeout_s": 60.0}
+    )
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.device.port, ssl=tls.client_context())
+        writer.write(f"GET {PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readuntil(b'"ready"'), 10)
+        assert b"200 OK" in answer
+        await asyncio.wait_for(reader.readuntil(b"}"), 10)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        head = f"GET {PATH} HTTP/1.1\r\nHost: x\r\n" + "X-Pad: " + "p" * 200
+        cut = False
+        try:
+            for byte in head.encode():
+                writer.write(bytes([byte]))
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    if await asyncio.wait_for(reader.read(1), 0.05) == b"":
+                        cut = True
+                        break
+        except ConnectionError:
+            cut = True
+        finally:
+            writer.close()
+        cut_after = loop.time() - started
+        assert cut, "the trickled head was never cut"
+        assert cut_after < 5.0  # the head deadline plus a sweep, not the idle timeout

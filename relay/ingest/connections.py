@@ -7,7 +7,8 @@ not keep a real device out. So:
 
 - a connection counts from the moment it is accepted, its TLS handshake included;
 - a TLS handshake must finish within ``ingest.head_timeout_s``, and then a request must
-  start within ``ingest.head_timeout_s``, or the connection is cut;
+  start within ``ingest.head_timeout_s``, or the connection is cut; so must the head of
+  every later request on a kept-alive connection, from its first byte;
 - at most ``cap`` connections are held: a new one over the cap cuts the oldest
   connection that has no request in progress (idle, or still in its handshake), so a
   device gets in during a flood; a device mid-upload is never cut for a newcomer. If
@@ -82,6 +83,9 @@ class _Tracked(asyncio.Protocol):
         self.opened_at = time.monotonic()
         self.requests = 0  # started so far
         self.busy = 0  # in progress now
+        # When bytes of a request not yet handled began to arrive (its head, trickled
+        # perhaps): the head deadline runs from there, for every request of the connection.
+        self.head_since: float | None = None
         self.cut = False  # by the guard: not a handshake failure of the client's
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -92,6 +96,8 @@ class _Tracked(asyncio.Protocol):
         self._guard.established(self)
 
     def data_received(self, data: bytes) -> None:
+        if not self.busy and self.head_since is None:
+            self.head_since = time.monotonic()
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -168,6 +174,7 @@ class ConnectionGuard:
         if connection is not None:
             connection.requests += 1
             connection.busy += 1
+            connection.head_since = None
         try:
             yield
         finally:
@@ -175,14 +182,20 @@ class ConnectionGuard:
                 connection.busy -= 1
 
     def sweep(self) -> None:
-        """Cut connections that never started a request within the head deadline."""
+        """Cut connections that did not start a request within the head deadline of being
+        established, or whose next request's head has been arriving for longer than it
+        (slow headers on a kept-alive connection)."""
         if self.watch is not None:
             self.watch.flush()
         now = time.monotonic()
         for connection in list(self._live):
             if connection.transport is None:
                 continue  # still in its TLS handshake: asyncio's deadline ends it, as a timeout
-            if not connection.requests and not connection.busy and now - connection.opened_at > self._head_timeout_s:
+            if connection.busy:
+                continue
+            # No request yet since it was established, or the next one's head arriving.
+            since = connection.opened_at if not connection.requests else connection.head_since
+            if since is not None and now - since > self._head_timeout_s:
                 self._cut(connection)
 
     @property
