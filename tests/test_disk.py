@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -61,6 +62,28 @@ async def test_full_disk_answers_507_and_keeps_accepted_clips(tmp_path: Path, tl
             for clip_id, clip in kept.items():
                 assert (fs / "spool" / "queue" / clip_id / "data").read_bytes() == clip
             assert relay.stats.clips_accepted == 2
+
+
+async def test_concurrent_uploads_into_a_nearly_full_disk_get_what_fits(tmp_path: Path, tls: TLS) -> None:
+    """Four 5 MiB clips at once into 12 MiB, no free-space floor: two fit, and two get 507
+    before a byte is written. Without room promised to uploads in flight, all four passed
+    the check, all four ran into ENOSPC half-way, and all four got 507."""
+    dead = f"https://127.0.0.1:{free_port()}"
+    with small_filesystem(tmp_path / "small", "12m") as fs:
+        config = relay_config(tmp_path, tls, dead, "clips", spool={"dir": str(fs / "spool"), "min_free_bytes": 0})
+        async with running_relay(config, tls) as relay:
+            clips = [os.urandom(5 * 1024 * 1024) for _ in range(4)]
+            # All four in flight together, as fast as loopback carries them.
+            answers = await asyncio.gather(
+                *(relay.device.post_clip(PATH, c, filename=f"c{n}.mkv", pieces=40) for n, c in enumerate(clips))
+            )
+            statuses = sorted(a.status for a in answers)
+            assert statuses == [200, 200, 507, 507], [(a.status, a.body) for a in answers]
+            for answer, clip in zip(answers, clips, strict=True):
+                if answer.status == 200:
+                    clip_id = json.loads(answer.body)["clip_id"]
+                    assert (fs / "spool" / "queue" / clip_id / "data").read_bytes() == clip
+            assert list((fs / "spool" / "incoming").iterdir()) == []
 
 
 async def test_quota_policies(tmp_path: Path, tls: TLS) -> None:

@@ -341,7 +341,7 @@ class Ingest:
         # Room is made before bytes are written: all of a declared size up front; for a
         # body of unknown length (chunked), ahead of it as it grows.
         reserved = declared if declared is not None else ROOM_CHECK_BYTES
-        await self._ensure_room(reserved)
+        await self._ensure_room(reserved, writer)
         with contextlib.ExitStack() as stack:
             idle = idle or stack.enter_context(IdleDeadline(self._config.idle_timeout_s))
             while True:
@@ -355,7 +355,7 @@ class Ingest:
                 if writer.pending_size + len(chunk) > limit:
                     raise Rejected(413, f"body exceeds ingest.max_body_bytes ({self._config.max_body_bytes} bytes)")
                 while writer.pending_size + len(chunk) > reserved:
-                    await self._ensure_room(ROOM_CHECK_BYTES)
+                    await self._ensure_room(ROOM_CHECK_BYTES, writer)
                     reserved += ROOM_CHECK_BYTES
                 try:
                     await writer.write(chunk)
@@ -366,11 +366,11 @@ class Ingest:
                     full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
                     if not full or self._spool.limits.full_policy != "evict_oldest":
                         raise
-                    await self._ensure_room(writer.pending_size - writer.size)
+                    await self._ensure_room(writer.pending_size - writer.size, writer)
                     await writer.flush()
 
-    async def _ensure_room(self, incoming: int) -> None:
-        if not await self._spool.make_room(incoming):
+    async def _ensure_room(self, incoming: int, writer: ClipWriter) -> None:
+        if not await self._spool.make_room(incoming, writer):
             raise Rejected(
                 507,
                 "the relay's spool is full (spool.max_bytes / spool.min_free_bytes); the clip was not stored",

@@ -41,8 +41,13 @@ class Spool:
         self.limits = config
         self._queue = UploadQueue()
         self._history = history
-        # One eviction at a time: two requests short of room must not both evict.
+        # One decision about room at a time: two requests short of room must not both
+        # evict, and two that fit alone must not both be told yes when only one fits.
         self._room = asyncio.Lock()
+        # Room promised to clips being received, per writer: what is promised and not yet
+        # on disk is kept for them, so concurrent uploads into a nearly full disk get
+        # what fits, instead of all starting and all failing with ENOSPC.
+        self._promised: dict[ClipWriter, int] = {}
         # Accepted, then deleted unsent to make room (spool.full_policy = "evict_oldest").
         self.evicted_clips = 0
         self.evicted_bytes = 0
@@ -78,13 +83,13 @@ class Spool:
 
     # ----- ingest ---------------------------------------------------------
 
-    async def make_room(self, incoming: int) -> bool:
+    async def make_room(self, incoming: int, writer: ClipWriter | None = None) -> bool:
         """True when ``incoming`` more bytes fit the quota and the free-space floor,
-        evicting the oldest clips no worker holds first if the policy says so."""
-        if await self._fits(incoming):
-            return True  # the usual case: no need to wait for an eviction under way
+        beside the room promised to other clips being received, evicting the oldest
+        clips no worker holds first if the policy says so. The room is then promised to
+        ``writer`` until it is committed or discarded."""
         async with self._room:
-            while not await self._fits(incoming):
+            while not await self._fits(incoming, writer):
                 if self.limits.full_policy != "evict_oldest":
                     return False
                 victim = self._queue.next_victim()
@@ -101,6 +106,8 @@ class Spool:
                 self.evicted_clips += 1
                 self.evicted_bytes += size
                 log.warning("clip_evicted", clip_id=clip_id, bytes=size, policy="evict_oldest")
+            if writer is not None:
+                self._promised[writer] = self._promised.get(writer, 0) + incoming
             return True
 
     async def has_room(self, incoming: int) -> bool:
@@ -108,11 +115,18 @@ class Spool:
         never evicts what a device sent to make room for what can wait on a card)."""
         return await self._fits(incoming)
 
-    async def _fits(self, incoming: int) -> bool:
-        if self.limits.max_bytes and self._queue.bytes + incoming > self.limits.max_bytes:
+    def _outstanding(self, but: ClipWriter | None = None) -> tuple[int, int]:
+        """Room promised to the other clips being received: (in all, not yet on disk)."""
+        promised = sum(room for w, room in self._promised.items() if w is not but)
+        unwritten = sum(max(0, room - w.size) for w, room in self._promised.items() if w is not but)
+        return promised, unwritten
+
+    async def _fits(self, incoming: int, writer: ClipWriter | None = None) -> bool:
+        promised, unwritten = self._outstanding(but=writer)
+        if self.limits.max_bytes and self._queue.bytes + promised + incoming > self.limits.max_bytes:
             return False
         free = await asyncio.to_thread(self.store.free_bytes)
-        return free - incoming >= self.limits.min_free_bytes
+        return free - unwritten - incoming >= self.limits.min_free_bytes
 
     @contextlib.asynccontextmanager
     async def receiving(
@@ -141,6 +155,7 @@ class Spool:
         try:
             yield writer
         finally:
+            self._promised.pop(writer, None)
             await asyncio.to_thread(writer.discard)
 
     def _durable(self, meta: ClipMeta) -> None:
