@@ -254,6 +254,7 @@ def _camera(args: argparse.Namespace) -> int:
     from relay.camera import commands, setup
 
     config = _load(args.config)
+    logs.configure("auto", config.log.level)  # the config's level, still on stderr
     try:
         if args.camera_action == "check":
             text, code = asyncio.run(commands.run_check(config, args.names, args.relay_url, args.json))
@@ -332,6 +333,11 @@ WRITES_STATE = frozenset({"run", "dev", "spool", "backfill"})
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command not in ("run", "dev"):
+        # First, before anything can log: to stderr, so that stdout holds only what the
+        # command prints (one JSON document with --json). structlog unconfigured would
+        # print to stdout.
+        logs.configure("auto", "info")
     if args.command in WRITES_STATE:
         # Clips and the ledger are for the relay's user alone, with or without systemd's UMask.
         os.umask(0o077)

@@ -118,6 +118,10 @@ class SpoolConfig(_Strict):
     full_policy: Literal["reject", "evict_oldest"] = "reject"
 
 
+# The continuous recording's stream options when none are configured: the camera's first
+# video source, at its own default resolution and codec.
+DEFAULT_STREAM_OPTIONS = "camera=1"
+
 # Back-fill pieces: integrators export at most 10 minutes per request (vapix.md).
 MAX_EXPORT_PIECE_S = 600.0
 
@@ -147,6 +151,10 @@ class CameraConfig(_Strict):
     gap_threshold_s: Annotated[float, Field(gt=0)] = 2.0
     # Every call to the camera is given up after this long without an answer.
     timeout_s: Annotated[float, Field(gt=0)] = 20.0
+    # The stream options of the continuous recording `camera setup` turns on (VAPIX
+    # stream arguments, e.g. "camera=1&resolution=1920x1080&fps=15"); required by the
+    # camera, so never empty.
+    stream_options: Annotated[str, Field(min_length=1)] = DEFAULT_STREAM_OPTIONS
 
     @field_validator("url")
     @classmethod

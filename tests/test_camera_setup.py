@@ -243,3 +243,82 @@ async def test_a_hashed_token_is_refused_before_anything_is_sent(
     with pytest.raises(commands.CommandError, match=f"AXIS_RELAY_DEVICE_{DEVICE.upper().replace('-', '_')}_TOKEN"):
         await commands.run_setup(cfg, DEVICE, options(), dry_run=False)
     assert camera.services.operations == []
+
+
+async def test_a_camera_that_refuses_the_continuous_recording_is_named_with_its_own_words(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    """One continuous profile per device: a camera already recording to a network share
+    refuses a second for the card, its error template carrying a profile number. That
+    must read as the camera's refusal, never as "turned on (profile 1)"."""
+    camera.services.continuous["1"] = {"diskid": "NetworkShare", "options": "camera=1"}
+    cfg = config(tmp_path, tls, s3_server, bucket, camera)
+    text, code = await commands.run_setup(cfg, DEVICE, options(wait_s=0.0), dry_run=False)
+    assert code == 1, text
+    assert "the camera refused: The maximum number of continuous recordings is reached" in text
+    assert "turned on" not in text
+    assert "nonsense" not in text
+
+
+async def test_setup_sends_documented_stream_options_and_takes_the_configured_ones(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    cfg = config(tmp_path, tls, s3_server, bucket, camera)
+    await commands.run_setup(cfg, DEVICE, options(wait_s=0.0), dry_run=False)
+    assert camera.services.continuous["1"]["options"] == "camera=1"  # never empty: the API requires them
+    camera.services.continuous.clear()
+    cfg = config(tmp_path, tls, s3_server, bucket, camera, stream_options="camera=1&resolution=1280x720&fps=15")
+    await commands.run_setup(cfg, DEVICE, options(wait_s=0.0), dry_run=False)
+    assert camera.services.continuous["1"]["options"] == "camera=1&resolution=1280x720&fps=15"
+
+
+async def test_a_renamed_scheduled_event_child_still_leaves_no_old_pulse_behind(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    camera.services.scheduled_event_tag = "Event"  # a firmware that names the children otherwise
+    cfg = config(tmp_path, tls, s3_server, bucket, camera)
+    for _ in range(3):
+        text, code = await commands.run_setup(cfg, DEVICE, options(wait_s=0.0), dry_run=False)
+        assert code == 0, text
+    assert len(camera.services.events) == 1, camera.services.events
+    assert len([a for a in camera.services.actions.values() if a["name"].startswith("axis-relay:")]) == 1
+
+
+async def test_check_on_a_camera_that_masks_secrets_takes_a_clip_that_logged_in_as_proof(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    camera.services.masks_secrets = True
+    cfg = config(tmp_path, tls, s3_server, bucket, camera)
+    await commands.run_setup(cfg, DEVICE, options(wait_s=0.0), dry_run=False)
+    text, code = await commands.run_check(cfg, [DEVICE], "https://127.0.0.1:1", as_json=False)
+    assert code == 1
+    [line] = [x for x in text.splitlines() if "credentials" in x]
+    assert "cannot be read back (the camera masks them); no clip from it yet" in line
+    assert "stale" not in text
+    assert "press Test" in text
+    async with running_relay(cfg, tls) as relay:
+        assert (await relay.device.post_clip(f"/upload/{DEVICE}?accessToken={TOKEN}", b"x" * 1000)).status == 200
+        await wait_until(lambda: relay.stats.clips_uploaded == 1, what="the clip in the ledger")
+    text, code = await commands.run_check(cfg, [DEVICE], "https://127.0.0.1:1", as_json=False)
+    [line] = [x for x in text.splitlines() if "credentials" in x]
+    assert code == 0, text
+    assert f"cannot be read back (the camera masks them); the last clip from {DEVICE} logged in:" in line
+
+
+async def test_check_json_is_one_document_while_the_camera_expires_nonces(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    import json
+
+    camera.nonce_max_uses = 2  # every third answer says stale=true
+    raw = backfill_config(tmp_path, tls, s3_server.endpoint_url, bucket, camera_section(camera, tls))
+    raw["log"] = {"level": "debug"}  # the nonce line is written, to stderr
+    path = write_config(tmp_path / "relay.toml", raw)
+    _, out, err = await axis_relay(
+        "camera", "check", "--json", "--relay-url", "https://127.0.0.1:1", "--config", str(path)
+    )
+    assert camera.stale_answers > 0
+    [report] = json.loads(out)  # the whole of stdout is one JSON document
+    assert report["camera"] == DEVICE
+    assert "camera_nonce_stale" in err
+    assert "camera_nonce_stale" not in out

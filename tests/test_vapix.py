@@ -224,3 +224,20 @@ async def test_nonsense_is_named(camera: CameraEmulator, tls: TLS) -> None:
     assert "nonsense" in caught.value.reason
     assert json_caught.value.transient
     assert "not JSON" in json_caught.value.reason
+
+
+async def test_a_listing_pages_by_its_matches_and_sends_whole_seconds(camera: CameraEmulator, tls: TLS) -> None:
+    """The card holds many recordings, the range matches one: one list.cgi call, not a
+    second page asked for because totalnumberofrecordings counts the whole card. Times
+    go in a documented form (whole seconds; the emulator refuses six fraction digits,
+    which no device is known to take), the range floored and ceiled around the one meant."""
+    camera.split_s = 10.0
+    begin = camera.now().replace(microsecond=0) - timedelta(seconds=200)
+    camera.record(begin, begin + timedelta(seconds=150))
+    asked = (begin + timedelta(seconds=71.4), begin + timedelta(seconds=78.6))
+    async with VapixClient.open("cam", client_config(camera, tls)) as client:
+        [found] = await client.recordings("SD_DISK", *asked)
+    [listing] = [q for path, q in camera.calls if path.endswith("record/list.cgi")]
+    assert found.starts == begin + timedelta(seconds=70)
+    assert listing["starttime"] == f"{begin + timedelta(seconds=71):%Y-%m-%dT%H:%M:%S}Z"
+    assert listing["stoptime"] == f"{begin + timedelta(seconds=79):%Y-%m-%dT%H:%M:%S}Z"

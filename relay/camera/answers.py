@@ -6,10 +6,12 @@ answers become ``CameraError`` with the documented meaning of their code.
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 # A camera clock off by less than this (from its Date header, whole seconds) is rounding,
 # not a wrong clock: back-fill and `camera check` both go by it.
@@ -33,9 +35,18 @@ EXPORT_ERRORS = {
 NOT_RECORDED = {110, 150, 160}
 
 
-class CameraError(Exception):
-    """A call to a camera failed: ``reason`` says why and what to do; ``transient`` is
-    True when the same call may work later (unreachable, timeout, busy, 5xx)."""
+class CameraFailure(Exception):
+    """Any call to a camera that failed (a CGI answer, a SOAP fault): ``call`` names it,
+    ``reason`` says why and what to do, ``transient`` whether the same call may work later."""
+
+    call: str
+    reason: str
+    transient: bool
+
+
+class CameraError(CameraFailure):
+    """A CGI call failed, or the camera could not be reached; ``transient`` is True when
+    the same call may work later (unreachable, timeout, busy, 5xx)."""
 
     def __init__(self, camera: str, call: str, reason: str, *, transient: bool, code: int | None = None) -> None:
         super().__init__(f"{camera}: {call}: {reason}")
@@ -91,9 +102,16 @@ class Export:
 Sink = Callable[[bytes], Awaitable[None]]
 
 
-def vapix_time(moment: datetime) -> str:
-    """UTC ISO 8601 as list.cgi and exportrecording.cgi take it, with microseconds."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def request_time(moment: datetime, *, up: bool = False) -> str:
+    """UTC ISO 8601 in whole seconds, a form the Edge storage API documents for what
+    list.cgi and exportrecording.cgi take (devices answer with six fraction digits, but
+    none is known to take them). A start is floored and a stop (``up``) ceiled, so the
+    range asked for still covers the one meant."""
+    moment = moment.astimezone(UTC)
+    whole = moment.replace(microsecond=0)
+    if up and whole < moment:
+        whole += timedelta(seconds=1)
+    return whole.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_vapix_time(text: str) -> datetime:
@@ -122,6 +140,68 @@ def as_int(value: object, default: int = 0) -> int:
 # How far past the relay's now an ongoing recording without a stoptime is taken to reach
 # (the camera's clock may be ahead): exports are cut to the gap anyway.
 ONGOING = timedelta(hours=1)
+
+
+def _nonsense(camera: str, call: str, what: str) -> CameraError:
+    # Transient: a camera mid-upgrade or a proxy's error page passes; retried with backoff.
+    return CameraError(camera, call, f"the camera answered nonsense: {what}", transient=True)
+
+
+def xml_answer(camera: str, call: str, raw: bytes) -> ET.Element:
+    """An XML answer, or CameraError for the camera's refusal: a ``GeneralError``
+    anywhere, or ``result="ERROR"`` on any element (devices put it on a child of
+    <root>), with the device's own ``errormsg``."""
+    try:
+        root = ET.fromstring(raw)
+    except ET.ParseError as exc:
+        raise _nonsense(camera, call, f"not XML ({exc}): {raw[:80]!r}") from None
+    if (general := root.find(".//GeneralError")) is not None or root.tag == "GeneralError":
+        general = general if general is not None else root
+        code = as_int(general.findtext("ErrorCode"))
+        reason = general_error(code, general.findtext("ErrorDescription"))
+        raise CameraError(camera, call, reason, transient=code == 10, code=code)
+    for element in root.iter():
+        if element.attrib.get("result", "").upper() == "ERROR":
+            said = element.attrib.get("errormsg", "").strip() or "no reason given"
+            raise CameraError(camera, call, f"the camera refused: {said}", transient=False)
+    return root
+
+
+def json_answer(camera: str, call: str, raw: bytes) -> dict[str, Any]:
+    """The ``data`` of a JSON API answer, or CameraError for its ``error``."""
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise _nonsense(camera, call, f"not JSON: {raw[:80]!r}") from None
+    if not isinstance(parsed, dict):
+        raise _nonsense(camera, call, "the answer is not a JSON object")
+    if isinstance(error := parsed.get("error"), dict):
+        code = as_int(error.get("code"))
+        raise CameraError(camera, call, f"error {code}: {error.get('message', '')}".strip(), transient=False, code=code)
+    data = parsed.get("data")
+    if not isinstance(data, dict):
+        raise _nonsense(camera, call, "no data in the answer")
+    return data
+
+
+def continuous_profile(root: ET.Element) -> str:
+    """The profile an addconfiguration.cgi answer created; "" if none succeeded (an
+    error element may carry a profile attribute too: it is never read)."""
+    for element in root.iter():
+        if "profile" in element.attrib and element.attrib.get("result", "OK").upper() == "OK":
+            return element.attrib["profile"]
+    return ""
+
+
+def recordings_page(root: ET.Element, disk: str) -> tuple[list[Recording], int]:
+    """One page of record/list.cgi: its recordings, and how many match the query in all
+    (``numberofrecordings``; ``totalnumberofrecordings`` is every recording on the disk).
+    KeyError or ValueError for a recording without a usable id or time."""
+    page = root.find("recordings")
+    if page is None:
+        raise ValueError("no <recordings> in the answer")
+    items = [parse_recording(item, disk) for item in page.findall("recording")]
+    return items, as_int(page.attrib.get("numberofrecordings"), len(items))
 
 
 def parse_disk(element: ET.Element) -> Disk:

@@ -9,9 +9,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from relay.camera import soap
-from relay.camera.answers import CLOCK_TOLERANCE_S, CameraError
+from relay.camera.answers import CLOCK_TOLERANCE_S, CameraError, CameraFailure
 from relay.camera.setup import PREFIX, plain_secrets
-from relay.camera.soap import SoapFault
 from relay.camera.vapix import VapixClient
 from relay.config import CameraConfig, DeviceConfig
 
@@ -41,7 +40,9 @@ class CameraReport:
         return {"camera": self.camera, "ok": self.ok, "lines": [asdict(line) for line in self.lines]}
 
 
-async def check(name: str, device: DeviceConfig, relay_url: str | None) -> CameraReport:
+async def check(name: str, device: DeviceConfig, relay_url: str | None, last_clip: str | None = None) -> CameraReport:
+    """``last_clip``: the newest clip from this device in the relay's ledger (it logged in
+    to send it), the evidence when the camera will not show the credentials it sends."""
     report = CameraReport(name)
     camera = device.camera
     if camera is None:
@@ -49,7 +50,7 @@ async def check(name: str, device: DeviceConfig, relay_url: str | None) -> Camer
         return report
     async with VapixClient.open(name, camera) as client:
         try:
-            await _check(report, client, name, device, camera, relay_url)
+            await _check(report, client, name, device, camera, relay_url, last_clip)
         except CameraError as exc:
             if exc.transient:
                 report.add("reachable", False, exc.reason, f"check that {camera.url} is on and reachable from here")
@@ -58,8 +59,8 @@ async def check(name: str, device: DeviceConfig, relay_url: str | None) -> Camer
                 report.add("authentication", False, "refused", exc.reason)
             else:
                 report.add(exc.call, False, exc.reason, "see the reason")
-        except SoapFault as exc:
-            report.add(exc.operation, False, exc.reason, "the event and action services refused the call")
+        except CameraFailure as exc:  # a SOAP fault
+            report.add(exc.call, False, exc.reason, "the event and action services refused the call")
     return report
 
 
@@ -70,6 +71,7 @@ async def _check(
     device: DeviceConfig,
     camera: CameraConfig,
     relay_url: str | None,
+    last_clip: str | None,
 ) -> None:
     info = await client.device_info()
     report.add("reachable", True, camera.url)
@@ -106,11 +108,16 @@ async def _check(
         f"on (profile {recording[0].get('profile')})" if recording else "off",
         f"run 'axis-relay camera setup {name}' (or Recordings > Continuous in the camera's web page)",
     )
-    await _check_rule(report, client, name, device, relay_url)
+    await _check_rule(report, client, name, device, relay_url, last_clip)
 
 
 async def _check_rule(
-    report: CameraReport, client: VapixClient, name: str, device: DeviceConfig, relay_url: str | None
+    report: CameraReport,
+    client: VapixClient,
+    name: str,
+    device: DeviceConfig,
+    relay_url: str | None,
+    last_clip: str | None,
 ) -> None:
     actions = soap.configurations(await client.soap(soap.get("GetActionConfigurations")), "Action")
     rules = soap.action_rules(await client.soap(soap.get("GetActionRules")))
@@ -120,7 +127,22 @@ async def _check_rule(
     if not report.add("recipient", bool(pointing), pointing[0].parameters["upload_url"] if pointing else "none", fix):
         return
     credentialed = [a for a in pointing if _credentials_match(a.parameters, device)]
-    if not report.add(
+    hidden = [a for a in pointing if not credentials_readable(a.parameters)]
+    if not credentialed and hidden:
+        # Firmware that masks what it sends: nothing to compare, so the proof is a login
+        # that worked, never a guess that the token is stale.
+        said = "cannot be read back (the camera masks them)"
+        evidence = f"; the last clip from {name} logged in: {last_clip}" if last_clip else "; no clip from it yet"
+        if not report.add(
+            "credentials",
+            last_clip is not None,
+            said + evidence,
+            "press Test in the camera's recipient and look for device_test_ok in the relay's log, or wait for "
+            f"a clip (axis-relay clips --camera {name}); if the relay refuses it, {fix} again",
+        ):
+            return
+        credentialed = hidden
+    elif not report.add(
         "credentials", bool(credentialed), "this device's" if credentialed else "wrong or missing", f"{fix} again"
     ):
         return
@@ -144,6 +166,15 @@ async def _check_rule(
         report.lines[-1].value += "; configured by hand, not by 'camera setup'"
 
 
+def credentials_readable(parameters: dict[str, str]) -> bool:
+    """False when the camera does not show the secrets an action sends: masked with
+    asterisks, or echoed empty (whether firmware masks them is not documented)."""
+    secrets = [parameters.get("custom_params", ""), parameters.get("password", "")]
+    if any(value and set(value) == {"*"} for value in secrets):
+        return False
+    return "accessToken=" in parameters.get("upload_url", "") or any(secrets)
+
+
 def _credentials_match(parameters: dict[str, str], device: DeviceConfig) -> bool:
     plain_token, plain_password = plain_secrets(device)
     if plain_token and f"accessToken={plain_token}" in parameters.get("custom_params", "") + parameters.get(
@@ -165,8 +196,14 @@ def _card(card: Any, disk: str) -> str:
     return f"{card.disk_id} {card.status}, {free_gb:.1f} GB free of {card.total_kb / 1024 / 1024:.1f} GB"
 
 
-async def check_all(devices: dict[str, DeviceConfig], names: list[str], relay_url: str | None) -> list[CameraReport]:
-    return list(await asyncio.gather(*(check(n, devices[n], relay_url) for n in names)))
+async def check_all(
+    devices: dict[str, DeviceConfig],
+    names: list[str],
+    relay_url: str | None,
+    last_clips: dict[str, str] | None = None,
+) -> list[CameraReport]:
+    clips = last_clips or {}
+    return list(await asyncio.gather(*(check(n, devices[n], relay_url, clips.get(n)) for n in names)))
 
 
 def table(reports: list[CameraReport]) -> str:

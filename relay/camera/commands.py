@@ -8,11 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from relay.camera import check, setup
-from relay.camera.answers import CameraError
-from relay.camera.soap import SoapFault
+from relay.camera.answers import CameraFailure
 from relay.camera.vapix import VapixClient
 from relay.config import RelayConfig
 from relay.spool.ledger import Ledger
@@ -42,7 +41,10 @@ async def run_check(config: RelayConfig, names: list[str], given_url: str | None
         raise CommandError("no device has a [devices.<name>.camera] section to check")
     for name in names:
         camera_device(config, name)
-    reports = await check.check_all(config.devices, names, relay_url(config, given_url))
+    last_clips = {
+        name: found for name in names if (found := await asyncio.to_thread(_last_clip, config, name)) is not None
+    }
+    reports = await check.check_all(config.devices, names, relay_url(config, given_url), last_clips)
     text = json.dumps([r.as_json() for r in reports], indent=1) if as_json else check.table(reports)
     return text, 0 if all(r.ok for r in reports) else 1
 
@@ -65,7 +67,7 @@ async def run_setup(config: RelayConfig, name: str, options: setup.Options, dry_
             outcome = await setup.apply(client, plan, camera.disk)
         except setup.SetupFailed as exc:
             return f"{name}: {exc}", 1
-        except (CameraError, SoapFault) as exc:
+        except CameraFailure as exc:
             return f"{name}: set-up failed: {exc}", 1
     lines += [f"  {line}" for line in outcome.lines]
     arrived = await first_clip(config, name, started, options.wait_s) if options.wait_s else None
@@ -117,6 +119,22 @@ def _received_since(config: RelayConfig, name: str, since: datetime) -> str | No
     return f"{device[0].filename} (received {device[0].received_at[:19]}Z)" if device else None
 
 
+def _last_clip(config: RelayConfig, name: str) -> str | None:
+    """The newest clip the device sent in the last week, as the ledger has it."""
+    since = datetime.now(UTC) - timedelta(days=7)
+    try:
+        ledger = Ledger.open_readonly(config.ledger_path)
+    except FileNotFoundError:
+        return None
+    try:
+        rows = [r for r in ledger.clips(camera=name, since=since) if r.origin == "device"]
+    except sqlite3.Error:
+        return None
+    finally:
+        ledger.close()
+    return f"{rows[-1].filename} (received {rows[-1].received_at[:19]}Z)" if rows else None
+
+
 async def run_remove(config: RelayConfig, name: str) -> tuple[str, int]:
     camera_device(config, name)
     camera = config.devices[name].camera
@@ -124,7 +142,7 @@ async def run_remove(config: RelayConfig, name: str) -> tuple[str, int]:
     async with VapixClient.open(name, camera) as client:
         try:
             removed = await setup.remove(client, name)
-        except (CameraError, SoapFault) as exc:
+        except CameraFailure as exc:
             return f"{name}: remove failed: {exc}", 1
     if not removed:
         return f"{name}: nothing of axis-relay's was on the camera", 0

@@ -25,10 +25,10 @@ import math
 from dataclasses import dataclass, field
 
 from relay.camera import soap
-from relay.camera.answers import CameraError
-from relay.camera.soap import Configuration, SoapFault
+from relay.camera.answers import CameraFailure
+from relay.camera.soap import Configuration
 from relay.camera.vapix import VapixClient
-from relay.config import DeviceConfig
+from relay.config import DEFAULT_STREAM_OPTIONS, DeviceConfig
 from relay.ingest.secret_hash import is_hashed
 
 PREFIX = "axis-relay:"
@@ -68,6 +68,9 @@ class Plan:
     action: dict[str, str]
     interval_s: int
     retention_days: int
+    # The stream options of the continuous recording to the card (never empty: the
+    # Edge storage API marks them as required).
+    recording_options: str = DEFAULT_STREAM_OPTIONS
 
     def name(self, part: str) -> str:
         return f"{PREFIX}{self.device}:{part}"
@@ -118,7 +121,9 @@ def plan(name: str, device: DeviceConfig, options: Options) -> Plan:
         "filename": FILENAME_TEMPLATE.format(device=name),
         "custom_params": f"accessToken={token}" if token else "",
     }
-    return Plan(name, recipient, action, options.interval_s, max(1, math.ceil(options.retention_hours / 24)))
+    recording = device.camera.stream_options if device.camera else DEFAULT_STREAM_OPTIONS
+    days = max(1, math.ceil(options.retention_hours / 24))
+    return Plan(name, recipient, action, options.interval_s, days, recording_options=recording)
 
 
 def describe(p: Plan) -> list[str]:
@@ -186,7 +191,7 @@ async def apply(client: VapixClient, p: Plan, disk: str) -> Outcome:
         )
         event = await _add(client, outcome, "RemoveScheduledEvent", soap.add_pulse(p.name("pulse"), p.interval_s))
         rule = await _add(client, outcome, "RemoveActionRule", soap.add_rule(p.name("rule"), event, action))
-    except (SoapFault, CameraError) as exc:
+    except CameraFailure as exc:
         left = await _roll_back(client, outcome)
         raise SetupFailed(exc, outcome, left) from None
     outcome.lines.append(
@@ -206,7 +211,7 @@ async def _recording_and_retention(client: VapixClient, disk: str, p: Plan) -> l
     if any(r.get("diskid") == disk for r in await client.continuous_recordings()):
         lines.append(f"continuous recording to {disk}: already on")
     else:
-        profile = await client.add_continuous_recording(disk, p.action["stream_options"])
+        profile = await client.add_continuous_recording(disk, p.recording_options)
         lines.append(f"continuous recording to {disk}: turned on (profile {profile})")
     card = next((d for d in await client.disks() if d.disk_id == disk), None)
     if card is None:
@@ -223,8 +228,8 @@ async def _recording_and_retention(client: VapixClient, disk: str, p: Plan) -> l
 
 
 class SetupFailed(Exception):
-    def __init__(self, cause: Exception, outcome: Outcome, left: list[str]) -> None:
-        where = cause.operation if isinstance(cause, SoapFault) else getattr(cause, "call", "")
+    def __init__(self, cause: CameraFailure, outcome: Outcome, left: list[str]) -> None:
+        where = cause.call
         undone = ", ".join(f"{op} {i}" for op, i in outcome.created) or "nothing"
         message = f"set-up failed at {where}: {cause}; rolled back: {undone}"
         if left:
@@ -248,7 +253,7 @@ async def _roll_back(client: VapixClient, outcome: Outcome) -> list[str]:
     for operation, identifier in reversed(outcome.created):
         try:
             await client.soap(soap.remove(operation, _ANSWER[operation], identifier))
-        except (SoapFault, CameraError):
+        except CameraFailure:
             left.append(f"{operation} {identifier}")
     return left
 

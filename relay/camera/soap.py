@@ -12,6 +12,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
+from relay.camera.answers import CameraFailure
+
 ACTION = "http://www.axis.com/vapix/ws/action1"
 EVENT = "http://www.axis.com/vapix/ws/event1"
 SOAP = "http://www.w3.org/2003/05/soap-envelope"
@@ -47,12 +49,15 @@ CLIP_PARAMETERS = (
 SECRET_PARAMETERS = frozenset({"password", "proxy_password", "custom_params"})
 
 
-class SoapFault(Exception):
+class SoapFault(CameraFailure):
+    """The event and action services refused ``operation`` (a SOAP 1.2 Fault)."""
+
     def __init__(self, operation: str, code: str, reason: str) -> None:
         super().__init__(f"{operation}: SOAP fault {code}: {reason}")
-        self.operation = operation
+        self.operation = self.call = operation
         self.code = code
         self.reason = reason
+        self.transient = False  # a refusal of what was sent, or a service the device lacks
 
 
 @dataclass(frozen=True)
@@ -182,14 +187,21 @@ def configurations(root: ET.Element, kind: str) -> list[Configuration]:
     return found
 
 
+def _local(element: ET.Element, name: str) -> str:
+    """The text of the first descendant called ``name`` in any namespace."""
+    found = next((e for e in element.iter() if e.tag.rsplit("}", 1)[-1] == name), None)
+    return (found.text or "").strip() if found is not None else ""
+
+
 def scheduled_events(root: ET.Element) -> list[ScheduledEvent]:
+    """Every child of ScheduledEvents, whatever it is called: clients that read real
+    answers do not name it, and ours are known by EventID and Name."""
+    container = root.find(".//aev:ScheduledEvents", _NS)
+    children = list(container) if container is not None else list(root.iterfind(".//aev:ScheduledEvent", _NS))
     return [
-        ScheduledEvent(
-            event_id=item.findtext("aev:EventID", default="", namespaces=_NS),
-            name=item.findtext("aev:Name", default="", namespaces=_NS),
-            icalendar=item.findtext(".//aev:ICalendar", default="", namespaces=_NS),
-        )
-        for item in root.iterfind(".//aev:ScheduledEvent", _NS)
+        ScheduledEvent(event_id=_local(item, "EventID"), name=_local(item, "Name"), icalendar=_local(item, "ICalendar"))
+        for item in children
+        if _local(item, "EventID")
     ]
 
 

@@ -37,10 +37,13 @@ from relay.camera.answers import (
     Sink,
     as_bool,
     as_int,
+    continuous_profile,
     general_error,
+    json_answer,
     parse_disk,
-    parse_recording,
-    vapix_time,
+    recordings_page,
+    request_time,
+    xml_answer,
 )
 from relay.camera.digest import ChallengeError, DigestChallenge, basic_authorization, choose, digest_authorization
 from relay.config import CameraConfig
@@ -119,28 +122,22 @@ class VapixClient:
             params = {
                 "recordingid": "all",
                 "diskid": disk,
-                "starttime": vapix_time(starts),
-                "stoptime": vapix_time(stops),
+                "starttime": request_time(starts),
+                "stoptime": request_time(stops, up=True),
                 "maxnumberofresults": str(PAGE_SIZE),
                 "startatresultnumber": str(at),
                 "sortorder": "ascending",
             }
             root = await self._xml("record/list.cgi", params)
-            page = root.find("recordings")
-            if page is None:
-                raise self._nonsense("record/list.cgi", "no <recordings> in the answer")
-            items = page.findall("recording")
-            for item in items:
-                try:
-                    recording = parse_recording(item, disk)
-                except (KeyError, ValueError) as exc:
-                    raise self._nonsense(
-                        "record/list.cgi", f"a recording without a usable id or time ({exc})"
-                    ) from None
+            try:
+                items, matches = recordings_page(root, disk)
+            except (KeyError, ValueError) as exc:
+                raise self._nonsense("record/list.cgi", f"a recording without a usable id or time ({exc})") from None
+            for recording in items:
                 found[recording.recording_id] = recording
-            total = as_int(page.attrib.get("totalnumberofrecordings"), len(items))
             at += len(items)
-            if not items or at >= total:
+            # numberofrecordings counts the matches; the disk's total would cost a call more.
+            if not items or at >= matches:
                 break
         return sorted(found.values(), key=lambda r: r.starts)
 
@@ -153,8 +150,8 @@ class VapixClient:
             "recordingid": recording.recording_id,
             "diskid": recording.disk_id,
             "exportformat": "matroska",
-            "starttime": vapix_time(starts),
-            "stoptime": vapix_time(stops),
+            "starttime": request_time(starts),
+            "stoptime": request_time(stops, up=True),
         }
         async with self._request("GET", call, params=params, streaming=True) as answer:
             kind = answer.content_type.lower()
@@ -195,8 +192,10 @@ class VapixClient:
         return [dict(e.attrib) for e in root.iter() if "profile" in e.attrib]
 
     async def add_continuous_recording(self, disk: str, options: str) -> str:
+        """A continuous recording profile to ``disk`` with the stream ``options``; the
+        camera's refusal (CameraError) carries its own errormsg."""
         root = await self._xml("record/continuous/addconfiguration.cgi", {"diskid": disk, "options": options})
-        profile = next((e.attrib["profile"] for e in root.iter() if "profile" in e.attrib), "")
+        profile = continuous_profile(root)
         if not profile:
             raise self._nonsense("record/continuous/addconfiguration.cgi", "no profile in the answer")
         return profile
@@ -224,37 +223,12 @@ class VapixClient:
         body = {"apiVersion": "1.0", "context": "axis-relay", "method": method}
         async with self._request("POST", cgi, json_body=body) as answer:
             raw = await self._small_body(answer, cgi)
-        try:
-            parsed = json.loads(raw)
-        except ValueError:
-            raise self._nonsense(cgi, f"not JSON: {raw[:80]!r}") from None
-        if not isinstance(parsed, dict):
-            raise self._nonsense(cgi, "the answer is not a JSON object")
-        if isinstance(error := parsed.get("error"), dict):
-            code = as_int(error.get("code"))
-            raise CameraError(
-                self.name, cgi, f"error {code}: {error.get('message', '')}".strip(), transient=False, code=code
-            )
-        data = parsed.get("data")
-        if not isinstance(data, dict):
-            raise self._nonsense(cgi, "no data in the answer")
-        return data
+        return json_answer(self.name, cgi, raw)
 
     async def _xml(self, cgi: str, params: dict[str, str]) -> ET.Element:
         async with self._request("GET", cgi, params=params) as answer:
             raw = await self._small_body(answer, cgi)
-        try:
-            root = ET.fromstring(raw)
-        except ET.ParseError as exc:
-            raise self._nonsense(cgi, f"not XML ({exc}): {raw[:80]!r}") from None
-        if (general := root.find(".//GeneralError")) is not None or root.tag == "GeneralError":
-            general = general if general is not None else root
-            code = as_int(general.findtext("ErrorCode"))
-            reason = general_error(code, general.findtext("ErrorDescription"))
-            raise CameraError(self.name, cgi, reason, transient=code == 10, code=code)
-        if root.attrib.get("result", "").upper() == "ERROR":
-            raise CameraError(self.name, cgi, root.attrib.get("errormsg", "the camera answered ERROR"), transient=False)
-        return root
+        return xml_answer(self.name, cgi, raw)
 
     def _export_error(self, call: str, kind: str, body: bytes) -> CameraError:
         try:
@@ -349,7 +323,8 @@ class VapixClient:
         if not answered:
             return
         if isinstance(challenge, DigestChallenge) and challenge.stale:
-            # An expired nonce: a new one to answer, not a wrong password.
+            # An expired nonce: a new one to answer, not a wrong password (a CLI logs this
+            # line to stderr: --json output stays one JSON document).
             log.debug("camera_nonce_stale", camera=self.name)
             return
         if not fresh:

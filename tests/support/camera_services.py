@@ -60,6 +60,10 @@ class EventServices:
     # The rule engine's pushes: (HTTP status or exception name, file name).
     pushes: list[tuple[str, str]] = field(default_factory=list)
     trust: ssl.SSLContext | None = None  # what the camera trusts when it validates the relay
+    # Firmware that does not echo secrets: GetActionConfigurations answers these masked.
+    masks_secrets: bool = False
+    # The element GetScheduledEvents wraps each event in (a firmware may name it otherwise).
+    scheduled_event_tag: str = "ScheduledEvent"
     _next_id: int = 1
 
     def changed(self) -> tuple[int, int, int, int, int, str]:
@@ -162,17 +166,20 @@ class EventServices:
                 f"<aa:Name>{escape(c['name'])}</aa:Name><aa:TemplateToken>{c['template']}</aa:TemplateToken>"
                 "<aa:Parameters>"
                 + "".join(
-                    f"<aa:Parameter Name={quoteattr(k)} Value={quoteattr(v)}/>" for k, v in c["parameters"].items()
+                    # Value before Name, as devices write it.
+                    f"<aa:Parameter Value={quoteattr(self._echo(k, v))} Name={quoteattr(k)}/>"
+                    for k, v in c["parameters"].items()
                 )
                 + f"</aa:Parameters></aa:{kind}Configuration>"
                 for i, c in store.items()
             )
             return f"<aa:{kind}Configurations>{items}</aa:{kind}Configurations>"
         if operation == "GetScheduledEvents":
+            tag = self.scheduled_event_tag
             items = "".join(
-                f"<aev:ScheduledEvent><aev:EventID>{i}</aev:EventID><aev:Name>{escape(e['name'])}</aev:Name>"
+                f"<aev:{tag}><aev:EventID>{i}</aev:EventID><aev:Name>{escape(e['name'])}</aev:Name>"
                 f"<aev:Schedule><aev:ICalendar>{escape(e['icalendar'])}</aev:ICalendar></aev:Schedule>"
-                "</aev:ScheduledEvent>"
+                f"</aev:{tag}>"
                 for i, e in self.events.items()
             )
             return f"<aev:ScheduledEvents>{items}</aev:ScheduledEvents>"
@@ -188,21 +195,35 @@ class EventServices:
             return f"<aa:ActionRules>{items}</aa:ActionRules>"
         raise Fault("ter:ActionNotSupported", f"{operation} is not supported")
 
+    def _echo(self, name: str, value: str) -> str:
+        return "*" * 8 if self.masks_secrets and name in ("password", "custom_params") and value else value
+
     # ----- recording and parameters ---------------------------------------
 
     async def continuous_cgi(self, request: web.Request) -> web.Response:
+        """As devices answer: the result on a child of <root>. Devices allow one continuous
+        profile (NbrOfContinuousRecordingProfiles=1); a refusal here fills in the profile
+        attribute of the error template, which a client must not read as a success."""
         name = request.path.rsplit("/", 1)[-1]
         if name == "addconfiguration.cgi":
+            if not request.query.get("options"):
+                return _xml('<root><configure profile="" result="ERROR" errormsg="Missing options"/></root>')
+            if self.continuous:
+                taken = next(iter(self.continuous))
+                return _xml(
+                    f'<root><configure profile="{taken}" result="ERROR" '
+                    'errormsg="The maximum number of continuous recordings is reached"/></root>'
+                )
             profile = str(len(self.continuous) + 1)
             self.continuous[profile] = {
                 "diskid": request.query.get("diskid", ""),
                 "options": request.query.get("options", ""),
             }
-            return _xml(f'<configure profile="{profile}" result="OK"/>')
+            return _xml(f'<root><configure profile="{profile}" result="OK"/></root>')
         if name == "removeconfiguration.cgi":
             if self.continuous.pop(request.query.get("profile", ""), None) is None:
-                return _xml('<configure result="ERROR" errormsg="no such profile"/>')
-            return _xml('<configure result="OK"/>')
+                return _xml('<root><configure result="ERROR" errormsg="no such profile"/></root>')
+            return _xml('<root><configure result="OK"/></root>')
         items = "".join(
             f'<configuration profile="{p}" diskid="{c["diskid"]}" options={quoteattr(c["options"])}/>'
             for p, c in self.continuous.items()

@@ -25,6 +25,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -46,8 +47,20 @@ def vapix_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# The forms the Edge storage API documents for times a client sends: whole seconds, or
+# up to four fraction digits. Devices answer with six, but none is known to take six.
+REQUEST_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,4})?Z$")
+
+
 def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def parse_request_time(text: str) -> datetime:
+    """A time in a request, as strictly as the documentation states it (ValueError else)."""
+    if not REQUEST_TIME.match(text):
+        raise ValueError(f"not a documented time form: {text}")
+    return parse_time(text)
 
 
 def device_filename(moment: datetime, sequence: int) -> str:
@@ -263,10 +276,14 @@ class CameraEmulator:
         found = self._card()
         if q.get("recordingid", "all") != "all":
             found = [r for r in found if r.recording_id == q["recordingid"]]
-        if "starttime" in q:
-            found = [r for r in found if self._stop_time(r) > parse_time(q["starttime"])]
-        if "stoptime" in q:
-            found = [r for r in found if r.starts < parse_time(q["stoptime"])]
+        on_card = len(found)
+        try:
+            if "starttime" in q:
+                found = [r for r in found if self._stop_time(r) > parse_request_time(q["starttime"])]
+            if "stoptime" in q:
+                found = [r for r in found if r.starts < parse_request_time(q["stoptime"])]
+        except ValueError:
+            return _general_error(20, "Invalid request")
         found.sort(key=lambda r: r.starts, reverse=q.get("sortorder", "descending") != "ascending")
         first = int(q.get("startatresultnumber", "0"))
         page = found[first : first + int(q.get("maxnumberofresults", "1000"))]
@@ -280,7 +297,9 @@ class CameraEmulator:
             for r in page
         )
         return _xml(
-            f'<root><recordings totalnumberofrecordings="{len(found)}" numberofrecordings="{len(page)}">'
+            # As devices count: numberofrecordings matches the query, totalnumberofrecordings
+            # is every recording on the disk.
+            f'<root><recordings totalnumberofrecordings="{on_card}" numberofrecordings="{len(found)}">'
             f"{items}</recordings></root>",
             self._date(),
         )
@@ -293,7 +312,7 @@ class CameraEmulator:
         if recording is None:
             return _general_error(110, "Recording not found")
         try:
-            starts, stops = parse_time(q["starttime"]), parse_time(q["stoptime"])
+            starts, stops = parse_request_time(q["starttime"]), parse_request_time(q["stoptime"])
         except (KeyError, ValueError):
             return _general_error(120, "Invalid start time")
         if starts >= stops:
