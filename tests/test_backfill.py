@@ -18,6 +18,7 @@ from relay.config import RelayConfig, parse_config
 from relay.dev.local_s3 import LocalS3
 from relay.spool.ledger import Ledger
 from tests.support.backfill import (
+    FAST_BACKFILL,
     backfill_config,
     camera_section,
     footage_in_s3,
@@ -99,9 +100,14 @@ async def test_dropped_clips_by_sequence_and_by_time_are_fetched_back(
             gap = next(
                 g for g in gaps if g.span.starts - timedelta(seconds=2) <= frame_time(min(frames)) <= g.span.ends
             )
-            around = frames_between(
-                gap.span.starts - timedelta(seconds=1.5), gap.span.ends + timedelta(seconds=0.6), snap_to_key=False
-            )
+            # Exactly what was asked: the gap and its margin, in whole seconds (the start
+            # floored, the stop ceiled), from the key frame at or before the start.
+            margin = timedelta(seconds=FAST_BACKFILL["margin_s"])
+            asked_from = (gap.span.starts - margin).replace(microsecond=0)
+            asked_to = gap.span.ends + margin
+            if asked_to.microsecond:
+                asked_to = asked_to.replace(microsecond=0) + timedelta(seconds=1)
+            around = frames_between(asked_from, asked_to, snap_to_key=True)
             assert frames <= set(around), key
         _status, text = await http_get(relay.metrics_url + "/metrics")
         assert metric(text, f'axis_relay_gaps{{camera="{DEVICE}",state="filled"}}') == 2
