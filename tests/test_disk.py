@@ -96,12 +96,13 @@ async def test_quota_policies(tmp_path: Path, tls: TLS) -> None:
             tls,
             dead,
             "clips",
-            spool={"max_bytes": 250_000, "full_policy": policy},
+            spool={"max_bytes": 350_000, "full_policy": policy},
             s3={"workers": 1},  # the clip a worker holds is never evicted
         )
         async with running_relay(config, tls) as relay:
             statuses = []
-            for n in range(3):
+            # Three fit; the fourth finds two that could make room (c1, c2): the oldest goes.
+            for n in range(4):
                 answer = await relay.device.post_clip(PATH, os.urandom(100_000), filename=f"c{n}.mkv")
                 statuses.append(answer.status)
             names = {
@@ -112,8 +113,8 @@ async def test_quota_policies(tmp_path: Path, tls: TLS) -> None:
             _, text = await http_get(relay.metrics_url + "/metrics")
         report = json.loads(body)
         if policy == "reject":
-            assert statuses == [200, 200, 507]
-            assert names == {"c0.mkv", "c1.mkv"}
+            assert statuses == [200, 200, 200, 507]
+            assert names == {"c0.mkv", "c1.mkv", "c2.mkv"}
             assert health_status == 503
             assert report["status"] == "failing"
             assert status_code == 2
@@ -122,8 +123,8 @@ async def test_quota_policies(tmp_path: Path, tls: TLS) -> None:
             assert report["clips_refused_spool_full"] == 1
             assert metric(text, "axis_relay_clips_refused_spool_full_total") == 1
         else:
-            assert statuses == [200, 200, 200]
-            assert names == {"c0.mkv", "c2.mkv"}  # c1 made room; c0 is held by the worker
+            assert statuses == [200, 200, 200, 200]
+            assert names == {"c0.mkv", "c2.mkv", "c3.mkv"}  # c1, the oldest not held, made room
             assert health_status == 200, body
             assert status_code == 0
             assert report["clips_evicted"] == 1
