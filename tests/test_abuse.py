@@ -152,7 +152,9 @@ async def test_a_login_storm_from_rotating_addresses_is_braked_and_a_device_stay
     )
     assert statuses[429] > 0  # braked: past the budget, those addresses are not checked again
     assert statuses[401] <= 70  # the budget (60) and the per-address limit let few through
-    assert max(during) < 2.0  # a device is not held up by the hashing
+    # A device is not held up by the hashing: against its own quiet baseline, not a loose
+    # absolute bound (with the hash back on the event loop a clip took 1.4 s, under 2 s).
+    assert max(during) < max(quiet) + 0.5
 
 
 def open_fds(relay: RelayProcess) -> int:
