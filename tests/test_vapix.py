@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -241,3 +242,25 @@ async def test_a_listing_pages_by_its_matches_and_sends_whole_seconds(camera: Ca
     assert found.starts == begin + timedelta(seconds=70)
     assert listing["starttime"] == f"{begin + timedelta(seconds=71):%Y-%m-%dT%H:%M:%S}Z"
     assert listing["stoptime"] == f"{begin + timedelta(seconds=79):%Y-%m-%dT%H:%M:%S}Z"
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"algorithm": "MD5-sess"},
+        {"challenge_qop": False},  # RFC 2069's answer: no qop, nc or cnonce
+        {"opaque": "5ccc069c403ebaf9f0171e9517f40e41"},
+        {"challenge_names_algorithm": False},  # MD5 by default
+        {"algorithm": "SHA-256"},
+    ],
+    ids=["md5-sess", "no-qop", "opaque", "no-algorithm", "sha-256"],
+)
+async def test_every_digest_challenge_form_a_camera_sends_is_answered(
+    camera: CameraEmulator, tls: TLS, form: dict[str, Any]
+) -> None:
+    for name, value in form.items():
+        setattr(camera, name, value)
+    async with VapixClient.open("cam", client_config(camera, tls)) as client:
+        assert [d.disk_id for d in await client.disks()] == ["SD_DISK"]
+        await client.disks()  # the same nonce again, counted
+    assert camera.auth_failures == 0

@@ -82,7 +82,12 @@ class CameraEmulator:
     username: str = "root"
     password: str = "camera-pass"
     serial: str = "ACCC8EB3494E"
-    algorithm: str = "MD5"
+    algorithm: str = "MD5"  # also "MD5-sess" or "SHA-256"
+    # The challenge's forms: older firmware leaves out algorithm (MD5) or qop (RFC 2069's
+    # response), some add an opaque the answer must echo.
+    challenge_names_algorithm: bool = True
+    challenge_qop: bool = True
+    opaque: str | None = None
     offer_basic: bool = False
     offer_digest: bool = True
     nonce_lifetime_s: float = 300.0
@@ -188,7 +193,13 @@ class CameraEmulator:
     def _challenge(self, *, stale: bool) -> web.Response:
         nonce = os.urandom(12).hex()
         self._nonces[nonce] = time.monotonic()
-        digest = f'Digest realm="AXIS_{self.serial}", nonce="{nonce}", algorithm={self.algorithm}, qop="auth"'
+        digest = f'Digest realm="AXIS_{self.serial}", nonce="{nonce}"'
+        if self.challenge_names_algorithm:
+            digest += f", algorithm={self.algorithm}"
+        if self.challenge_qop:
+            digest += ', qop="auth"'
+        if self.opaque is not None:
+            digest += f', opaque="{self.opaque}"'
         if stale:
             digest += ", stale=true"
         response = web.Response(status=401, text="401 Unauthorized")
@@ -216,16 +227,23 @@ class CameraEmulator:
             self.nonce_max_uses is not None and uses > self.nonce_max_uses
         ):
             return "stale"
-        if fields.get("uri") != request.path_qs or fields.get("qop") != "auth":
+        if fields.get("uri") != request.path_qs or fields.get("qop") != ("auth" if self.challenge_qop else None):
             return "wrong"
-        h = _HASH[self.algorithm]
+        if fields.get("opaque") != self.opaque:
+            return "wrong"  # an opaque must come back as it was given, and only then
+        h = _HASH[self.algorithm.upper().removesuffix("-SESS")]
 
         def hx(text: str) -> str:
             return h(text.encode()).hexdigest()
 
         ha1 = hx(f"{fields.get('username')}:AXIS_{self.serial}:{self.password}")
+        if self.algorithm.upper().endswith("-SESS"):
+            ha1 = hx(f"{ha1}:{fields['nonce']}:{fields.get('cnonce')}")
         ha2 = hx(f"{request.method}:{fields['uri']}")
-        expected = hx(f"{ha1}:{fields['nonce']}:{fields.get('nc')}:{fields.get('cnonce')}:auth:{ha2}")
+        if self.challenge_qop:
+            expected = hx(f"{ha1}:{fields['nonce']}:{fields.get('nc')}:{fields.get('cnonce')}:auth:{ha2}")
+        else:
+            expected = hx(f"{ha1}:{fields['nonce']}:{ha2}")
         ok = fields.get("username") == self.username and fields.get("response") == expected
         return "ok" if ok else "wrong"
 
