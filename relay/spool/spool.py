@@ -115,18 +115,18 @@ class Spool:
         never evicts what a device sent to make room for what can wait on a card)."""
         return await self._fits(incoming)
 
-    def _outstanding(self, but: ClipWriter | None = None) -> tuple[int, int]:
-        """Room promised to the other clips being received: (in all, not yet on disk)."""
-        promised = sum(room for w, room in self._promised.items() if w is not but)
-        unwritten = sum(max(0, room - w.size) for w, room in self._promised.items() if w is not but)
-        return promised, unwritten
+    def _unwritten(self, but: ClipWriter | None = None) -> int:
+        """Room promised to the other clips being received and not yet on disk."""
+        return sum(max(0, room - w.size) for w, room in self._promised.items() if w is not but)
 
     async def _fits(self, incoming: int, writer: ClipWriter | None = None) -> bool:
-        promised, unwritten = self._outstanding(but=writer)
-        if self.limits.max_bytes and self._queue.bytes + promised + incoming > self.limits.max_bytes:
+        # spool.max_bytes counts the clips waiting, as before: a clip being received
+        # joins it when it is acknowledged. The disk is another matter: what is promised
+        # to clips still arriving will be written, so it is not free.
+        if self.limits.max_bytes and self._queue.bytes + incoming > self.limits.max_bytes:
             return False
         free = await asyncio.to_thread(self.store.free_bytes)
-        return free - unwritten - incoming >= self.limits.min_free_bytes
+        return free - self._unwritten(but=writer) - incoming >= self.limits.min_free_bytes
 
     @contextlib.asynccontextmanager
     async def receiving(

@@ -176,6 +176,11 @@ class AnswerProxy:
     port: int = 0
     # Every request head seen, scripted or passed through.
     heads: list[bytes] = field(default_factory=list)
+    # Take every scripted request's body before answering, as S3 does when it reads the
+    # upload and then refuses it: "100 Continue" to a client that waits for it, then every
+    # byte read and counted (a proxy that refused at the head would see no body at all).
+    read_bodies: bool = False
+    body_bytes: int = 0
 
     def _scripted(self, request_line: bytes) -> Scripted | None:
         for answer in self.script:
@@ -199,8 +204,17 @@ class AnswerProxy:
                     ),
                     0,
                 )
-                if b"100-continue" not in head.lower():
-                    await client_r.readexactly(length)  # else the client waits for our verdict first
+                if self.read_bodies and b"100-continue" in head.lower():
+                    client_w.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    await client_w.drain()
+                if self.read_bodies or b"100-continue" not in head.lower():
+                    left = length  # else the client waits for our verdict first
+                    while left:
+                        piece = await client_r.read(min(left, 1 << 20))
+                        if not piece:
+                            raise asyncio.IncompleteReadError(b"", left)
+                        left -= len(piece)
+                        self.body_bytes += len(piece)
                 client_w.write(answer.response(to_head=head.startswith(b"HEAD ")))
                 await client_w.drain()
                 return
@@ -225,7 +239,9 @@ class AnswerProxy:
             server.close()
 
 
-def SlowDownProxy(target_port: int, server_ssl: Any, client_ssl: Any, count: int) -> AnswerProxy:
+def SlowDownProxy(
+    target_port: int, server_ssl: Any, client_ssl: Any, count: int, *, read_bodies: bool = False
+) -> AnswerProxy:
     """The first ``count`` requests get S3's 503 SlowDown."""
     slow_down = Scripted(any_request, 503, "Slow Down", "SlowDown", "Please reduce your request rate.", count)
-    return AnswerProxy(target_port, server_ssl, client_ssl, [slow_down])
+    return AnswerProxy(target_port, server_ssl, client_ssl, [slow_down], read_bodies=read_bodies)
