@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from relay.config import parse_config
 from relay.dev.local_s3 import LocalS3, free_port
 from tests.support.harness import (
@@ -184,9 +186,13 @@ async def test_a_missing_bucket_pauses_delivery_and_sighup_resumes_it_without_sp
     assert await object_bytes(s3, bucket, key) == clip
 
 
-async def test_a_dead_s3_is_failing_after_upload_failing_after_s_and_ok_once_it_answers(
+async def test_a_dead_s3_is_failing_after_upload_failing_after_s_and_everything_arrives_in_order_after(
     tmp_path: Path, tls: TLS
 ) -> None:
+    """The WAN goes down with clips arriving: devices are answered at LAN speed, health
+    says failing after health.upload_failing_after_s (not at the first failure), and when
+    S3 answers again every clip goes up, byte-identical, in the order it arrived (one
+    worker), and health is ok again by itself."""
     server = LocalS3(data_dir=tmp_path / "s3", tls_cert=tls.cert_file, tls_key=tls.key_file)
     await server.start()
     try:
@@ -195,32 +201,48 @@ async def test_a_dead_s3_is_failing_after_upload_failing_after_s_and_ok_once_it_
         server.stop()  # the WAN goes down
         port = free_port()
         raw = raw_config(
-            tmp_path, tls, server.endpoint_url, "outage", metrics={"port": port}, health={"upload_failing_after_s": 1}
+            tmp_path,
+            tls,
+            server.endpoint_url,
+            "outage",
+            metrics={"port": port},
+            health={"upload_failing_after_s": 1},
+            s3={"workers": 1},  # the order clips go up in is the queue's, oldest first
         )
         config_file = write_config(tmp_path / "relay.toml", raw)
-        async with running_relay(parse_config(raw, environ={}), tls) as relay:
-            base = relay.metrics_url
-            assert (await relay.device.post_clip(PATH, os.urandom(1000))).status == 200
-            await wait_until(lambda: relay.stats.upload_retries >= 1, what="a failed attempt")
-            sent = time.monotonic()
-            # Not at the first failure: a passing blip is not worth an alarm.
-            assert (await healthz(base))[1]["status"] == "ok"
-            await until_level(base, "failing", "the outage to show")
-            fell = time.monotonic()
-            status, report = await healthz(base)
-            assert status == 503
-            assert codes(report) == ["uploads_failing"]
-            assert "EndpointConnectionError" in report["reasons"][0]["message"]
-            code, out = await status_cli(config_file)
-            assert code == 2
-            assert "uploads_failing" in out
-            assert relay.quarantined() == []
+        clips = [os.urandom(30_000 + n) for n in range(3)]
+        with structlog.testing.capture_logs() as logs:
+            async with running_relay(parse_config(raw, environ={}), tls) as relay:
+                base = relay.metrics_url
+                for n, clip in enumerate(clips):
+                    assert (await relay.device.post_clip(PATH, clip, filename=f"clip{n}.mkv")).status == 200
+                await wait_until(lambda: relay.stats.upload_retries >= 1, what="a failed attempt")
+                sent = time.monotonic()
+                # Not at the first failure: a passing blip is not worth an alarm.
+                assert (await healthz(base))[1]["status"] == "ok"
+                await until_level(base, "failing", "the outage to show")
+                fell = time.monotonic()
+                status, report = await healthz(base)
+                assert status == 503
+                assert codes(report) == ["uploads_failing"]
+                assert "EndpointConnectionError" in report["reasons"][0]["message"]
+                code, out = await status_cli(config_file)
+                assert code == 2
+                assert "uploads_failing" in out
+                assert len(relay.queued()) == 3
+                assert relay.quarantined() == []
 
-            await server.start()  # the WAN comes back
-            restored = time.monotonic()
-            back = await until_level(base, "ok", "/healthz to say ok again", timeout=60)
-            assert relay.stats.clips_uploaded == 1
-            assert (await status_cli(config_file))[0] == 0
+                await server.start()  # the WAN comes back
+                restored = time.monotonic()
+                back = await until_level(base, "ok", "/healthz to say ok again", timeout=60)
+                await wait_until(lambda: relay.stats.clips_uploaded == 3, timeout=60, what="3 uploads")
+                assert (await status_cli(config_file))[0] == 0
+        uploaded = [e["key"].rsplit("/", 1)[1] for e in logs if e["event"] == "clip_uploaded"]
+        assert uploaded == ["clip0.mkv", "clip1.mkv", "clip2.mkv"]  # in the order they arrived
+        async with s3_client(server.endpoint_url, tls) as s3:
+            keys = await list_keys(s3, "outage")
+            for key, clip in zip(keys, clips, strict=True):  # keys sort by file name here
+                assert await object_bytes(s3, "outage", key) == clip
         print(f"\ndead S3: first failed attempt -> failing after {fell - sent:.2f} s (upload_failing_after_s 1)")
         print(f"dead S3 answers again -> ok in {back - restored:.2f} s")
     finally:
