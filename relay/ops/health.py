@@ -140,8 +140,9 @@ def _delivery(stats: RelayStats, spool: Spool, rules: HealthRules, now: float) -
                 "destination_refused",
                 "failing",
                 f"{refusal.message}; {waiting} clip(s) wait in the spool, none is lost, delivery is paused",
-                f"{refusal.fix}; then restart the relay or send it SIGHUP (systemctl reload axis-relay), and the "
-                "waiting clips go up by themselves",
+                f"{refusal.fix}; then restart the relay if the fix is in its config (systemctl restart "
+                "axis-relay), or send it SIGHUP if it was made in AWS (systemctl reload axis-relay): the waiting "
+                "clips go up by themselves",
                 refusal.since,
             )
         ]
