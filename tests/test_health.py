@@ -16,6 +16,7 @@ import structlog
 
 from relay.config import parse_config
 from relay.dev.local_s3 import LocalS3, free_port
+from tests.support.faultproxy import Faults, in_front_of
 from tests.support.harness import (
     DEVICE,
     PATH,
@@ -28,6 +29,7 @@ from tests.support.harness import (
     relay_config,
     running_relay,
     s3_client,
+    status_exit,
     wait_until,
     write_config,
 )
@@ -333,3 +335,33 @@ async def test_version_everywhere(tmp_path: Path, tls: TLS, s3_server: LocalS3, 
         _, page = await http_get(relay.metrics_url + "/")
         assert f'<small id="version">{VERSION}</small>' in page
         assert (await healthz(relay.metrics_url))[1]["version"] == VERSION
+
+
+async def test_a_disk_below_the_floor_is_failing_and_a_crawling_upload_is_stalled(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    """Two more failing reasons, each from its real cause: free disk below
+    spool.min_free_bytes (the relay refuses clips), and uploads that neither finish nor
+    fail (an uplink at 2 kB/s) past metrics.upload_stall_s."""
+    floor = relay_config(tmp_path / "floor", tls, s3_server.endpoint_url, bucket, spool={"min_free_bytes": 10**15})
+    async with running_relay(floor, tls) as relay:
+        assert (await relay.device.post_clip(PATH, b"x" * 1000)).status == 507
+        status, report = await healthz(relay.metrics_url)
+        assert status == 503
+        assert "disk_low" in codes(report)
+        assert (await status_exit(relay, tmp_path))[0] == 2
+    async with in_front_of(s3_server.endpoint_url, Faults(bytes_per_s=2000)) as crawling:
+        slow = relay_config(
+            tmp_path / "slow",
+            tls,
+            crawling.endpoint_url,
+            bucket,
+            metrics={"upload_stall_s": 1},
+            s3={"read_timeout_s": 60},
+        )
+        async with running_relay(slow, tls) as relay:
+            assert (await relay.device.post_clip(PATH, os.urandom(200_000))).status == 200
+            await until_level(relay.metrics_url, "failing", "the stall to show")
+            _, report = await healthz(relay.metrics_url)
+            assert codes(report) == ["uploads_stalled"]
+            assert relay.stats.upload_retries == 0  # nothing failed: it only does not move
