@@ -275,7 +275,6 @@ async def serve(
                 ledger,
                 sorted(config.devices),
                 destination=_destination_name(config),
-                backfill=config.backfill.enabled,
             )
             metrics = await stack.enter_async_context(_metrics_listener(config.metrics, seen))
         cert, key = config.ingest.tls_cert, config.ingest.tls_key

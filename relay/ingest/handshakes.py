@@ -37,8 +37,6 @@ MAX_SOURCES = 4096
 # A camera's handshake trouble is forgotten after this long without another failure.
 TROUBLE_FORGET_S = 3600.0
 
-REASONS = ("unknown_ca", "protocol_version", "plain_http", "not_tls", "timeout", "closed", "other")
-
 # OpenSSL's reason names, as ssl.SSLError.reason gives them.
 _BY_OPENSSL_REASON = {
     # The client sent an alert: it does not accept the certificate we showed it.

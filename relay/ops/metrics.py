@@ -269,7 +269,6 @@ class Observed:
     ledger: LedgerWriter | None = None
     devices: Sequence[str] = ()
     destination: str = ""
-    backfill: bool = True
 
     def health(self) -> Health:
         failing = None
@@ -311,7 +310,7 @@ def metrics_app(seen: Observed) -> web.Application:
                 facts=report(health, stats, spool, VERSION),
                 stats=stats,
                 rows=rows,
-                backfill=seen.backfill,
+                backfill=seen.rules.backfill,
             )
         )
         return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})

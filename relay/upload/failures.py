@@ -63,15 +63,14 @@ class DestinationRefused(PermanentUploadError):
 
 
 # Codes that mean "the relay as configured is refused", whatever the clip: a wrong key,
-# a wrong secret, a missing bucket or permission, a wrong region. (AWS's own words.)
+# a wrong secret, a missing bucket or permission, a wrong region. (AWS's own words; a
+# KMS key refused and a 403 to HeadObject are raised as DestinationRefused where seen.)
 DESTINATION_CODES = frozenset(
     {
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
         "AccessDenied",
-        "KMS.AccessDenied",
         "NoSuchBucket",
-        "HeadForbidden",
         "PermanentRedirect",
         "AuthorizationHeaderMalformed",
         "InvalidToken",
@@ -154,15 +153,13 @@ def http_status(exc: BaseException) -> int:
 def classify(exc: BaseException) -> PermanentUploadError | None:
     """A PermanentUploadError for a failure that retrying cannot fix, else None."""
     if isinstance(exc, PermanentUploadError):
-        if exc.detail.get("code") in DESTINATION_CODES and not isinstance(exc, DestinationRefused):
-            return DestinationRefused(exc.reason, **exc.detail)
         return exc
     if not isinstance(exc, ClientError | EndpointError):
         return None  # connection errors, timeouts, anything unexpected: wait it out
     code, status = error_code(exc), http_status(exc)
     if code in TRANSIENT_CODES or status >= 500 or status in (0, 408, 429):
         return None
-    if isinstance(exc, EndpointError) and status in (401, 403) and code not in TRANSIENT_CODES:
+    if isinstance(exc, EndpointError) and status in (401, 403):
         # The gateway refuses the API key, or a presigned URL's signer lacks a permission.
         return DestinationRefused(
             f"the endpoint refused the relay: {exc.message} ({code}, HTTP {status})",

@@ -32,7 +32,14 @@ from relay.upload.delivery import (
     object_key,
     uplink,
 )
-from relay.upload.failures import FIXES, CommitConflict, PermanentUploadError, error_code, http_status, one_attempt
+from relay.upload.failures import (
+    FIXES,
+    CommitConflict,
+    DestinationRefused,
+    error_code,
+    http_status,
+    one_attempt,
+)
 
 log = structlog.get_logger("relay.s3")
 
@@ -181,7 +188,8 @@ class S3Store:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             if http_status(exc) == 403:
-                raise PermanentUploadError(
+                # A missing permission: the relay's fault, not this clip's (delivery pauses).
+                raise DestinationRefused(
                     f"S3 refused HeadObject on {key} (HTTP 403)", code="HeadForbidden", fix=FIXES["HeadForbidden"]
                 ) from None
             raise
