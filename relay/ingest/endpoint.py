@@ -15,7 +15,6 @@ import contextlib
 import errno
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
 
 import structlog
 from aiohttp import BodyPartReader, HttpVersion11, hdrs, web
@@ -23,11 +22,13 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 from multidict import CIMultiDict
 
 from relay.config import DeviceConfig, IngestConfig
-from relay.ingest.auth import TOKEN_PARAMS, authenticate, public_query
+from relay.ingest.auth import authenticate, public_query
 from relay.ingest.connections import ConnectionGuard
 from relay.ingest.digest import DigestAuth
+from relay.ingest.form import FormFields
 from relay.ingest.guard import FailureLimiter, allowed_source
 from relay.ingest.idle import IdleDeadline
+from relay.ingest.rejected import Rejected
 from relay.ingest.secret_hash import HashingRefused, SecretChecker, is_hashed
 from relay.ops import crashpoints
 from relay.ops.stats import RelayStats
@@ -37,13 +38,8 @@ from relay.spool.timing import device_timer
 from relay.spool.writer import WRITE_BATCH, ClipWriter
 
 log = structlog.get_logger("relay.ingest")
-T = TypeVar("T")
 
 READ_SIZE = 256 * 1024
-MAX_FORM_FIELD = 4096
-MAX_FORM_FIELDS = 32
-# Form fields never stored with a clip: credentials, whatever the form calls them.
-SECRET_FIELDS = frozenset({*TOKEN_PARAMS, "password", "passwd", "username", "user", "auth", "authorization"})
 # Set on a request whose credentials were checked before it was told to continue.
 AUTHENTICATED = web.RequestKey("authenticated", bool)
 # How far ahead of its bytes a body of unknown length makes room: a few write batches,
@@ -51,19 +47,6 @@ AUTHENTICATED = web.RequestKey("authenticated", bool)
 # not per batch), and a small clip on a nearly full disk is not refused for room it
 # would never use.
 ROOM_CHECK_BYTES = 4 * WRITE_BATCH
-
-
-class Rejected(Exception):
-    """An upload refused with an HTTP status and a message the sender can act on."""
-
-    def __init__(
-        self, status: int, message: str, headers: Mapping[str, str] | None = None, *, logged: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = CIMultiDict(headers or {})  # several WWW-Authenticate challenges
-        self.logged = logged or message  # what the operator reads, when the sender must read less
 
 
 def filename_from(disposition: str | None) -> str | None:
@@ -296,11 +279,11 @@ class Ingest:
 
     async def _receive_form(self, request: web.Request, sender: Sender) -> ClipMeta:
         reader = await request.multipart()
-        form = _Form(self._config.max_body_bytes)
+        form = FormFields(self._config.max_body_bytes)
         meta: ClipMeta | None = None
         # One idle deadline over the whole body, fields and file part alike.
         with IdleDeadline(self._config.idle_timeout_s) as idle:
-            while (part := await _waited(idle, reader.next())) is not None:
+            while (part := await idle.owed(reader.next())) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise Rejected(400, "nested multipart bodies are not supported")
                 if part.filename is None:
@@ -317,7 +300,7 @@ class Ingest:
                     form.file_bytes = writer.pending_size
                     # Later parts can only be small fields; read them before committing so a
                     # second file part refuses the whole request.
-                    while (extra := await _waited(idle, reader.next())) is not None:
+                    while (extra := await idle.owed(reader.next())) is not None:
                         if not isinstance(extra, BodyPartReader) or extra.filename is not None:
                             raise Rejected(400, "send one file part per request")
                         await form.read_field(extra, idle)
@@ -375,43 +358,6 @@ class Ingest:
                 507,
                 "the relay's spool is full (spool.max_bytes / spool.min_free_bytes); the clip was not stored",
             )
-
-
-async def _waited(idle: IdleDeadline, pending: Awaitable[T]) -> T:
-    """Await what the sender owes us, under the body's idle deadline."""
-    idle.waiting()
-    try:
-        return await pending
-    finally:
-        idle.arrived()
-
-
-class _Form:
-    """A multipart body's small fields: every one counted (not only distinct names), and
-    their bytes count against ingest.max_body_bytes with the file part's. Each field is
-    kept with the clip like a query parameter, never a credential."""
-
-    def __init__(self, max_body_bytes: int) -> None:
-        self._limit = max_body_bytes
-        self.fields: dict[str, str] = {}
-        self.count = 0
-        self.bytes = 0
-        self.file_bytes = 0
-
-    async def read_field(self, part: BodyPartReader, idle: IdleDeadline) -> None:
-        self.count += 1
-        if self.count > MAX_FORM_FIELDS:
-            raise Rejected(400, f"more than {MAX_FORM_FIELDS} form fields; send the clip and a few fields")
-        value = b""
-        while chunk := await _waited(idle, part.read_chunk(MAX_FORM_FIELD)):
-            value += chunk
-            self.bytes += len(chunk)
-            if len(value) > MAX_FORM_FIELD:
-                raise Rejected(400, f"form field {part.name!r} is longer than {MAX_FORM_FIELD} bytes")
-            if self.bytes + self.file_bytes > self._limit:
-                raise Rejected(413, f"body exceeds ingest.max_body_bytes ({self._limit} bytes)")
-        if part.name and part.name not in SECRET_FIELDS:
-            self.fields[part.name] = value.decode(errors="replace")
 
 
 def _fallback(device: str) -> str:

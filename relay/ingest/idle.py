@@ -9,7 +9,11 @@ cameras (bench/fleet.py).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from types import TracebackType
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class IdleDeadline:
@@ -44,6 +48,14 @@ class IdleDeadline:
 
     def arrived(self) -> None:
         self._waiting_since = None
+
+    async def owed(self, pending: Awaitable[T]) -> T:
+        """Await what the sender owes (a part, a field's bytes), as waiting time."""
+        self.waiting()
+        try:
+            return await pending
+        finally:
+            self.arrived()
 
     def _check(self) -> None:
         now = self._loop.time()
