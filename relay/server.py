@@ -33,7 +33,7 @@ from relay.ingest.handshakes import HandshakeWatch, camera_addresses
 from relay.ops.health import HealthRules
 from relay.ops.metrics import Observed, metrics_app
 from relay.ops.stats import RelayStats
-from relay.ops.systemd import Notifier
+from relay.ops.systemd import Notifier, keep_informed
 from relay.ops.version import VERSION
 from relay.spool.ledger_writer import LedgerWriter
 from relay.spool.spool import Spool
@@ -301,7 +301,10 @@ async def serve(
         )
         # READY only now: the spool is recovered and devices can connect.
         notifier.send(ready="1", status=status_line(spool, stats))
-        informer = asyncio.create_task(_keep_systemd_informed(notifier, background[0], spool, stats))
+        uploader_task = background[0]
+        informer = asyncio.create_task(
+            keep_informed(notifier, lambda: not uploader_task.done(), lambda: status_line(spool, stats))
+        )
         stack.push_async_callback(_stop, [informer])
         if on_started:
             on_started(listening)
@@ -331,17 +334,21 @@ async def serve(
 async def _until_shutdown_or_failure(
     shutdown_trigger: Callable[[], Awaitable[object]], background: list[asyncio.Task[None]]
 ) -> None:
-    """Wait for the trigger; a background task that dies is a bug, and ends the relay
-    (under systemd it restarts, and start-up recovers the spool) rather than leaving a
-    relay that accepts clips it will never upload."""
+    """Wait for the trigger; a background task that ends first (raised, returned or was
+    cancelled) is a bug, and ends the relay with an error (under systemd it restarts,
+    and start-up recovers the spool) rather than leaving a relay that accepts clips it
+    will never upload."""
     trigger = asyncio.ensure_future(shutdown_trigger())
     try:
         done, _ = await asyncio.wait([trigger, *background], return_when=asyncio.FIRST_COMPLETED)
     finally:
         trigger.cancel()
     for task in done:
-        if task is not trigger and not task.cancelled() and task.exception() is not None:
+        if task is trigger:
+            continue
+        if not task.cancelled() and task.exception() is not None:
             raise RelayError(f"relay task {task.get_name()} failed: {task.exception()!r}") from task.exception()
+        raise RelayError(f"relay task {task.get_name()} ended before shutdown")
 
 
 def _destination_name(config: RelayConfig) -> str:
@@ -357,23 +364,6 @@ def status_line(spool: Spool, stats: RelayStats) -> str:
         f"{spool.queued_clips} clip(s) queued ({spool.queued_bytes / 1e6:.1f} MB), "
         f"{stats.clips_uploaded} uploaded, {stats.clips_quarantined} quarantined, last upload {last}"
     )
-
-
-async def _keep_systemd_informed(
-    notifier: Notifier, uploader: asyncio.Task[None], spool: Spool, stats: RelayStats
-) -> None:
-    """STATUS every few seconds; WATCHDOG=1 only while the loop runs (this task is
-    scheduled) and the upload workers are alive. If they died, the pings stop and
-    systemd restarts the relay."""
-    if not notifier.enabled:
-        return
-    interval = min(notifier.watchdog_interval_s or 10.0, 10.0)
-    while not uploader.done():
-        fields = {"status": status_line(spool, stats)}
-        if notifier.watchdog_interval_s:
-            fields["watchdog"] = "1"
-        notifier.send(**fields)
-        await asyncio.sleep(interval)
 
 
 async def _stop(tasks: list[asyncio.Task[None]]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -27,7 +28,7 @@ from relay.config import APIGW_DEFAULT_BODY_BYTES, RelayConfig, parse_config
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
 from relay.ops import crashpoints
 from relay.ops.stats import RelayStats
-from tests.support.apigw_standin import API_KEY, ApiGatewayStandIn, GatewayRules, apigw_raw
+from tests.support.apigw_standin import API_KEY, ApiGatewayStandIn, apigw_raw
 from tests.support.chaos import kill_at_random
 from tests.support.faultproxy import FaultProxy, Faults
 from tests.support.harness import (
@@ -546,7 +547,7 @@ async def test_an_unmapped_function_error_answered_200_is_not_a_delivery(
     tmp_path: Path, tls: TLS, gateway: ApiGatewayStandIn, s3: Any, bucket: str
 ) -> None:
     # A gateway set up without error responses answers a failed function with 200.
-    gateway.rules = GatewayRules(gateway.rules.binary_media_types, gateway.rules.upload_templates, ())
+    gateway.rules = dataclasses.replace(gateway.rules, error_patterns=())
     failed_once = threading.Event()
 
     def fail_first_call(resource: str) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.apigw_standin import TEMPLATE, GatewayRules, template_resources
+from tests.support.vtl import KeyedMap, Methods, TemplateError, escape_javascript, render
 
 HANDLER = TEMPLATE.parent / "function" / "handler.py"
 
@@ -70,5 +74,46 @@ def test_bucket_aborts_incomplete_multipart_uploads_and_the_api_takes_video_as_b
     rules = GatewayRules.from_template()
     assert "video/x-matroska" in rules.binary_media_types
     assert set(rules.upload_templates) <= set(rules.binary_media_types)
+    # A binary body reaches the mapping base64-encoded (the function decodes it), and a
+    # type without a template is refused (415), never handed to the function unmapped.
+    assert (rules.content_handling, rules.passthrough) == ("CONVERT_TO_TEXT", "NEVER")
     # Every function error maps to a 4xx/5xx, so none is answered 200.
     assert any(pattern == r"(\n|.)+" for pattern, status in rules.error_patterns if status >= 500)
+
+
+def test_the_upload_mapping_renders_the_event_the_function_reads() -> None:
+    """The template's own VTL, rendered as API Gateway would: body, headers, params."""
+    rules = GatewayRules.from_template()
+    headers = KeyedMap({"Content-Disposition": 'attachment; filename="a.mkv"', "X-Quote": 'say "hi"\\'})
+    params = KeyedMap(path=KeyedMap(), querystring=KeyedMap(subfolder="cam-1"), header=headers)
+    variables = {
+        "input": Methods("input", {"params": lambda: params}, {"body": "AAEC"}),
+        "util": Methods("util", {"escapeJavaScript": escape_javascript}, {}),
+        "context": KeyedMap(
+            httpMethod="POST",
+            stage="prod",
+            identity=KeyedMap(sourceIp="10.0.0.9"),
+            requestId="r",
+            resourcePath="/upload",
+        ),
+    }
+    event = json.loads(render(rules.upload_templates["video/x-matroska"], variables))
+    assert event["body"] == "AAEC"
+    assert event["headers"] == dict(headers)
+    assert event["params"] == {"path": {}, "querystring": {"subfolder": "cam-1"}, "header": dict(headers)}
+    assert event["context"]["http-method"] == "POST"
+    assert event["context"]["source-ip"] == "10.0.0.9"
+
+
+def test_the_vtl_subset_refuses_what_it_does_not_model() -> None:
+    with pytest.raises(TemplateError, match=r"\$input.json\(\) is not modelled"):
+        render("$input.json('$')", {"input": Methods("input", {}, {})})
+    with pytest.raises(TemplateError, match="#end expected"):
+        render("#if($x) open", {"x": True})
+    # Velocity renders an undefined reference as its own text; #else and nesting work.
+    assert (
+        render("$nope #if($a)#foreach($i in $l)$i#if($foreach.hasNext),#end#end#else no#end", {"a": True, "l": [1, 2]})
+        == "$nope 1,2"
+    )
+    # Commons Lang escapes the single quote: not valid JSON, as AWS documents.
+    assert escape_javascript('it\'s / "x"') == 'it\\\'s \\/ \\"x\\"'

@@ -89,3 +89,48 @@ async def test_upload_that_s3_forgot_starts_over_cleanly(
     assert await object_bytes(s3, bucket, key) == clip
     assert len(relay.named("multipart_started")) == 1  # the fresh upload
     assert not (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads")
+
+
+async def test_after_a_crash_the_newest_free_upload_is_adopted_and_only_true_orphans_aborted(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """Three uploads open for one key after a crash between create and its record: one
+    another clip of the spool is still filling, one stale (begun before), and the one the
+    crash left. The crashed clip adopts exactly its own; the other clip's upload is left
+    alone, and the stale one is aborted."""
+    raw = raw_config(tmp_path, tls, s3_server.endpoint_url, bucket)
+    # Two workers, and slow enough that the other clip is still uploading when the
+    # crashed one restarts (same file name, same day: one key for both).
+    raw["s3"].update(workers=2, max_upload_bytes_per_s=2 * 1024 * 1024)
+    config = write_config(tmp_path / "relay.toml", raw)
+    other_clip, crashed_clip = os.urandom(CLIP_BYTES), os.urandom(CLIP_BYTES)
+    async with relay_process(
+        config, tls.client_context(), env={crashpoints.ENV: crashpoints.UPLOAD_BETWEEN_PARTS}
+    ) as relay:
+        assert (await relay.device.post_clip(PATH, other_clip, filename="same.mkv")).status == 200
+        assert await relay.exited() != 0
+        [held] = (await s3.list_multipart_uploads(Bucket=bucket))["Uploads"]
+        key = held["Key"]
+        stale = (await s3.create_multipart_upload(Bucket=bucket, Key=key))["UploadId"]
+
+        relay.restart_env({crashpoints.ENV: crashpoints.UPLOAD_AFTER_CREATE})
+        await relay.start()
+        assert (await relay.device.post_clip(PATH, crashed_clip, filename="same.mkv")).status == 200
+        assert await relay.exited() != 0
+        open_ids = {u["UploadId"] for u in (await s3.list_multipart_uploads(Bucket=bucket))["Uploads"]}
+        [crashed] = open_ids - {held["UploadId"], stale}
+
+        relay.restart_env({})
+        await relay.start()
+        adopted = await relay.wait_for("multipart_adopted", timeout=60)
+        await wait_until(lambda: len(relay.named("clip_uploaded")) == 2, timeout=60, what="both clips delivered")
+
+    assert adopted["upload_id"] == crashed
+    assert [e["upload_id"] for e in relay.named("multipart_orphan_aborted")] == [stale]
+    # The other clip finished the upload it held: never aborted, never started over.
+    # (Whichever completes second finds the key taken and goes to "same~<clip id>.mkv".)
+    assert not relay.named("multipart_gone")
+    assert [e["key"] for e in relay.named("multipart_started") if e["key"] == key] == []
+    keys = await list_keys(s3, bucket)
+    assert sorted([await object_bytes(s3, bucket, k) for k in keys]) == sorted([other_clip, crashed_clip])
+    assert not (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads")

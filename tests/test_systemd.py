@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from relay.config import parse_config
 from relay.dev.local_s3 import LocalS3
-from tests.support.harness import PATH, TLS, raw_config, wait_until, write_config
+from relay.ops.systemd import Notifier, keep_informed
+from relay.server import RelayError
+from tests.support.harness import PATH, TLS, raw_config, running_relay, wait_until, write_config
 from tests.support.relay_process import relay_process
 
 UNIT = Path(__file__).parent.parent / "systemd" / "axis-relay.service"
@@ -56,8 +61,6 @@ async def test_ready_status_and_watchdog_reach_notify_socket(
 
 
 def test_notify_is_silent_without_systemd() -> None:
-    from relay.ops.systemd import Notifier
-
     notifier = Notifier({})
     assert not notifier.enabled
     notifier.send(ready="1")  # no socket: nothing happens, nothing raises
@@ -81,3 +84,59 @@ def test_unit_file_is_hardened() -> None:
     line = next(x for x in result.stdout.splitlines() if "Overall exposure level" in x)
     score = float(line.split(":", 1)[1].split()[0])
     assert score <= 2.0, line
+
+
+async def test_watchdog_pings_stop_when_the_upload_workers_are_gone(tmp_path: Path) -> None:
+    """Everything else keeps running (this loop, STATUS), yet once the workers are dead
+    no WATCHDOG=1 is sent, so systemd restarts a relay that could not upload."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.setblocking(False)
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "100000"})
+    workers = asyncio.create_task(asyncio.Event().wait(), name="upload-workers")
+    informer = asyncio.create_task(keep_informed(notifier, lambda: not workers.done(), lambda: "fine"))
+    pings: list[str] = []
+
+    def received(count: int) -> bool:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                pings.append(sock.recv(4096).decode())
+        return sum("WATCHDOG=1" in m for m in pings) >= count
+
+    try:
+        await wait_until(lambda: received(3), what="three watchdog pings while the workers live")
+        workers.cancel()
+        # The pinger ends (within one interval), while this loop runs on: no ping follows.
+        await asyncio.wait_for(informer, 5)
+    finally:
+        informer.cancel()
+        sock.close()
+
+
+async def test_a_relay_whose_upload_workers_die_exits_with_an_error(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    """Workers cancelled from outside (no exception to report) still end the relay as a
+    failure, not as a clean stop."""
+    config = parse_config(raw_config(tmp_path, tls, s3_server.endpoint_url, bucket), environ={})
+    async with running_relay(config, tls) as relay:
+        killed = [t for t in asyncio.all_tasks() if t.get_name().startswith("upload-worker-")]
+        assert len(killed) == config.upload_workers
+        for task in killed:
+            task.cancel()
+        with pytest.raises(RelayError, match="uploader ended before shutdown"):
+            await asyncio.wait_for(relay.task, 30)
+
+
+def test_a_full_notify_socket_never_blocks_the_sender(tmp_path: Path) -> None:
+    """systemd busy (its socket's queue full): the message is dropped, the relay goes on."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))  # bound, never read
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+    sender = threading.Thread(target=lambda: [notifier.send(status="x" * 200) for _ in range(5000)], daemon=True)
+    try:
+        sender.start()
+        sender.join(timeout=20)
+        assert not sender.is_alive(), "send() blocked on a full socket"
+    finally:
+        sock.close()

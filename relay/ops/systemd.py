@@ -6,10 +6,11 @@ the relay is not started by systemd (no NOTIFY_SOCKET).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 
 class Notifier:
@@ -35,4 +36,20 @@ class Notifier:
             socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock,
             contextlib.suppress(OSError),
         ):
-            sock.sendto(message, self._address)
+            # MSG_DONTWAIT: a full socket drops this message instead of blocking the loop.
+            sock.sendto(message, socket.MSG_DONTWAIT, self._address)
+
+
+async def keep_informed(notifier: Notifier, alive: Callable[[], bool], status: Callable[[], str]) -> None:
+    """STATUS every few seconds; WATCHDOG=1 only while the loop runs (this task is
+    scheduled) and ``alive()`` (the upload workers) holds. Once it does not, the pings
+    stop, whatever else still runs, and systemd restarts the relay."""
+    if not notifier.enabled:
+        return
+    interval = min(notifier.watchdog_interval_s or 10.0, 10.0)
+    while alive():
+        fields = {"status": status()}
+        if notifier.watchdog_interval_s:
+            fields["watchdog"] = "1"
+        notifier.send(**fields)
+        await asyncio.sleep(interval)

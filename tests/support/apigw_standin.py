@@ -5,9 +5,12 @@ configured by cloud/template.yaml (read from that file, so they cannot drift apa
 
 - the x-api-key check (403 Forbidden), unknown resources (403 Missing Authentication
   Token), the 10 MiB body cap (413);
-- binary media types: such a body reaches the function base64-encoded; any other is text;
-- /upload: the mapping template's event (body, headers, params, context), 415 for a
-  type with no template, the 6 MiB Lambda request limit (500, as the real one answers),
+- binary media types and the integration's ContentHandling: with CONVERT_TO_TEXT such a
+  body reaches the mapping base64-encoded; without it, as raw bytes;
+- /upload: the event is the template's own mapping rendered (tests/support/vtl.py), so a
+  renamed key reaches the function as it would in AWS; a type with no template is 415
+  under PassthroughBehavior NEVER (or WHEN_NO_TEMPLATES) and passed unmapped under
+  WHEN_NO_MATCH; the 6 MiB Lambda request limit (500, as the real one answers),
   the integration responses' selection patterns (an error matching none is a 200!);
 - /handoff: the Lambda proxy event and response;
 - the 29 s integration timeout (504).
@@ -37,6 +40,7 @@ from botocore.config import Config as BotoConfig
 
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, free_port
 from tests.support.harness import TLS, raw_config
+from tests.support.vtl import KeyedMap, Methods, escape_javascript, render
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "cloud" / "template.yaml"
 API_KEY = "relay-key-7f3a"
@@ -77,8 +81,10 @@ def template_resources(path: Path = TEMPLATE) -> dict[str, Any]:
 @dataclass(frozen=True)
 class GatewayRules:
     binary_media_types: tuple[str, ...]
-    upload_templates: tuple[str, ...]  # content types the /upload mapping covers
+    upload_templates: dict[str, str]  # content type -> the /upload mapping template
     error_patterns: tuple[tuple[str, int], ...]  # (selection pattern, status), in order
+    content_handling: str | None  # CONVERT_TO_TEXT, CONVERT_TO_BINARY or unset
+    passthrough: str  # WHEN_NO_MATCH (AWS's default), WHEN_NO_TEMPLATES or NEVER
 
     @classmethod
     def from_template(cls, path: Path = TEMPLATE) -> GatewayRules:
@@ -90,7 +96,21 @@ class GatewayRules:
             for r in integration["IntegrationResponses"]
             if r.get("SelectionPattern")
         )
-        return cls(tuple(api["BinaryMediaTypes"]), tuple(integration["RequestTemplates"]), patterns)
+        return cls(
+            tuple(api["BinaryMediaTypes"]),
+            dict(integration["RequestTemplates"]),
+            patterns,
+            integration.get("ContentHandling"),
+            integration.get("PassthroughBehavior", "WHEN_NO_MATCH"),
+        )
+
+
+def _param(params: KeyedMap, name: str) -> str | None:
+    """$input.params(name): the path, then the query string, then the headers."""
+    for kind in ("path", "querystring", "header"):
+        if name in params[kind]:
+            return str(params[kind][name])
+    return None
 
 
 def _answer(status: int, message: str, error_type: str | None = None) -> web.Response:
@@ -164,16 +184,48 @@ class ApiGatewayStandIn:
             return base64.b64encode(body).decode(), True
         return body.decode("utf-8", errors="replace"), False
 
-    async def _invoke(
-        self, resource: str, event: dict[str, Any]
-    ) -> web.Response | tuple[dict[str, Any] | None, str | None]:
+    def _mapped_body(self, content_type: str, body: bytes) -> str:
+        """$input.body, as the integration's ContentHandling leaves it."""
+        binary = self._is_binary(content_type)
+        if binary and self.rules.content_handling == "CONVERT_TO_TEXT":
+            return base64.b64encode(body).decode()
+        if not binary and self.rules.content_handling == "CONVERT_TO_BINARY":
+            return base64.b64decode(body, validate=False).decode("latin-1")
+        # Passed through: bytes as they came, which no JSON mapping carries intact.
+        return body.decode("utf-8", errors="replace")
+
+    def _upload_event(self, request: web.Request, body: bytes, template: str) -> str:
+        """The template rendered with what API Gateway offers a mapping."""
+        headers = KeyedMap(request.headers.items())
+        params = KeyedMap(path=KeyedMap(), querystring=KeyedMap(request.query.items()), header=headers)
+        variables = {
+            "input": Methods(
+                "input",
+                {"params": lambda *name: params if not name else _param(params, name[0])},
+                {"body": self._mapped_body(request.content_type, body)},
+            ),
+            "util": Methods("util", {"escapeJavaScript": escape_javascript}, {}),
+            "context": KeyedMap(
+                httpMethod=request.method,
+                stage=self.stage,
+                identity=KeyedMap(sourceIp=request.remote or ""),
+                requestId=f"req-{id(request):x}",
+                resourcePath="/upload",
+            ),
+        }
+        return render(template, variables)
+
+    async def _invoke(self, resource: str, payload: str) -> web.Response | tuple[dict[str, Any] | None, str | None]:
         """The gateway's own answer when the invocation fails, else (result, None) or
         (None, the function's error message)."""
-        payload = json.dumps(event)
         if len(payload.encode()) > LAMBDA_REQUEST_LIMIT:
             # Lambda refuses the invocation; API Gateway says only this.
             return _answer(500, "Internal server error", "InternalServerErrorException")
-        decoded = json.loads(payload)  # the function gets what was serialised, nothing shared
+        try:
+            decoded = json.loads(payload)  # the function gets what was serialised, nothing shared
+        except ValueError:
+            # A mapping that renders invalid JSON: Lambda refuses the payload.
+            return _answer(500, "Internal server error", "InternalServerErrorException")
 
         def run() -> tuple[dict[str, Any] | None, str | None]:
             try:
@@ -190,18 +242,14 @@ class ApiGatewayStandIn:
             return _answer(504, "Endpoint request timed out", "IntegrationTimeout")
 
     async def _upload(self, request: web.Request, body: bytes) -> web.Response:
-        content_type = request.content_type
-        if content_type not in self.rules.upload_templates:
+        template = self.rules.upload_templates.get(request.content_type)
+        if template is not None:
+            payload = self._upload_event(request, body, template)
+        elif self.rules.passthrough == "WHEN_NO_MATCH":
+            payload = self._mapped_body(request.content_type, body)  # unmapped, as it came
+        else:  # NEVER, or WHEN_NO_TEMPLATES with templates defined
             return _answer(415, "Unsupported Media Type", "UnsupportedMediaTypeException")
-        text, _ = self._body_for_event(content_type, body)
-        event = {
-            "body": text,
-            "headers": dict(request.headers),
-            "params": {"path": {}, "querystring": dict(request.query), "header": dict(request.headers)},
-            "stage-variables": {},
-            "context": {"http-method": "POST", "stage": self.stage, "resource-path": "/upload"},
-        }
-        outcome = await self._invoke("upload", event)
+        outcome = await self._invoke("upload", payload)
         if isinstance(outcome, web.Response):
             return outcome
         result, error = outcome
@@ -224,7 +272,7 @@ class ApiGatewayStandIn:
             "body": text,
             "isBase64Encoded": encoded,
         }
-        outcome = await self._invoke("handoff", event)
+        outcome = await self._invoke("handoff", json.dumps(event))
         if isinstance(outcome, web.Response):
             return outcome
         result, error = outcome
