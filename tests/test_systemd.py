@@ -133,7 +133,12 @@ def test_a_full_notify_socket_never_blocks_the_sender(tmp_path: Path) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify.sock"))  # bound, never read
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
-    sender = threading.Thread(target=lambda: [notifier.send(status="x" * 200) for _ in range(5000)], daemon=True)
+
+    def flood() -> None:
+        for _ in range(5000):
+            notifier.send(status="x" * 200)
+
+    sender = threading.Thread(target=flood, daemon=True)
     try:
         sender.start()
         sender.join(timeout=20)
