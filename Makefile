@@ -30,16 +30,17 @@ $(VENV)/.dev-installed: requirements/dev.lock pyproject.toml | $(BIN)/python
 
 # Debian's promtool (the alert rules, the metric names), Chromium (the status page test),
 # systemd's systemd-analyze (the unit is verified), curl (a real TLS client for the
-# commissioning tests) and strace (the order of the durable steps, seen from outside),
-# installed when missing; with sudo unless root. A test that
+# commissioning tests), strace (the order of the durable steps, seen from outside) and
+# e2fsprogs (the power-loss test's ext4 on a loop device), installed when missing; with sudo unless root. A test that
 # skips for a missing tool fails the run (tests/conftest.py).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-tools:
 	@command -v promtool >/dev/null && command -v chromium >/dev/null && \
-	  command -v systemd-analyze >/dev/null && command -v curl >/dev/null && command -v strace >/dev/null || { \
+	  command -v systemd-analyze >/dev/null && command -v curl >/dev/null && command -v strace >/dev/null && \
+	  command -v mkfs.ext4 >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    prometheus chromium systemd curl strace; }
+	    prometheus chromium systemd curl strace e2fsprogs; }
 
 run: $(VENV)/.run-installed
 	$(BIN)/axis-relay dev
