@@ -388,7 +388,8 @@ class BackfillConfig(_Strict):
     # Footage fetched before and after a gap, so the key frame the device moves an
     # export's start back to and the clips on either side overlap it.
     margin_s: Annotated[float, Field(ge=0)] = 1.0
-    # The longest range asked of a camera in one export.
+    # The longest range asked of a camera in one export, in whole seconds (at least 1),
+    # as the camera takes them.
     piece_s: Annotated[float, Field(gt=0, le=MAX_EXPORT_PIECE_S)] = MAX_EXPORT_PIECE_S
     # Exports running at once over all cameras (one per camera at most).
     max_concurrent: Annotated[int, Field(ge=1, le=64)] = 2

@@ -5,7 +5,10 @@ S3: the frames in S3 are checked against the frames the camera recorded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
+import os
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,7 +18,7 @@ import pytest
 import structlog
 
 from relay.config import RelayConfig, parse_config
-from relay.dev.local_s3 import LocalS3
+from relay.dev.local_s3 import LocalS3, free_port
 from relay.spool.ledger import Ledger
 from tests.support.backfill import (
     FAST_BACKFILL,
@@ -26,6 +29,7 @@ from tests.support.backfill import (
     settled,
     wait_for_footage,
 )
+from tests.support.faultproxy import Faults, in_front_of
 from tests.support.footage import frame_time, frames_between
 from tests.support.harness import (
     DEVICE,
@@ -35,12 +39,13 @@ from tests.support.harness import (
     http_get,
     list_keys,
     metric,
+    raw_config,
     running_relay,
     wait_until,
     write_config,
 )
 from tests.support.relay_process import relay_process
-from tests.support.vapix_camera import CameraEmulator
+from tests.support.vapix_camera import FILENAME_TEMPLATE, CameraEmulator, Gauge
 
 CADENCE = 5.0
 
@@ -438,11 +443,121 @@ async def test_a_relay_killed_mid_export_goes_on_and_stores_each_piece_once(
     # The range cut off is asked for again and stored once.
     assert camera.abandoned[0][:2] in [e[1:3] for e in camera.exports]
     keys = [k for k in await list_keys(s3, bucket) if "/backfill/" in k]
-    assert len(keys) >= 3  # three pieces of at most 2 s for a 5 s gap and its margins
     assert not [k for k in keys if "~" in k]  # no piece stored twice under another name
     ledger = Ledger.open_readonly(tmp_path / "spool" / "ledger.sqlite3")
     try:
-        starts = [c.starts_at for c in ledger.clips() if c.origin == "backfill"]
+        pieces = sorted((c.starts_at, c.ends_at) for c in ledger.clips() if c.origin == "backfill")
     finally:
         ledger.close()
-    assert len(starts) == len(set(starts)) == len(keys)
+    assert len(pieces) == len(keys)
+    # The ranges asked of the card and sent whole: one per stored piece, each at most
+    # piece_s (2 s), each beginning where the one before ended (no second fetched twice),
+    # together covering the 5 s gap. (A piece's footage reaches back to its key frame.)
+    asked = sorted({(begin, end) for _, begin, end, sent in camera.exports if sent > 0})
+    assert len(asked) == len(pieces), asked
+    assert all(timedelta(0) < end - begin <= timedelta(seconds=2) for begin, end in asked), asked
+    assert all(prev_end == begin for (_, prev_end), (begin, _) in itertools.pairwise(asked)), asked
+    assert asked[-1][1] - asked[0][0] >= timedelta(seconds=CADENCE), asked
+
+
+# Back-fill's limits --------------------------------------------------------------------
+
+
+async def test_exports_are_one_per_camera_and_max_concurrent_over_all(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, s3: Any
+) -> None:
+    """Three cameras, two gaps each, a slow card: never two exports from one camera at
+    once, and never more than backfill.max_concurrent (2) over all of them."""
+    over_all = Gauge()
+    cameras = [CameraEmulator(f"cam-{n}", export_pace_s=0.02) for n in range(3)]
+    async with contextlib.AsyncExitStack() as stack:
+        for cam in cameras:
+            cam.export_gauges.append(over_all)
+            await stack.enter_async_context(cam.serving(tls.server_context()))
+        devices = {
+            cam.name: {"token": f"token-{cam.name}", "filename_template": FILENAME_TEMPLATE,
+                       "camera": camera_section(cam, tls)}
+            for cam in cameras
+        }  # fmt: skip
+        raw = raw_config(
+            tmp_path, tls, s3_server.endpoint_url, bucket, devices=devices,
+            backfill={**FAST_BACKFILL, "max_concurrent": 2, "piece_s": 2.0},
+        )  # fmt: skip
+        async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
+            start = cameras[0].now() - timedelta(seconds=6 * CADENCE)
+            for cam in cameras:
+                cam.record(start - timedelta(minutes=5))
+                path = f"/upload/{cam.name}?accessToken=token-{cam.name}"
+                await cam.run_schedule(relay.device, path, start, 6, CADENCE, drop={2, 5})
+            ledger_path = tmp_path / "spool" / "ledger.sqlite3"
+            await wait_until(
+                lambda: len(ledger_gaps(ledger_path)) == 6 and settled(ledger_gaps(ledger_path)),
+                timeout=90,
+                what="six gaps filled",
+            )
+    assert all(g.state == "filled" for g in ledger_gaps(ledger_path))
+    assert [cam.export_gauges[0].peak for cam in cameras] == [1, 1, 1]
+    assert over_all.peak == 2  # reached, never passed
+    assert sum(len(cam.exports) for cam in cameras) >= 12  # enough exports to overlap
+
+
+async def test_a_backlog_pauses_back_fill_until_the_device_clips_are_delivered(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, s3: Any, camera: CameraEmulator
+) -> None:
+    """S3 unreachable, the device clips wait: over backfill.max_queued_bytes nothing is
+    fetched from the card (the uplink belongs to what devices send); once they are
+    delivered, the gap is filled."""
+    faults = Faults(reset_connections=10**9, after_bytes=0)
+    async with in_front_of(s3_server.endpoint_url, faults) as proxy:
+        raw = backfill_config(
+            tmp_path, tls, proxy.endpoint_url, bucket, camera_section(camera, tls),
+            backfill={"max_queued_bytes": 1000},
+        )  # fmt: skip
+        async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
+            start = camera.now() - timedelta(seconds=4 * CADENCE)
+            camera.record(start - timedelta(minutes=5))
+            await camera.run_schedule(relay.device, PATH, start, 4, CADENCE, drop={2})
+            ledger_path = tmp_path / "spool" / "ledger.sqlite3"
+            await wait_until(lambda: len(ledger_gaps(ledger_path)) == 1, what="the gap detected")
+            paused = await relay.wait_for("backfill_paused")
+            assert paused["limit"] == 1000
+            # The pause is checked before each fill: the gap is known, nothing is fetched.
+            assert camera.exports == []
+            assert [g.state for g in ledger_gaps(ledger_path)] == ["detected"]
+            faults.reset_connections = 0  # S3 back: the clips go, then the gap is filled
+            await relay.wait_for("backfill_resumed_after_backlog", timeout=60)
+            await wait_until(lambda: settled(ledger_gaps(ledger_path)), timeout=60, what="the gap filled")
+    [gap] = ledger_gaps(ledger_path)
+    assert gap.state == "filled"
+    assert camera.exports
+
+
+async def test_back_fill_never_evicts_a_device_clip_to_make_room(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    """A spool at its quota under evict_oldest, S3 unreachable: a device's clip would
+    evict the oldest, but back-fill waits instead, with the reason, and evicts nothing."""
+    dead = f"https://127.0.0.1:{free_port()}"
+    raw = backfill_config(
+        tmp_path, tls, dead, bucket, camera_section(camera, tls),
+        spool={"max_bytes": 3 * 1024 * 1024, "full_policy": "evict_oldest"},
+    )  # fmt: skip
+    raw["spool"]["dir"] = str(tmp_path / "spool")
+    async with relay_process(write_config(tmp_path / "relay.toml", raw), tls.client_context()) as relay:
+        # A device's big clip first, near the quota (S3 is down: it stays), then the
+        # schedule with a clip dropped: the small clips still fit, a piece of footage not.
+        filler = await relay.device.post_clip(PATH, b"\x1aE" + os.urandom(3 * 1024 * 1024 - 200_000))
+        assert filler.status == 200
+        start = camera.now() - timedelta(seconds=4 * CADENCE)
+        camera.record(start - timedelta(minutes=5))
+        await camera.run_schedule(relay.device, PATH, start, 4, CADENCE, drop={2})
+        ledger_path = tmp_path / "spool" / "ledger.sqlite3"
+        await wait_until(
+            lambda: any(g.state == "retrying" and "never evicts" in g.reason for g in ledger_gaps(ledger_path)),
+            what="back-fill waiting for room",
+        )
+        queued = {p.name for p in (tmp_path / "spool" / "queue").iterdir()}
+    assert not relay.named("clip_evicted")
+    assert not relay.named("backfill_clip_stored")
+    assert len(queued) == 4  # three of the schedule and the big one: all kept
+    assert camera.exports == []

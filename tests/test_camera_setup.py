@@ -18,6 +18,8 @@ from tests.support.backfill import backfill_config, camera_section
 from tests.support.harness import DEVICE, TLS, TOKEN, axis_relay, list_keys, running_relay, wait_until, write_config
 from tests.support.vapix_camera import CameraEmulator
 
+NEW_TOKEN = "a-new-token-of-forty-characters-0123456789"
+
 
 @pytest.fixture
 async def camera(tls: TLS) -> AsyncIterator[CameraEmulator]:
@@ -55,10 +57,18 @@ async def test_setup_twice_replaces_and_never_duplicates(
 ) -> None:
     cfg = config(tmp_path, tls, s3_server, bucket, camera)
     await add_foreign_rule(camera, tls, cfg)
-    for _ in range(2):
-        _, code = await commands.run_setup(cfg, DEVICE, options(), dry_run=False)
-        assert code in (0, 1)  # 1: the relay at 127.0.0.1:1 never got a clip; the set-up is what counts here
+    first, code = await commands.run_setup(cfg, DEVICE, options(), dry_run=False)
+    assert code == 0, first
+    assert "schedule 7 (every 15 s)" in first
+    # Again, with a new token and interval: the camera ends up with the new values only.
+    raw = backfill_config(tmp_path, tls, s3_server.endpoint_url, bucket, camera_section(camera, tls))
+    raw["devices"][DEVICE]["token"] = NEW_TOKEN
+    again, code = await commands.run_setup(parse_config(raw, environ={}), DEVICE, options(interval_s=30), dry_run=False)
+    assert code == 0, again
+    assert "(every 30 s)" in again
     s = camera.services
+    [pulse] = [e for e in s.events.values() if e["name"].startswith("axis-relay:")]
+    assert "INTERVAL=30" in pulse["icalendar"]
     ours = [c["name"] for c in (*s.recipients.values(), *s.actions.values(), *s.events.values(), *s.rules.values())]
     assert sorted(n for n in ours if n.startswith("axis-relay:")) == sorted(
         f"axis-relay:{DEVICE}:{part}" for part in ("recipient", "clip", "pulse", "rule")
@@ -67,8 +77,8 @@ async def test_setup_twice_replaces_and_never_duplicates(
     [clip] = [a for a in s.actions.values() if a["name"].startswith("axis-relay:")]
     p = clip["parameters"]
     assert p["upload_url"] == f"https://127.0.0.1:1/upload/{DEVICE}"
-    assert p["custom_params"] == f"accessToken={TOKEN}"
-    assert p["post_duration"] == "15000"
+    assert p["custom_params"] == f"accessToken={NEW_TOKEN}"
+    assert p["post_duration"] == "30000"
     assert p["validate_server_cert"] == "1"
     assert "%z" in p["filename"]
     assert "#s" in p["filename"]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +112,15 @@ async def test_quota_policies(tmp_path: Path, tls: TLS) -> None:
             health_status, body = await http_get(relay.metrics_url + "/healthz")
             status_code, _ = await status_exit(relay, tmp_path)
             _, text = await http_get(relay.metrics_url + "/metrics")
+            if policy == "reject":
+                # Failing for a minute after the 507, then not: the refusal's time moved
+                # back (no one waits a minute), the verdict read from /healthz each time.
+                refused_at = relay.stats.last_refused_spool_full_at
+                assert refused_at is not None
+                relay.stats.last_refused_spool_full_at = refused_at - 58
+                assert (await http_get(relay.metrics_url + "/healthz"))[0] == 503
+                relay.stats.last_refused_spool_full_at = refused_at - 61
+                assert (await http_get(relay.metrics_url + "/healthz"))[0] == 200
         report = json.loads(body)
         if policy == "reject":
             assert statuses == [200, 200, 200, 507]
@@ -193,3 +203,50 @@ async def test_evict_oldest_makes_room_for_chunked_clips_on_a_full_disk(tmp_path
     assert "old2.mkv" not in kept
     assert "old3.mkv" not in kept
     assert "new2.mkv" in kept
+
+
+async def test_min_free_bytes_keeps_a_floor_of_free_disk(tmp_path: Path, tls: TLS) -> None:
+    """spool.min_free_bytes at 5 MiB on a 12 MiB disk: three 2 MiB clips fit above the
+    floor; the fourth would leave less than 5 MiB free and is refused (507), though the
+    disk itself still has room for it."""
+    dead = f"https://127.0.0.1:{free_port()}"
+    floor = 5 * 1024 * 1024
+    with small_filesystem(tmp_path / "small", "12m") as fs:
+        config = relay_config(tmp_path, tls, dead, "clips", spool={"dir": str(fs / "spool"), "min_free_bytes": floor})
+        async with running_relay(config, tls) as relay:
+            statuses = []
+            for n in range(4):
+                answer = await relay.device.post_clip(PATH, os.urandom(2 * 1024 * 1024), filename=f"c{n}.mkv")
+                statuses.append(answer.status)
+            free = shutil.disk_usage(fs).free
+            assert statuses == [200, 200, 200, 507]
+            assert 2 * 1024 * 1024 < free < floor + 2 * 1024 * 1024  # it would have fitted, under the floor
+            assert len(relay.queued()) == 3
+
+
+async def test_a_spool_gone_read_only_is_failing_and_recovers_when_writable(tmp_path: Path, tls: TLS) -> None:
+    """The spool's queue becomes a read-only mount under the running relay (as after an
+    SD card's errors=remount-ro; a bind mount here, since the ledger holds the spool's
+    own file system open for writing): /healthz 503 with spool_unwritable, `status`
+    exit 2, the device refused; writable again, all is well and the next clip is kept."""
+    dead = f"https://127.0.0.1:{free_port()}"
+    config = relay_config(tmp_path, tls, dead, "clips")
+    async with running_relay(config, tls) as relay:
+        queue = str(relay.spool / "queue")
+        # In a thread: the relay runs on this loop, and must not be blocked by the test.
+        await asyncio.to_thread(subprocess.run, ["mount", "--bind", queue, queue], check=True)
+        try:
+            await asyncio.to_thread(subprocess.run, ["mount", "-o", "remount,bind,ro", queue], check=True)
+            status, body = await http_get(relay.metrics_url + "/healthz")
+            report = json.loads(body)
+            assert status == 503
+            assert [r["code"] for r in report["reasons"]] == ["spool_unwritable"]
+            assert (await status_exit(relay, tmp_path))[0] == 2
+            refused = await relay.device.post_clip(PATH, b"x" * 10_000)
+            assert refused.status == 503, refused.body
+        finally:
+            await asyncio.to_thread(subprocess.run, ["umount", queue], check=False)
+        status, body = await http_get(relay.metrics_url + "/healthz")
+        assert (status, json.loads(body)["status"]) == (200, "ok")
+        assert (await relay.device.post_clip(PATH, b"y" * 10_000)).status == 200
+        assert len(relay.queued()) == 1

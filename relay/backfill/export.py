@@ -44,11 +44,14 @@ async def export_piece(
     name = client.name
     sender = Sender(camera=name, query={}, source=client.config.url)
     filename = f"backfill_{span.starts:%Y%m%dT%H%M%S}Z_{span.ends:%Y%m%dT%H%M%S}Z.mkv"
+    # Asked before the card is: no export streamed only to be thrown away.
+    if not await spool.has_room(ROOM_AHEAD):
+        raise SpoolFull
     try:
         async with spool.receiving(
             sender, filename=filename, content_type="video/x-matroska", timer=export_timer(span), origin="backfill"
         ) as writer:
-            checked = 0
+            checked = ROOM_AHEAD
 
             async def sink(chunk: bytes) -> None:
                 nonlocal checked

@@ -337,8 +337,15 @@ def _status(device: DeviceConfig) -> CameraStatus:
 
 
 def _pieces(span: Span, piece_s: float) -> list[Span]:
-    pieces, at, step = [], span.starts, timedelta(seconds=piece_s)
-    while at < span.ends:
-        pieces.append(Span(at, min(span.ends, at + step)))
+    """The span in pieces on a grid of whole seconds, as the camera takes them: cut at
+    fractions, each piece was widened to whole seconds when asked for, and neighbours
+    overlapped by up to a second, fetched and stored twice. The first and last piece
+    reach less than a second outside the span, as any whole-second request does."""
+    step = timedelta(seconds=max(1, int(piece_s)))
+    at = span.starts.replace(microsecond=0)
+    end = span.ends if span.ends.microsecond == 0 else span.ends.replace(microsecond=0) + timedelta(seconds=1)
+    pieces = []
+    while at < end:
+        pieces.append(Span(at, min(end, at + step)))
         at += step
     return pieces

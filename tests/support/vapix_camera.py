@@ -28,7 +28,7 @@ import os
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -77,6 +77,23 @@ class Recording:
 
 
 @dataclass
+class Gauge:
+    """How many exports stream at once, and the most there ever were."""
+
+    now: int = 0
+    peak: int = 0
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            yield
+        finally:
+            self.now -= 1
+
+
+@dataclass
 class CameraEmulator:
     name: str
     username: str = "root"
@@ -104,6 +121,8 @@ class CameraEmulator:
     cut_exports: int = 0  # this many exports are broken off half-way
     export_pace_s: float = 0.0  # a pause between an export's pieces (a slow card or link)
     exporting: asyncio.Event = field(default_factory=asyncio.Event)  # set while an export streams
+    # Exports streaming at once: this camera's own gauge, and any shared with others.
+    export_gauges: list[Gauge] = field(default_factory=lambda: [Gauge()])
     xml_error: int | None = None  # the next call to xml_error_on answers 200 with this GeneralError
     xml_error_on: str = "/axis-cgi/record/"
     recordings: list[Recording] = field(default_factory=list)
@@ -350,6 +369,20 @@ class CameraEmulator:
         response.enable_chunked_encoding()
         await response.prepare(request)
         pieces = list(matroska(self.name, frames, frame_bytes=self.frame_bytes))
+        with contextlib.ExitStack() as running:
+            for gauge in self.export_gauges:
+                running.enter_context(gauge.counting())
+            return await self._stream_export(request, response, recording, starts, stops, pieces)
+
+    async def _stream_export(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        recording: Recording,
+        starts: datetime,
+        stops: datetime,
+        pieces: list[bytes],
+    ) -> web.StreamResponse:
         cut = self.cut_exports > 0
         sent = 0
         self.exporting.set()
