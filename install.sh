@@ -85,13 +85,15 @@ install_program() {
   # This checkout's files, replaced whole: what runs is what was installed.
   rm -rf "$PREFIX/src.new"
   mkdir -p "$PREFIX/src.new"
-  cp -a relay pyproject.toml README.md requirements config systemd "$PREFIX/src.new/"
+  cp -a relay pyproject.toml README.md LICENSE docs requirements config systemd "$PREFIX/src.new/"
   rm -rf "$PREFIX/src"
   mv "$PREFIX/src.new" "$PREFIX/src"
   [ -x "$PREFIX/.venv/bin/python" ] || "$PYTHON" -m venv "$PREFIX/.venv"
   local pip=("$PREFIX/.venv/bin/pip" --quiet --disable-pip-version-check)
   "${pip[@]}" install --require-hashes -r "$PREFIX/src/requirements/run.lock"
   "${pip[@]}" install --no-deps "$PREFIX/src"
+  # pip builds in the tree it is given: leave no build/ or egg-info there.
+  rm -rf "$PREFIX/src/build" "$PREFIX"/src/*.egg-info
   "$PREFIX/.venv/bin/pip" check >/dev/null
   say "program in $PREFIX ($("$PREFIX/.venv/bin/python" -c 'import importlib.metadata as m; print(m.version("axis-relay"))'))"
 }

@@ -52,6 +52,13 @@ def test_install_upgrade_and_uninstall_in_a_scratch_root(tmp_path: Path) -> None
     unit = root / "etc/systemd/system/axis-relay.service"
     assert mode_owner(unit) == ("0o644", 0, 0)
     assert "systemd does not run here" in first.stdout
+    # The unit's documentation is where it says; pip's build left nothing behind.
+    documentation = next(line for line in unit.read_text().splitlines() if line.startswith("Documentation="))
+    for url in documentation.removeprefix("Documentation=").split():
+        assert (root / url.removeprefix("file:///")).is_file(), url
+    src = root / "opt/axis-relay/src"
+    assert not (src / "build").exists()
+    assert not list(src.glob("*.egg-info"))
 
     # The installed program runs, and the certificate it made loads with its key.
     exe = root / "opt/axis-relay/.venv/bin/axis-relay"

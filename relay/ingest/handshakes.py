@@ -63,7 +63,7 @@ _BY_OPENSSL_REASON = {
 
 FIXES = {
     "unknown_ca": "install the relay's CA (gen-cert's ca.crt) on the camera, under System > Security > CA "
-    "certificates (README, 'Setting up a real site', TLS), or turn off certificate validation in its recipient",
+    "certificates (docs/setup.md, step 3, TLS), or turn off certificate validation in its recipient",
     "protocol_version": "the client offers only TLS older than 1.2; update the device's firmware "
     "(the relay speaks TLS 1.2 and 1.3)",
     "plain_http": "the recipient's URL says http://; make it https:// (the ingest port speaks only TLS)",
