@@ -12,7 +12,7 @@ import sqlite3
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,73 +29,100 @@ from relay.spool.ledger import Ledger, LedgerUnusable
 from relay.spool.store import SpoolStore
 
 DEFAULT_CONFIG = Path("/etc/axis-relay/relay.toml")
+CONFIG_ENV = "AXIS_RELAY_CONFIG"
 
 EXIT_CONFIG = 2  # the config file is wrong: the message says which field and how to fix it
 EXIT_STARTUP = 3  # valid config, but the relay cannot run with it (port taken, no credentials, ...)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _config_option(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The one --config every command that reads the config shares."""
+    default = Path(environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--config",
+        type=Path,
+        default=default,
+        help=f"the relay's config file (default: {default}; {CONFIG_ENV} sets another default)",
+    )
+    return parent
+
+
+def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="axis-relay", description="Relay AXIS camera clips to Amazon S3.")
     parser.add_argument("--version", action="version", version=f"axis-relay {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the relay")
-    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    config = _config_option(os.environ if environ is None else environ)
+    run = sub.add_parser("run", help="run the relay", parents=[config])
     run.add_argument(
         "--log-format", choices=["auto", "json", "console", "journal"], help="overrides log.format in the config"
     )
-    check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("config", type=Path)
+    check = sub.add_parser("check-config", help="validate a config file and exit", parents=[config])
+    check.add_argument("file", type=Path, nargs="?", help="the file to check (same as --config)")
     dev = sub.add_parser("dev", help="run the relay with an embedded S3 server (make run)")
-    dev.add_argument("--state", type=Path, default=Path(".dev"))
-    dev.add_argument("--port", type=int, default=8443)
+    dev.add_argument("--state", type=Path, default=Path(".dev"), help="where its files go (default: .dev)")
+    dev.add_argument("--port", type=int, default=8443, help="the port devices send to (default 8443, else a free one)")
     cert = sub.add_parser("gen-cert", help="make a local CA and a server certificate for this gateway")
     cert.add_argument("names", nargs="+", help="host names and IP addresses devices use to reach the relay")
-    cert.add_argument("--dir", type=Path, default=Path("/etc/axis-relay/tls"))
-    sub.add_parser("hash-secret", help="hash a device token or password for the config (reads it from stdin)")
-    status = sub.add_parser(
-        "status", help="ask the running relay how it is (its /healthz); exit 0 ok, 1 degraded, 2 failing, 3 no answer"
+    cert.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("/etc/axis-relay/tls"),
+        help="where the files go (default: /etc/axis-relay/tls)",
     )
-    status.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    spool = sub.add_parser("spool", help="inspect or act on the spool")
+    cert.add_argument(
+        "--new-ca",
+        action="store_true",
+        help="replace the CA too: every camera that validates the relay must then be given the new ca.crt",
+    )
+    sub.add_parser("hash-secret", help="hash a device token or password for the config (reads it from stdin)")
+    sub.add_parser(
+        "status",
+        help="ask the running relay how it is (its /healthz); exit 0 ok, 1 degraded, 2 failing, 3 no answer",
+        parents=[config],
+    )
+    spool = sub.add_parser("spool", help="inspect or act on the spool", parents=[config])
     spool.add_argument("action", choices=["list", "retry", "discard"])
     spool.add_argument("clip_ids", nargs="*", help="with retry or discard: only these quarantined clips")
     spool.add_argument("--all", action="store_true", help="with discard: every quarantined clip")
-    spool.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    s3 = sub.add_parser("s3", help="check the S3 bucket and credentials")
+    s3 = sub.add_parser("s3", help="check the S3 bucket and credentials", parents=[config])
     s3.add_argument("action", choices=["check"], help="try each call the relay makes, on a probe object")
     s3.add_argument("--prefix", default="axis-relay-check/", help="where the probe objects go in the bucket")
-    s3.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    apigw = sub.add_parser("apigw", help="check the API Gateway path")
+    apigw = sub.add_parser("apigw", help="check the API Gateway path", parents=[config])
     apigw.add_argument("action", choices=["check"], help="send one test clip through apigw.url and look for it")
-    apigw.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    clips = sub.add_parser("clips", help="list the clips the relay received and where they went (the ledger)")
+    clips = sub.add_parser(
+        "clips", help="list the clips the relay received and where they went (the ledger)", parents=[config]
+    )
     clips.add_argument("--camera", help="only this device")
     clips.add_argument(
         "--since", default="24h", help="a duration (30m, 2h, 7d) or a time (local unless it has an offset); default 24h"
     )
     clips.add_argument("--json", action="store_true", help="a JSON array, for scripts")
-    clips.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    gaps = sub.add_parser("gaps", help="list the gaps found in cameras' footage and what became of them")
+    gaps = sub.add_parser(
+        "gaps", help="list the gaps found in cameras' footage and what became of them", parents=[config]
+    )
     gaps.add_argument("--camera", help="only this device")
     gaps.add_argument("--since", default="24h", help="gaps that end after this: a duration or a time; default 24h")
     gaps.add_argument("--json", action="store_true", help="a JSON array, for scripts")
-    gaps.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    backfill = sub.add_parser("backfill", help="fetch a range of a camera's footage from its SD card")
+    backfill = sub.add_parser("backfill", help="fetch a range of a camera's footage from its SD card", parents=[config])
     backfill.add_argument("--camera", required=True, help="the device, as named in [devices]")
     backfill.add_argument("--from", dest="start", required=True, help="start: a time, or a duration ago (2h)")
     backfill.add_argument("--to", dest="end", required=True, help="end: a time, or a duration ago (0s = now)")
-    backfill.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    _camera_parser(sub.add_parser("camera", help="check, set up or remove what the relay needs on a camera"))
+    _camera_parser(sub.add_parser("camera", help="check, set up or remove what the relay needs on a camera"), config)
     return parser
 
 
-def _camera_parser(camera: argparse.ArgumentParser) -> None:
+def _camera_parser(camera: argparse.ArgumentParser, config: argparse.ArgumentParser) -> None:
     actions = camera.add_subparsers(dest="camera_action", required=True)
-    check = actions.add_parser("check", help="check cameras (nothing is changed); exit 1 if any needs attention")
+    check = actions.add_parser(
+        "check", help="check cameras (nothing is changed); exit 1 if any needs attention", parents=[config]
+    )
     check.add_argument("names", nargs="*", help="devices to check (default: every one with a camera section)")
-    check.add_argument("--json", action="store_true")
-    setup = actions.add_parser("setup", help="set a camera up to send its clips here and record to its card")
-    setup.add_argument("name")
+    check.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    setup = actions.add_parser(
+        "setup", help="set a camera up to send its clips here and record to its card", parents=[config]
+    )
+    setup.add_argument("name", help="the device, as named in [devices]")
     setup.add_argument("--interval", type=int, default=15, help="seconds between clips (default 15)")
     setup.add_argument("--pre-ms", type=int, default=0, help="pre-buffer, ms (default 0)")
     setup.add_argument("--post-ms", type=int, help="post-buffer, ms (default: the interval)")
@@ -108,11 +135,10 @@ def _camera_parser(camera: argparse.ArgumentParser) -> None:
         help="wait this long for the first clip to reach the relay (default: 2 intervals + 45 s)",
     )
     setup.add_argument("--no-wait", action="store_true", help="do not wait for the first clip")
-    remove = actions.add_parser("remove", help="remove what 'camera setup' created, and nothing else")
-    remove.add_argument("name")
+    remove = actions.add_parser("remove", help="remove what 'camera setup' created, and nothing else", parents=[config])
+    remove.add_argument("name", help="the device, as named in [devices]")
     for parser in (check, setup, remove):
         parser.add_argument("--relay-url", help="how cameras reach the relay (default: ingest.public_url)")
-        parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
 
 
 def _load(path: Path) -> RelayConfig:
@@ -198,7 +224,19 @@ def _from_ledger(config: RelayConfig, since_text: str, read: Callable[[Ledger, d
     return 0
 
 
+def _known_camera(config: RelayConfig, camera: str | None) -> bool:
+    """A --camera that names no device is a mistake to say, not an empty listing."""
+    if camera is None or camera in config.devices:
+        return True
+    known = ", ".join(sorted(config.devices)) or "none"
+    print(f"axis-relay: --camera {camera!r}: no such device in [devices] (known: {known})", file=sys.stderr)
+    return False
+
+
 def _clips(config: RelayConfig, camera: str | None, since_text: str, as_json: bool) -> int:
+    if not _known_camera(config, camera):
+        return EXIT_CONFIG
+
     def read(ledger: Ledger, since: datetime) -> str:
         records = ledger.clips(camera=camera, since=since)
         return listings.clips_json(records) if as_json else listings.clips_table(records)
@@ -207,6 +245,9 @@ def _clips(config: RelayConfig, camera: str | None, since_text: str, as_json: bo
 
 
 def _gaps(config: RelayConfig, camera: str | None, since_text: str, as_json: bool) -> int:
+    if not _known_camera(config, camera):
+        return EXIT_CONFIG
+
     def read(ledger: Ledger, since: datetime) -> str:
         records = GapBook(ledger).gaps(camera=camera, since=since)
         return listings.gaps_json(records) if as_json else listings.gaps_table(records)
@@ -342,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
         # Clips and the ledger are for the relay's user alone, with or without systemd's UMask.
         os.umask(0o077)
     if args.command == "check-config":
+        args.config = args.file or args.config
         config = _load(args.config)
         if problems := startup_problems(config):
             print(f"axis-relay: configuration error in {args.config}:", *problems, sep="\n", file=sys.stderr)
@@ -357,7 +399,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "gen-cert":
         from relay.ops import certs
 
-        print(certs.instructions(certs.generate(args.dir, args.names), args.names))
+        ca_was_there = (args.dir / "ca.crt").exists()
+        try:
+            paths = certs.generate(args.dir, args.names, new_ca=args.new_ca)
+        except (certs.CertError, ValueError) as exc:
+            print(f"axis-relay: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        if args.new_ca and ca_was_there:
+            print(
+                "axis-relay: --new-ca replaced the CA: cameras that validate the relay's certificate refuse it "
+                "until they are given the new ca.crt",
+                file=sys.stderr,
+            )
+        print(certs.instructions(paths, args.names, ca_was_there=ca_was_there and not args.new_ca))
         return
     if args.command == "hash-secret":
         # From stdin or a prompt, never from argv, where ps and shell history would see it.

@@ -35,6 +35,7 @@ from relay.ops.metrics import Observed, metrics_app
 from relay.ops.stats import RelayStats
 from relay.ops.systemd import Notifier, keep_informed
 from relay.ops.version import VERSION
+from relay.spool import lock as spool_lock
 from relay.spool.ledger_writer import LedgerWriter
 from relay.spool.spool import Spool
 from relay.spool.store import SpoolStore
@@ -237,6 +238,13 @@ async def serve(
     bound_tls_read_buffers()
 
     async with contextlib.AsyncExitStack() as stack:
+        # First of all: a second relay must not touch a spool (or a ledger) in use.
+        try:
+            stack.enter_context(spool_lock.holding(config.spool.dir))
+        except spool_lock.SpoolBusy as exc:
+            raise RelayError(str(exc)) from None
+        except OSError as exc:
+            raise RelayError(f"spool.dir: cannot use {config.spool.dir}: {exc.strerror}") from None
         ledger = await stack.enter_async_context(LedgerWriter.open(config.ledger_path, config.ledger.retention_days))
         spool = Spool(config.spool, ledger)
         try:

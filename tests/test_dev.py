@@ -5,6 +5,7 @@ LAN addresses, read from its interfaces."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import socket
@@ -14,7 +15,12 @@ from pathlib import Path
 
 from relay.ops.addresses import lan_addresses
 from tests.support.device import Device
-from tests.support.harness import http_get
+from tests.support.harness import axis_relay, http_get, wait_until
+
+
+async def clip_listed(cli_config: Path) -> bool:
+    code, out, _ = await axis_relay("clips", "--json", "--config", str(cli_config))
+    return code == 0 and any(row["state"] == "uploaded" for row in json.loads(out))
 
 
 def hold(port: int, host: str) -> socket.socket | None:
@@ -64,6 +70,18 @@ async def test_dev_takes_free_ports_when_the_usual_ones_are_taken_and_prints_the
         assert answer.status == 200
         status, _ = await http_get(metrics + "/healthz")
         assert status == 200
+        # The banner's CLI lines work as printed, against this relay's own config file.
+        cli_config = tmp_path / "dev" / "relay.toml"
+        assert f"axis-relay clips --config {cli_config}" in banner
+        await wait_until(
+            lambda: clip_listed(cli_config), timeout=30, what="the clip in `axis-relay clips --config .dev/relay.toml`"
+        )
+        assert (await axis_relay("status", "--config", str(cli_config)))[0] == 0
+        # A second `make run` on the same state is refused at once, saying what to do.
+        code, _, err = await axis_relay("dev", "--state", str(tmp_path / "dev"))
+        assert code == 3, err
+        assert f"another dev relay (PID {proc.pid}) uses" in err
+        assert "--state" in err
         # The spool and the ledger are for the relay's user alone, under `make run` too.
         spool = tmp_path / "dev" / "spool"
         assert spool.stat().st_mode & 0o777 == 0o700

@@ -70,7 +70,13 @@ async def test_clips_lists_what_was_received_and_where_it_went(
     assert code == 0
     assert "video23-04-13_21-50-27-63_00041.mkv -> " in table
     assert "3 clip(s)" in table
-    assert await ledger_rows(config_file, "--camera", "someone-else") == []
+    code, _, err = await clips_cli(config_file, "--camera", "someone-else")
+    assert code == 2
+    assert f"--camera 'someone-else': no such device in [devices] (known: {DEVICE})" in err
+    # The config found through AXIS_RELAY_CONFIG, as an operator's profile sets it.
+    code, out, err = await axis_relay("clips", "--json", env={"AXIS_RELAY_CONFIG": str(config_file)})
+    assert code == 0, err
+    assert json.loads(out) == rows
     assert await ledger_rows(config_file, "--since", (datetime.now(UTC) + timedelta(hours=1)).isoformat()) == []
     code, _, err = await clips_cli(config_file, "--since", "yesterday-ish")
     assert code == 2

@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from relay.dev.local_s3 import LocalS3, free_port
+from relay.ops.certs import fingerprint
 from tests.support.device import Device, read_answer
 from tests.support.harness import PATH, TLS, raw_config, relay_config, running_relay, wait_until, write_config
 from tests.support.relay_process import relay_process
@@ -132,3 +134,58 @@ async def test_prefer_chacha20_makes_the_relay_choose_it_over_tls_1_2(
                 assert (await read_answer(reader)).status == 200
             finally:
                 writer.close()
+
+
+def run_gen_cert(directory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay", "gen-cert", "127.0.0.1", "relay.local", "--dir", str(directory), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def ca_fingerprint(directory: Path) -> str:
+    return fingerprint(x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes()))
+
+
+async def test_gen_cert_twice_keeps_the_ca_the_cameras_trust(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str
+) -> None:
+    """Renewing the certificate keeps the CA (a camera that trusts it trusts the new
+    certificate); only --new-ca replaces it, saying what that breaks; without ca.key
+    the renewal is refused with the way out."""
+    certs = tmp_path / "tls"
+    first = run_gen_cert(certs)
+    assert first.returncode == 0, first.stderr
+    assert "A NEW CA" in first.stdout
+    trusted, old_cert = ca_fingerprint(certs), (certs / "relay.crt").read_bytes()
+    camera_trust = tmp_path / "camera-trusts.crt"
+    shutil.copy(certs / "ca.crt", camera_trust)
+
+    renewed = run_gen_cert(certs)
+    assert renewed.returncode == 0, renewed.stderr
+    assert ca_fingerprint(certs) == trusted
+    assert trusted in renewed.stdout
+    assert (certs / "relay.crt").read_bytes() != old_cert  # a new certificate, the same CA
+    config = relay_config(
+        tmp_path,
+        tls,
+        s3_server.endpoint_url,
+        bucket,
+        ingest={"tls_cert": str(certs / "relay.crt"), "tls_key": str(certs / "relay.key")},
+    )
+    async with running_relay(config, tls) as relay:
+        # The camera was given the CA once, before the renewal: it still trusts the relay.
+        assert (await Device("127.0.0.1", relay.port, trusting_only(camera_trust)).request("GET", PATH)).status == 200
+
+    replaced = run_gen_cert(certs, "--new-ca")
+    assert replaced.returncode == 0, replaced.stderr
+    assert ca_fingerprint(certs) != trusted
+    assert "refuse it until they are given the new ca.crt" in replaced.stderr
+
+    (certs / "ca.key").unlink()
+    refused = run_gen_cert(certs)
+    assert refused.returncode == 1
+    assert "put ca.key back" in refused.stderr
+    assert "--new-ca" in refused.stderr

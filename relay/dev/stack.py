@@ -8,10 +8,12 @@ the relay's spool, a self-signed TLS certificate and the demo device's token.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aioboto3
@@ -21,7 +23,8 @@ from relay.config import RelayConfig, parse_config
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3
 from relay.ops import certs
 from relay.ops.addresses import lan_addresses
-from relay.server import Listening, serve
+from relay.server import Listening, RelayError, serve
+from relay.spool import lock as spool_lock
 
 DEVICE = "demo-camera"
 BUCKET = "axis-clips"
@@ -58,23 +61,53 @@ def _token(state: Path) -> str:
 
 
 def dev_config(state: Path, endpoint_url: str, port: int, metrics_port: int = 9108) -> RelayConfig:
+    return parse_config(dict(dev_raw_config(state, endpoint_url, port, metrics_port)), environ={})
+
+
+def dev_raw_config(state: Path, endpoint_url: str, port: int, metrics_port: int) -> dict[str, dict[str, Any]]:
     cert, key = _certificate(state)
-    return parse_config(
-        {
-            "ingest": {"host": "0.0.0.0", "port": port, "tls_cert": str(cert), "tls_key": str(key)},
-            "metrics": {"port": metrics_port},
-            "spool": {"dir": str(state / "spool")},
-            "s3": {
-                "bucket": BUCKET,
-                "endpoint_url": endpoint_url,
-                "addressing_style": "path",
-                "access_key_id": ACCESS_KEY,
-                "secret_access_key": SECRET_KEY,
-            },
-            "devices": {DEVICE: {"token": _token(state)}},
+    return {
+        "ingest": {"host": "0.0.0.0", "port": port, "tls_cert": str(cert), "tls_key": str(key)},
+        "metrics": {"port": metrics_port},
+        "spool": {"dir": str(state / "spool")},
+        "s3": {
+            "bucket": BUCKET,
+            "endpoint_url": endpoint_url,
+            "addressing_style": "path",
+            "access_key_id": ACCESS_KEY,
+            "secret_access_key": SECRET_KEY,
         },
-        environ={},
-    )
+        "devices": {DEVICE: {"token": _token(state)}},
+    }
+
+
+def _toml(raw: dict[str, dict[str, Any]], prefix: str = "") -> str:
+    """The dev config as TOML (strings, numbers and tables only: all it holds)."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    text = "\n".join(lines) + ("\n" if lines else "")
+    for key, value in tables:
+        name = f"{prefix}{json.dumps(key) if '-' in key else key}"
+        text += f"\n[{name}]\n" + _toml(value, f"{name}.")
+    return text
+
+
+def write_cli_config(state: Path, endpoint_url: str, listening: Listening) -> Path:
+    """`.dev/relay.toml`: the running dev relay's config with the ports it got, so every
+    CLI command works against it (`axis-relay clips --config .dev/relay.toml`)."""
+    ingest = int(urlsplit(listening.ingest[0]).port or 0)
+    metrics = int(urlsplit(listening.metrics[0]).port or 0) if listening.metrics else 0
+    raw = dev_raw_config(state, endpoint_url, ingest, metrics)
+    raw["spool"]["dir"] = str((state / "spool").resolve())
+    path = state / "relay.toml"
+    path.write_text("# Written by `axis-relay dev` for the CLI; rewritten at every start.\n" + _toml(raw))
+    path.chmod(0o600)
+    return path
 
 
 async def _create_bucket(endpoint_url: str) -> None:
@@ -87,7 +120,7 @@ async def _create_bucket(endpoint_url: str) -> None:
                 raise
 
 
-def _banner(listening: Listening, endpoint_url: str, state: Path) -> str:
+def _banner(listening: Listening, endpoint_url: str, state: Path, cli_config: Path) -> str:
     token = _token(state)
     port = int(urlsplit(listening.ingest[0]).port or 0)
     hosts = [f"[{a}]" if ":" in a else a for a in lan_addresses()] or ["<this-host>"]
@@ -108,12 +141,25 @@ Send a test clip from this machine:
       'https://localhost:{port}/upload/{DEVICE}?accessToken={token}'
 
 Each clip logs 'clip_accepted' when it is safe on disk and 'clip_uploaded' once
-S3 has it. Stop with Ctrl-C.
+S3 has it. In another terminal, every CLI command works against this relay:
+    .venv/bin/axis-relay clips --config {cli_config}     # what arrived, where it went
+    .venv/bin/axis-relay status --config {cli_config}    # its verdict: ok, degraded, failing
+The bucket itself, with the AWS CLI:
+    AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} \\
+      aws --endpoint-url {endpoint_url} s3 ls s3://{BUCKET} --recursive
+Stop with Ctrl-C.
 """
 
 
 async def run(state: Path, port: int) -> None:
     state.mkdir(parents=True, exist_ok=True)
+    # Before the S3 server starts: a second `make run` on the same state would share the
+    # spool, and the relay refuses that anyway; say what to do instead.
+    if pid := spool_lock.holder(state / "spool"):
+        raise RelayError(
+            f"another dev relay (PID {pid}) uses {state}: stop it first, or give this one a state directory of "
+            f"its own: .venv/bin/axis-relay dev --state {state}-2"
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -124,8 +170,9 @@ async def run(state: Path, port: int) -> None:
         # The usual ports when they are free; any free ones when not (a second instance,
         # or anything else on 8443 or 9108): the banner says which.
         config = dev_config(state, local.endpoint_url, port_or_free(port), port_or_free(9108, "127.0.0.1"))
-        await serve(
-            config,
-            stop.wait,
-            on_started=lambda where: print(_banner(where, local.endpoint_url, state), flush=True),
-        )
+
+        def started(where: Listening) -> None:
+            cli_config = write_cli_config(state, local.endpoint_url, where)
+            print(_banner(where, local.endpoint_url, state, cli_config), flush=True)
+
+        await serve(config, stop.wait, on_started=started)

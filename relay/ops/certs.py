@@ -38,12 +38,16 @@ def _alt_names(names: list[str]) -> list[x509.GeneralName]:
     return out
 
 
-def generate(directory: Path, names: list[str]) -> dict[str, Path]:
-    """Write ca.crt, ca.key, relay.crt (server + CA chain) and relay.key into ``directory``."""
-    if not names:
-        raise ValueError("give at least one host name or IP address for the certificate")
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
+class CertError(Exception):
+    """gen-cert cannot do what was asked without breaking what devices trust."""
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the certificate, as a device's certificate page shows it."""
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def _new_ca(names: list[str], now: datetime.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"axis-relay local CA ({names[0]})")])
     ca = (
@@ -61,6 +65,37 @@ def generate(directory: Path, names: list[str]) -> dict[str, Path]:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    return ca, ca_key
+
+
+def _existing_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:
+    """The CA already in ``directory`` (the one every camera was given), if any."""
+    ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
+    if not ca_cert.exists():
+        return None
+    if not ca_key.exists():
+        raise CertError(
+            f"{ca_cert} is here but {ca_key} is not, so a new certificate cannot be signed by the CA the cameras "
+            f"trust: put ca.key back in {directory}, or run with --new-ca (then every camera that validates the "
+            "relay's certificate must be given the new ca.crt)"
+        )
+    key = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CertError(f"{ca_key} is not the EC key gen-cert makes; run with --new-ca to replace the CA")
+    return x509.load_pem_x509_certificate(ca_cert.read_bytes()), key
+
+
+def generate(directory: Path, names: list[str], *, new_ca: bool = False) -> dict[str, Path]:
+    """Write relay.crt (server + CA chain) and relay.key into ``directory``, signed by
+    the CA already there (ca.crt, ca.key), so cameras that trust it go on trusting the
+    renewed certificate. A CA is made only where there is none, or with ``new_ca``."""
+    if not names:
+        raise ValueError("give at least one host name or IP address for the certificate")
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    existing = None if new_ca else _existing_ca(directory)
+    ca, ca_key = existing or _new_ca(names, now)
+    ca_name = ca.subject
     key = ec.generate_private_key(ec.SECP256R1())
     server = (
         x509.CertificateBuilder()
@@ -82,8 +117,9 @@ def generate(directory: Path, names: list[str]) -> dict[str, Path]:
         "cert": directory / "relay.crt",
         "key": directory / "relay.key",
     }
-    paths["ca_cert"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    _write_key(paths["ca_key"], ca_key)
+    if existing is None:
+        paths["ca_cert"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        _write_key(paths["ca_key"], ca_key)
     paths["cert"].write_bytes(
         server.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
     )
@@ -91,8 +127,17 @@ def generate(directory: Path, names: list[str]) -> dict[str, Path]:
     return paths
 
 
-def instructions(paths: dict[str, Path], names: list[str]) -> str:
+def instructions(paths: dict[str, Path], names: list[str], *, ca_was_there: bool) -> str:
+    ca = x509.load_pem_x509_certificate(paths["ca_cert"].read_bytes())
+    if ca_was_there:
+        about_ca = (
+            f"Signed by the CA already in {paths['ca_cert'].parent} (SHA-256 {fingerprint(ca)}): devices that "
+            "trust it need nothing new."
+        )
+    else:
+        about_ca = f"A NEW CA (SHA-256 {fingerprint(ca)}): every device that validates the relay needs its ca.crt."
     return f"""Wrote {paths["cert"]} and {paths["key"]} for: {", ".join(names)}
+{about_ca}
 In the relay's config:
     [ingest]
     tls_cert = "{paths["cert"]}"
@@ -100,7 +145,7 @@ In the relay's config:
 On each device, either install the CA {paths["ca_cert"]}
 (web page: System > Security > CA certificates > Add; or VAPIX certificate management)
 and keep "Validate server certificate" on in the HTTPS recipient, or turn
-"Validate server certificate" off. Keep {paths["ca_key"]} offline or delete it once
-no more certificates are needed. After replacing the files, 'systemctl reload
+"Validate server certificate" off. Keep {paths["ca_key"]} (mode 0600): renewing the
+certificate with the same CA needs it. After replacing the files, 'systemctl reload
 axis-relay' (SIGHUP) loads them without dropping uploads in progress.
 """

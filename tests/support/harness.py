@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import ssl
 import sys
 import time
@@ -80,10 +81,17 @@ class TLS:
         return context
 
 
-async def axis_relay(*args: str) -> tuple[int, str, str]:
-    """`axis-relay ARGS` as an operator runs it, in a process: exit code, stdout, stderr."""
+async def axis_relay(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """`axis-relay ARGS` as an operator runs it, in a process: exit code, stdout, stderr
+    (``env`` added to this process's environment)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "relay",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env} if env else None,
     )
     out, err = await proc.communicate()
     return int(proc.returncode or 0), out.decode(), err.decode()
