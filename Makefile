@@ -9,7 +9,20 @@ COMPILE := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.1
 
 .PHONY: run test lint format bench lock upgrade-deps clean system-tools install
 
-$(BIN)/python:
+# Python 3.11 or later, checked before anything is installed; a .venv left by an older
+# interpreter (a first try with python3.10, say) is made again rather than half-used.
+PYTHON_OK := $(shell $(PYTHON) -c 'import sys; print(int(sys.version_info >= (3, 11)))' 2>/dev/null)
+VENV_OK := $(shell [ -d $(VENV) ] && { $(BIN)/python -c 'import sys; print(int(sys.version_info >= (3, 11)))' 2>/dev/null || echo 0; })
+
+.PHONY: python-check
+python-check:
+	@[ "$(PYTHON_OK)" = 1 ] || { echo "axis-relay needs Python 3.11 or later; '$(PYTHON)' is" \
+	  "$$($(PYTHON) --version 2>&1 || echo missing). Install python3.11 (Debian 12 has it) and run:" \
+	  "make PYTHON=python3.11 <target>" >&2; exit 1; }
+	@if [ "$(VENV_OK)" = 0 ]; then echo "make: $(VENV) was made by an older or missing Python: making it again"; \
+	  rm -rf $(VENV); fi
+
+$(BIN)/python: | python-check
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
@@ -22,10 +35,10 @@ define install
 endef
 
 # What `make run` needs: the relay and the embedded S3 server, no test or lint tools.
-$(VENV)/.run-installed: requirements/run.lock pyproject.toml | $(BIN)/python
+$(VENV)/.run-installed: requirements/run.lock pyproject.toml | python-check $(BIN)/python
 	$(call install,requirements/run.lock)
 
-$(VENV)/.dev-installed: requirements/dev.lock pyproject.toml | $(BIN)/python
+$(VENV)/.dev-installed: requirements/dev.lock pyproject.toml | python-check $(BIN)/python
 	$(call install,requirements/dev.lock)
 
 # Debian's promtool (the alert rules, the metric names), Chromium (the status page test),

@@ -22,7 +22,9 @@ from relay.config import ConfigError, RelayConfig, load_config
 from relay.ingest.connections import fd_budget
 from relay.ingest.secret_hash import hash_secret
 from relay.ops import listings, logs
+from relay.ops.site_check import site_problems
 from relay.ops.systemd import Notifier
+from relay.ops.units import human_bytes
 from relay.ops.version import VERSION
 from relay.server import RelayError, serve, startup_problems
 from relay.spool.ledger import Ledger, LedgerUnusable
@@ -163,12 +165,23 @@ def _spool_command(config: RelayConfig, action: str, clip_ids: list[str], every:
     if action == "discard":
         return _discard(config, store, clip_ids, every)
     if action == "retry":
+        held = {c.clip_id for c in store.entries() if c.state == "quarantined"}
+        if unknown := [c for c in clip_ids if c not in held]:
+            print(
+                f"axis-relay: no quarantined clip matches {', '.join(unknown)} (see 'axis-relay spool list')",
+                file=sys.stderr,
+            )
+            return 1
+        if not held:
+            print("Nothing in quarantine: nothing to retry.")
+            return 0
         moved = store.retry_quarantined(clip_ids)
         print(f"{len(moved)} clip(s) moved back to the queue; a running relay picks them up within seconds.")
         for clip_id in moved:
             print(f"  {clip_id}")
         return 0
-    print(listings.spool_table(store.entries()))
+    entries = list(store.entries())
+    print(listings.spool_table(entries) if entries else f"The spool {config.spool.dir} is empty: nothing waits.")
     return 0
 
 
@@ -346,7 +359,8 @@ def _status(config: RelayConfig) -> int:
         print(f"  {'':<9} fix: {reason['fix']}")
     for key, value in report.items():
         if key not in ("status", "reasons", "healthy", "problems"):
-            print(f"{key.replace('_', ' '):<24} {'-' if value is None else value}")
+            shown = human_bytes(value) if key.endswith("_bytes") else value
+            print(f"{key.replace('_', ' '):<24} {'-' if value is None else shown}")
     return {"ok": 0, "degraded": 1}.get(level, 2)
 
 
@@ -385,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "check-config":
         args.config = args.file or args.config
         config = _load(args.config)
-        if problems := startup_problems(config):
+        if problems := site_problems(config) + startup_problems(config):
             print(f"axis-relay: configuration error in {args.config}:", *problems, sep="\n", file=sys.stderr)
             raise SystemExit(EXIT_CONFIG)
         if config.destination == "apigw" and config.apigw:

@@ -136,9 +136,33 @@ def test_check_config_cli(tmp_path: Path) -> None:
         .replace("/etc/axis-relay/tls", str(tmp_path / "tls"))
         .replace("/var/lib/axis-relay/spool", str(tmp_path / "spool"))
     )
-    ok = run_cli("check-config", str(example))
+    # As shipped, its placeholders are refused, each by name with its fix.
+    shipped = run_cli("check-config", str(example))
+    assert shipped.returncode == 2
+    refused = [line.split(":")[0] for line in shipped.stderr.splitlines()[1:]]
+    assert refused == [
+        "devices.cam-entrance.token",
+        "devices.cam-entrance.camera.password",
+        "devices.cam-yard.password",
+        "s3.bucket",
+    ], shipped.stderr
+    assert "openssl rand -base64 24" in shipped.stderr
+    # Filled in for a site, it passes; a short device token does not.
+    example.write_text(
+        example.read_text()
+        .replace("replace-with-a-long-random-token", "Zk4r9-Yq2LmWv8TbN3xP")
+        .replace("replace-with-the-camera-password", "camera-account-password")
+        .replace("replace-with-a-password", "another-long-device-password")
+        .replace("my-site-clips", "acme-hq-clips")
+    )
+    ok = run_cli("check-config", "--config", str(example))
     assert ok.returncode == 0, ok.stderr
     assert "OK" in ok.stdout
+    short = tmp_path / "short.toml"
+    short.write_text(example.read_text().replace("Zk4r9-Yq2LmWv8TbN3xP", "Zk4r9-Yq2"))
+    result = run_cli("check-config", str(short))
+    assert result.returncode == 2
+    assert "devices.cam-entrance.token: 9 characters is too short to resist guessing" in result.stderr
     # The connection cap's arithmetic, under this process's descriptor limit.
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     cap = min(256, (soft - 64 - 4 * 2) // 2)
@@ -163,7 +187,7 @@ def test_check_config_names_the_gateway_destination(tmp_path: Path) -> None:
     cfg = tmp_path / "relay.toml"
     cfg.write_text(
         'destination = "apigw"\n[apigw]\nurl = "https://abc.execute-api.eu-west-1.amazonaws.com/prod/upload"\n'
-        '[devices.cam1]\ntoken = "t"\n'
+        '[devices.cam1]\ntoken = "a-token-of-twenty-chars"\n'
     )
     result = run_cli("check-config", str(cfg))
     assert result.returncode == 0, result.stderr
@@ -181,7 +205,7 @@ def test_run_refuses_a_port_in_use_with_exit_3(tmp_path: Path) -> None:
         cfg.write_text(
             f'[ingest]\nhost = "127.0.0.1"\nport = {port}\n[spool]\ndir = "{tmp_path / "spool"}"\n'
             '[s3]\nbucket = "clips"\naccess_key_id = "a"\nsecret_access_key = "b"\n'
-            '[metrics]\nenabled = false\n[devices.cam1]\ntoken = "t"\n'
+            '[metrics]\nenabled = false\n[devices.cam1]\ntoken = "a-token-of-twenty-chars"\n'
         )
         result = run_cli("run", "--config", str(cfg))
     assert result.returncode == 3

@@ -107,6 +107,15 @@ async def test_quarantine_and_spool_retry_show_in_the_ledger(
         await wait_until(lambda: state_is("quarantined"), what="the quarantine in the ledger")
         [row] = await ledger_rows(config_file)
         assert "BadDigest" in row["reason"]
+        # `spool list` shows the reason and the fix stored with it.
+        code, listing, _ = await axis_relay("spool", "list", "--config", str(config_file))
+        assert code == 0
+        assert f"quarantined  {clip_id}" in listing
+        assert "fix: the spooled clip no longer matches the checksum" in listing
+        # A clip id that matches nothing is said, not silently done.
+        code, _, err = await axis_relay("spool", "retry", "bogus", "--config", str(config_file))
+        assert code == 1
+        assert "no quarantined clip matches bogus" in err
         (tmp_path / "spool" / "quarantine" / clip_id / "data").write_bytes(original)  # the operator's fix
         # The operator's command, in another process, while the relay runs.
         proc = await asyncio.create_subprocess_exec(
@@ -117,6 +126,11 @@ async def test_quarantine_and_spool_retry_show_in_the_ledger(
         [row] = await ledger_rows(config_file)
         assert row["reason"] is None
         assert relay.quarantined() == []
+        code, out, _ = await axis_relay("spool", "retry", "--config", str(config_file))
+        assert (code, out.strip()) == (0, "Nothing in quarantine: nothing to retry.")
+        await wait_until(lambda: not relay.queued(), what="the spool empty")
+        code, out, _ = await axis_relay("spool", "list", "--config", str(config_file))
+        assert (code, out.strip()) == (0, f"The spool {tmp_path / 'spool'} is empty: nothing waits.")
 
 
 async def test_start_up_reconciles_the_ledger_with_the_spool(tmp_path: Path, tls: TLS) -> None:

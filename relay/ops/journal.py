@@ -27,6 +27,8 @@ import sys
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
+from relay.ops.units import human_bytes
+
 SOCKET = "/run/systemd/journal/socket"
 IDENTIFIER = "axis-relay"
 # syslog(3) priorities.
@@ -74,7 +76,7 @@ def _text(value: object) -> str:
 
 
 def _size(value: object) -> str:
-    return f"{value / 1e6:.1f} MB" if isinstance(value, int | float) else str(value)
+    return human_bytes(value)
 
 
 # A sentence for each event an operator meets most; any other reads "event: key=value, ...".

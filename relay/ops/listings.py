@@ -39,6 +39,8 @@ def spool_table(entries: Iterable[StoredClip]) -> str:
         line = f"{entry.state:<12} {entry.clip_id:<34} {camera:<16} {size:>12}  {filename}"
         if entry.state == "quarantined":
             line += "  -- " + str(entry.reason.get("reason", ""))
+            if fix := entry.reason.get("fix"):
+                line += f"\n{'':<12} fix: {fix}"
         lines.append(line)
     return "\n".join(lines)
 
