@@ -67,10 +67,15 @@ async def test_wrong_credentials_are_401_and_store_nothing(
 
 
 async def test_body_shorter_than_content_length_gets_no_2xx(relay: RunningRelay, s3: Any, bucket: str) -> None:
-    _reader, writer = await relay.device.start_clip(PATH, b"a" * 10_000, total_length=50_000)
-    await wait_until(lambda: any((relay.spool / "incoming").iterdir()), what="the partial clip to be in incoming/")
-    writer.close()  # the device goes away mid-body
-    await wait_until(lambda: spool_is_empty(relay), what="the partial clip to be removed")
+    with structlog.testing.capture_logs() as logs:
+        _reader, writer = await relay.device.start_clip(PATH, b"a" * 10_000, total_length=50_000)
+        await wait_until(lambda: any((relay.spool / "incoming").iterdir()), what="the partial clip in incoming/")
+        writer.close()  # the device goes away mid-body
+        await wait_until(lambda: spool_is_empty(relay), what="the partial clip to be removed")
+    # The operator's line names the clip cut off and how much of it came.
+    [cut] = [e for e in logs if e["event"] == "clip_rejected"]
+    assert cut["filename"] == "partial.mkv"
+    assert cut["bytes_received"] == 10_000
     await assert_still_serving(relay)
     await wait_until(lambda: not relay.queued(), what="queue to drain")
     assert [k.rsplit("/", 1)[1] for k in await list_keys(s3, bucket)] == ["video23-04-13_21-50-27-63_00001.mkv"]
@@ -81,6 +86,7 @@ async def test_body_over_the_limit_is_413(tmp_path: Path, tls: TLS, s3_server: L
     async with running_relay(config, tls) as relay:
         declared = await relay.device.post_clip(PATH, os.urandom(100_001))
         assert declared.status == 413
+        assert b"ingest.max_body_bytes (100000 bytes)" in declared.body  # the limit, stated
         streamed = await relay.device.post_clip(PATH, os.urandom(150_000), chunked=True, pieces=10)
         assert streamed.status == 413
         assert spool_is_empty(relay)
@@ -156,7 +162,7 @@ async def test_device_source_allow_list(tmp_path: Path, tls: TLS, s3_server: Loc
     assert refused.status == unknown.status == 404
     assert refused.body.replace(DEVICE.encode(), b"nobody") == unknown.body
     # The operator's log says what happened.
-    [reason] = [e["reason"] for e in logs if e["event"] == "clip_rejected" and e["device"] == DEVICE]
+    [reason] = [e["reason"] for e in logs if e["event"] == "clip_rejected" and e["camera"] == DEVICE]
     assert "allow_from" in reason
 
 

@@ -122,11 +122,11 @@ async def test_each_failed_handshake_is_counted_logged_and_pinned_on_the_camera(
     # One line for the first failure from the address; the rest wait for the 5-minute summary.
     assert len(failed) == 1
     assert failed[0]["reason"] == "unknown_ca"
-    assert failed[0]["device"] == DEVICE
+    assert failed[0]["camera"] == DEVICE
     assert failed[0]["log_level"] == "warning"
     assert "install the relay's CA" in failed[0]["fix"]
     [test_ok] = [e for e in logs if e["event"] == "device_test_ok"]
-    assert test_ok["device"] == DEVICE
+    assert test_ok["camera"] == DEVICE
     assert test_ok["log_level"] == "info"
     assert [e for e in logs if e["event"] == "tls_handshake_recovered"]
     [unknown] = [e for e in logs if e["event"] == "ingest_unknown_path"]

@@ -13,7 +13,9 @@ import ssl
 import sys
 from pathlib import Path
 
+from relay.dev.stack import served
 from relay.ops.addresses import lan_addresses
+from relay.server import Listening
 from tests.support.device import Device
 from tests.support.harness import axis_relay, http_get, wait_until
 
@@ -68,6 +70,11 @@ async def test_dev_takes_free_ports_when_the_usual_ones_are_taken_and_prints_the
         device = Device("127.0.0.1", port, context)
         answer = await device.post_clip(f"/upload/demo-camera?accessToken={token}", b"x" * 5000)
         assert answer.status == 200
+        # Every address the banner prints answers: over IPv6 too where the host has it.
+        for host, printed_port, _ in recipients:
+            # The very URL printed, over IPv4 and IPv6 alike (the certificate names both).
+            printed = Device(host.strip("[]"), int(printed_port), context)
+            assert (await printed.request("GET", f"/upload/demo-camera?accessToken={token}")).status == 200, host
         status, _ = await http_get(metrics + "/healthz")
         assert status == 200
         # The banner's CLI lines work as printed, against this relay's own config file.
@@ -94,3 +101,11 @@ async def test_dev_takes_free_ports_when_the_usual_ones_are_taken_and_prints_the
             if sock is not None:
                 sock.close()
     assert proc.returncode == 0
+
+
+def test_the_banner_offers_ipv6_addresses_only_when_the_relay_listens_on_ipv6() -> None:
+    addresses = ["192.168.1.5", "fd00::2"]
+    ipv4_only = Listening(["https://0.0.0.0:8443"], [])
+    both = Listening(["https://0.0.0.0:8443", "https://[::]:8443"], [])
+    assert served(addresses, ipv4_only) == ["192.168.1.5"]
+    assert served(addresses, both) == addresses

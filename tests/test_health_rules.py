@@ -49,7 +49,7 @@ def test_a_source_gets_one_line_at_once_then_one_summary_per_window() -> None:
         ("tls_handshake_failures_summary", 499),
         ("tls_handshake_failures_summary", 1),
     ]
-    assert logs[0]["device"] == "cam-yard"
+    assert logs[0]["camera"] == "cam-yard"
     assert stats.tls_handshake_failures[("unknown_ca", "cam-yard")] == 500
     assert stats.tls_handshake_failures[("plain_http", "cam-yard")] == 1
     assert watch._sources == {}

@@ -4,14 +4,17 @@ socket stands in for journald, and the relay is a real process whose stderr is t
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
 import signal
 import socket
 import struct
+import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +136,12 @@ async def test_a_relay_under_systemd_logs_fields_priorities_and_sentences(
     every = journald.entries
     assert all(e["SYSLOG_IDENTIFIER"] == "axis-relay" and e["PRIORITY"].isdigit() for e in every)
     [accepted] = journald.events("clip_accepted")
-    assert accepted["CAMERA"] == "cam-entrance"  # from device=: journalctl CAMERA=cam-entrance finds it
+    assert accepted["CAMERA"] == "cam-entrance"  # journalctl CAMERA=cam-entrance finds it
     assert accepted["CLIP_ID"]
     assert accepted["PRIORITY"] == "6"
     assert accepted["MESSAGE"].startswith("clip received from cam-entrance: video23-04-13_21-50-27-63_00001.mkv")
     [up] = journald.events("clip_uploaded")
-    assert up["MESSAGE"].startswith(f"clip uploaded: {up['KEY']}, 0.0 MB in ")
+    assert up["MESSAGE"].startswith(f"clip uploaded: {up['KEY']}, 1.0 kB in ")
     assert up["MESSAGE"].endswith("1 attempt")
     [rejected] = journald.events("clip_rejected")
     assert rejected["PRIORITY"] == "4"  # journalctl -p warning shows it, and not the uploads
@@ -151,3 +154,38 @@ async def test_a_relay_under_systemd_logs_fields_priorities_and_sentences(
     assert stopped["MESSAGE"].startswith("relay stopped after ")
     # Nothing went to stderr as lines: the journal had it all.
     assert (tmp_path / "stderr").read_bytes() == b""
+
+
+def test_every_log_event_names_its_camera_camera() -> None:
+    """One field name for the camera in every event (journalctl CAMERA=... finds all of a
+    camera's lines): no log call in the relay passes ``device=``."""
+    offenders = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "relay").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if not (isinstance(node.func.value, ast.Name) and node.func.value.id == "log"):
+                continue
+            named = {k.arg for k in node.keywords}
+            for k in node.keywords:
+                if k.arg is None and isinstance(k.value, ast.Dict):
+                    named |= {key.value for key in k.value.keys if isinstance(key, ast.Constant)}
+            if "device" in named:
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []
+
+
+def test_the_console_form_is_for_people_local_time_sizes_no_colour_in_a_pipe() -> None:
+    script = (
+        "import structlog; from relay.ops import logs; logs.configure('console', 'info'); "
+        "structlog.get_logger('relay').info('clip_accepted', camera='cam-1', bytes=7512345, queued_bytes=1500)"
+    )
+    env = {**os.environ, "TZ": "Asia/Tokyo"}  # a zone far from UTC: the time shown must be local
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    line = result.stderr.strip()
+    assert "\x1b[" not in line  # a pipe, not a terminal: no colour codes
+    assert "bytes='7.5 MB'" in line
+    assert "queued_bytes='1.5 kB'" in line
+    shown = datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S")
+    tokyo = datetime.now(UTC) + timedelta(hours=9)
+    assert abs((tokyo.replace(tzinfo=None) - shown).total_seconds()) < 120, line

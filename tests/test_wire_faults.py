@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import structlog
 
-from relay.dev.local_s3 import LocalS3
+from relay.dev.local_s3 import LocalS3, free_port
 from tests.support.faultproxy import Faults, SlowDownProxy, in_front_of
 from tests.support.harness import PATH, TLS, list_keys, object_bytes, relay_config, running_relay, wait_until
 
@@ -54,11 +54,17 @@ async def test_slow_down_503_is_backed_off_and_retried(
     async with SlowDownProxy(s3_port, server_ssl, tls.client_context(), count=4).running() as proxy:
         config = relay_config(tmp_path, tls, f"https://127.0.0.1:{proxy.port}", bucket)
         clip = os.urandom(100_000)
-        async with running_relay(config, tls) as relay:
-            assert (await relay.device.post_clip(PATH, clip, filename="slow.mkv")).status == 200
-            await wait_until(lambda: relay.stats.clips_uploaded == 1, timeout=60, what="the upload")
-            stats = await relay.stop()
+        with structlog.testing.capture_logs() as logs:
+            async with running_relay(config, tls) as relay:
+                assert (await relay.device.post_clip(PATH, clip, filename="slow.mkv")).status == 200
+                await wait_until(lambda: relay.stats.clips_uploaded == 1, timeout=60, what="the upload")
+                stats = await relay.stop()
     assert proxy.answered == 4
+    # Each retry says what S3 said, without botocore's "(reached max retries: 0)",
+    # which reads as "gave up" (its own retries are off; the relay's go on).
+    retries = [e for e in logs if e["event"] == "upload_retry"]
+    assert len(retries) == 4
+    assert all("SlowDown" in e["error"] and "max retries" not in e["error"] for e in retries), retries
     assert stats.retries_by_reason["SlowDown"] == 4
     assert stats.clips_quarantined == 0
     [key] = await list_keys(s3, bucket)
@@ -145,3 +151,21 @@ async def test_a_stalled_connection_is_logged_long_before_the_read_timeout(
     assert faults.injected == ["stall"]
     [key] = await list_keys(s3, bucket)
     assert await object_bytes(s3, bucket, key) == clip
+
+
+async def test_a_clips_attempt_count_goes_on_after_a_restart(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    """S3 unreachable for three attempts, then a restart: the count goes on from there,
+    so a night's outage reads "attempt 40", not "attempt 1" after every restart."""
+    dead = relay_config(tmp_path, tls, f"https://127.0.0.1:{free_port()}", bucket)
+    with structlog.testing.capture_logs() as before:
+        async with running_relay(dead, tls) as relay:
+            assert (await relay.device.post_clip(PATH, os.urandom(10_000))).status == 200
+            await wait_until(lambda: relay.stats.upload_retries >= 3, what="three failed attempts")
+    failed = max(e["attempt"] for e in before if e["event"] == "upload_retry")
+    with structlog.testing.capture_logs() as after:
+        async with running_relay(relay_config(tmp_path, tls, s3_server.endpoint_url, bucket), tls) as relay:
+            await wait_until(lambda: relay.stats.clips_uploaded == 1, what="the upload")
+    [uploaded] = [e for e in after if e["event"] == "clip_uploaded"]
+    assert uploaded["attempts"] == failed + 1

@@ -44,6 +44,34 @@ def port_or_free(port: int, host: str = "0.0.0.0") -> int:
     return port
 
 
+def dual_stack_port(port: int) -> int:
+    """``port`` when it is free for IPv4 and IPv6 alike, else one the kernel finds free
+    for both (one socket bound to both families): the two listeners share a port."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            try:
+                probe.bind(("::", port))
+            except OSError:
+                probe.bind(("::", 0))
+            return int(probe.getsockname()[1])
+    except OSError:
+        return port_or_free(port) or _free_ipv4_port()  # no IPv6 on this host
+
+
+def _free_ipv4_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", 0))
+        return int(probe.getsockname()[1])
+
+
+def served(addresses: list[str], listening: Listening) -> list[str]:
+    """The LAN addresses a device can reach the relay on: IPv6 ones only when it listens
+    on IPv6 too (a URL the relay does not answer on is worse than none)."""
+    ipv6 = any("[" in url for url in listening.ingest)
+    return [a for a in addresses if ipv6 or ":" not in a]
+
+
 def _certificate(state: Path) -> tuple[Path, Path]:
     """The same local CA and certificate `axis-relay gen-cert` makes for a real site."""
     paths = {"cert": state / "tls" / "relay.crt", "key": state / "tls" / "relay.key"}
@@ -67,7 +95,8 @@ def dev_config(state: Path, endpoint_url: str, port: int, metrics_port: int = 91
 def dev_raw_config(state: Path, endpoint_url: str, port: int, metrics_port: int) -> dict[str, dict[str, Any]]:
     cert, key = _certificate(state)
     return {
-        "ingest": {"host": "0.0.0.0", "port": port, "tls_cert": str(cert), "tls_key": str(key)},
+        # Every address, IPv4 and IPv6 (where the host has it): a LAN may be either.
+        "ingest": {"host": "", "port": port, "tls_cert": str(cert), "tls_key": str(key)},
         "metrics": {"port": metrics_port},
         "spool": {"dir": str(state / "spool")},
         "s3": {
@@ -123,7 +152,7 @@ async def _create_bucket(endpoint_url: str) -> None:
 def _banner(listening: Listening, endpoint_url: str, state: Path, cli_config: Path) -> str:
     token = _token(state)
     port = int(urlsplit(listening.ingest[0]).port or 0)
-    hosts = [f"[{a}]" if ":" in a else a for a in lan_addresses()] or ["<this-host>"]
+    hosts = [f"[{a}]" if ":" in a else a for a in served(lan_addresses(), listening)] or ["<this-host>"]
     recipients = "\n".join(f"    https://{h}:{port}/upload/{DEVICE}?accessToken={token}" for h in hosts)
     metrics = listening.metrics[0] if listening.metrics else "(off)"
     return f"""
@@ -169,7 +198,7 @@ async def run(state: Path, port: int) -> None:
         await _create_bucket(local.endpoint_url)
         # The usual ports when they are free; any free ones when not (a second instance,
         # or anything else on 8443 or 9108): the banner says which.
-        config = dev_config(state, local.endpoint_url, port_or_free(port), port_or_free(9108, "127.0.0.1"))
+        config = dev_config(state, local.endpoint_url, dual_stack_port(port), port_or_free(9108, "127.0.0.1"))
 
         def started(where: Listening) -> None:
             cli_config = write_cli_config(state, local.endpoint_url, where)

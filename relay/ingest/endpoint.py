@@ -127,7 +127,8 @@ class Ingest:
     def _check_declared_size(self, request: web.Request) -> None:
         declared = request.content_length
         if declared is not None and declared > self._config.max_body_bytes:
-            raise Rejected(413, f"body of {declared} bytes exceeds ingest.max_body_bytes")
+            limit = self._config.max_body_bytes
+            raise Rejected(413, f"body of {declared} bytes exceeds ingest.max_body_bytes ({limit} bytes)")
 
     def _refuse(self, request: web.Request, name: str, exc: Rejected) -> web.StreamResponse:
         self._stats.clips_rejected += 1
@@ -136,11 +137,12 @@ class Ingest:
             self._stats.last_refused_spool_full_at = time.time()
         log.warning(
             "clip_rejected",
-            device=name,
+            camera=name,
             source=request.remote,
             status=exc.status,
             reason=exc.logged,
             method=request.method,
+            **exc.received,
         )
         return web.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
 
@@ -157,7 +159,7 @@ class Ingest:
                 await self._authenticate(name, request)
             if request.method in (hdrs.METH_GET, hdrs.METH_HEAD):
                 # The recipient's "Test" button: the device reached us and logged in.
-                log.info("device_test_ok", device=name, source=request.remote, method=request.method)
+                log.info("device_test_ok", camera=name, source=request.remote, method=request.method)
                 return web.json_response({"status": "ready", "device": name})
             if request.method not in (hdrs.METH_POST, hdrs.METH_PUT):
                 raise Rejected(405, "use POST or PUT to send a clip", {"Allow": "GET, HEAD, POST, PUT"})
@@ -178,7 +180,7 @@ class Ingest:
         log.info(
             "clip_accepted",
             clip_id=meta.clip_id,
-            device=name,
+            camera=name,
             filename=meta.filename,
             content_type=meta.content_type,
             bytes=meta.size,
@@ -244,6 +246,12 @@ class Ingest:
 
     async def _receive(self, name: str, request: web.Request) -> ClipMeta:
         sender = Sender(camera=name, query=public_query(request.query), source=request.remote or "")
+        # What had arrived when a body breaks off: the operator's line names it.
+        received: tuple[str, ClipWriter] | None = None
+
+        def naming(refused: Rejected) -> Rejected:
+            return refused.of(received[0], received[1].pending_size) if received else refused
+
         try:
             if request.content_type == "multipart/form-data":
                 try:
@@ -256,17 +264,21 @@ class Ingest:
             async with self._spool.receiving(
                 sender, filename=filename, content_type=content_type, timer=self._timers[name]
             ) as writer:
+                received = (filename, writer)
                 await self._copy(request.content.readany, writer, request.content_length)
                 if request.content_length is not None and writer.pending_size != request.content_length:
                     raise Rejected(400, f"body ended after {writer.pending_size} of {request.content_length} bytes")
                 return await writer.commit()
+        except Rejected as exc:
+            raise naming(exc) from None
         except TimeoutError:
-            raise Rejected(408, f"no data for {self._config.idle_timeout_s:g} s (ingest.idle_timeout_s)") from None
+            idle_s = self._config.idle_timeout_s
+            raise naming(Rejected(408, f"no data for {idle_s:g} s (ingest.idle_timeout_s)")) from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise Rejected(507, "the relay's spool disk is full; the clip was not stored") from None
             if isinstance(exc, ConnectionError):
-                raise Rejected(400, f"connection lost while receiving: {exc}") from None
+                raise naming(Rejected(400, f"connection lost while receiving: {exc}")) from None
             log.error("spool_write_failed", error=str(exc), errno=exc.errno)
             raise Rejected(503, "the relay could not store the clip") from None
         except web.HTTPException:
@@ -274,7 +286,7 @@ class Ingest:
         except Exception as exc:
             # aiohttp signals a truncated body or broken chunking with payload errors.
             if "Payload" in type(exc).__name__ or "ContentLength" in type(exc).__name__:
-                raise Rejected(400, f"incomplete body: {exc}") from None
+                raise naming(Rejected(400, f"incomplete body: {exc}")) from None
             raise
 
     async def _receive_form(self, request: web.Request, sender: Sender) -> ClipMeta:

@@ -161,7 +161,7 @@ class HandshakeWatch:
         if len(self._sources) >= MAX_SOURCES:
             self._summarise(*self._sources.popitem(last=False))
         self._sources[source] = _Source(self._clock())
-        named = {"device": device} if device else {}
+        named = {"camera": device} if device else {}
         log.warning(
             "tls_handshake_failed",
             source=source,
@@ -176,7 +176,7 @@ class HandshakeWatch:
     def succeeded(self, source: str) -> None:
         device = self._cameras.get(plain_address(source))
         if device and self._stats.tls_trouble.pop(device, None) is not None:
-            log.info("tls_handshake_recovered", device=device, source=plain_address(source))
+            log.info("tls_handshake_recovered", camera=device, source=plain_address(source))
 
     def flush(self) -> None:
         """Summary lines for the sources whose window ended; called about every second."""
@@ -201,7 +201,7 @@ class HandshakeWatch:
         log.warning(
             "tls_handshake_failures_summary",
             source=source,
-            **({"device": device} if device else {}),
+            **({"camera": device} if device else {}),
             count=entry.suppressed,
             reasons=dict(entry.reasons),
             window_s=SUMMARY_EVERY_S,

@@ -18,3 +18,9 @@ class Rejected(Exception):
         self.message = message
         self.headers = CIMultiDict(headers or {})  # several WWW-Authenticate challenges
         self.logged = logged or message  # what the operator reads, when the sender must read less
+        self.received: dict[str, object] = {}  # a body cut off: its file name and the bytes that came
+
+    def of(self, filename: str, bytes_received: int) -> Rejected:
+        """The same refusal, naming the clip it cut off and how much of it had arrived."""
+        self.received = {"filename": filename, "bytes_received": bytes_received}
+        return self

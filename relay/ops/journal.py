@@ -9,7 +9,7 @@ fields instead of a line (``systemd.journal-fields(7)``, the native protocol):
   8.0 MB in 0.4 s, 1 attempt");
 - every key of the event a field of its own (``EVENT=clip_uploaded``, ``CAMERA=...``,
   ``CLIP_ID=...``, ``KEY=...``), so ``journalctl -u axis-relay CAMERA=cam-entrance``
-  works; ``device`` is given as ``CAMERA`` too;
+  works for every event, since every event names its camera ``camera``;
 - ``SYSLOG_IDENTIFIER=axis-relay``.
 
 A datagram the socket refuses (journald restarting, a message too large) is written
@@ -82,7 +82,7 @@ def _size(value: object) -> str:
 # A sentence for each event an operator meets most; any other reads "event: key=value, ...".
 _SENTENCES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "clip_accepted": lambda e: (
-        f"clip received from {e.get('device')}: {e.get('filename')}, {_size(e.get('bytes'))} in {e.get('seconds')} s"
+        f"clip received from {e.get('camera')}: {e.get('filename')}, {_size(e.get('bytes'))} in {e.get('seconds')} s"
     ),
     "clip_uploaded": lambda e: (
         f"clip uploaded: {e.get('key') or 'key chosen by the endpoint'}, {_size(e.get('bytes'))} in "
@@ -94,7 +94,7 @@ _SENTENCES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "clip_quarantined": lambda e: f"clip quarantined: {e.get('clip_id')}: {e.get('reason')}; {e.get('fix', '')}".rstrip(
         "; "
     ),
-    "clip_rejected": lambda e: f"clip refused from {e.get('device')}: {e.get('status')} {e.get('reason')}",
+    "clip_rejected": lambda e: f"clip refused from {e.get('camera')}: {e.get('status')} {e.get('reason')}",
     "clip_evicted": lambda e: f"clip evicted unsent to make room: {e.get('clip_id')}, {_size(e.get('bytes'))}",
     "gap_detected": lambda e: (
         f"gap in {e.get('camera')}'s footage: {e.get('start')} to {e.get('end')} "
@@ -139,8 +139,6 @@ def fields_of(event: Mapping[str, Any], level: str) -> dict[str, str]:
         if key in _OWN or value is None:
             continue
         fields.setdefault(field_name(key), _text(value))
-    if "device" in event and "CAMERA" not in fields:
-        fields["CAMERA"] = _text(event["device"])
     return fields
 
 

@@ -24,6 +24,7 @@ from urllib.parse import unquote_plus
 import structlog
 
 from relay.ops import journal
+from relay.ops.units import human_bytes
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -131,12 +132,19 @@ def configure(
     socket (tests, unusual systems)."""
     environ = os.environ if environ is None else environ
     stream = sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    people = fmt == "console" or (fmt == "auto" and not use_json)
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # For people: the gateway's local time and sizes in kB/MB; for machines: UTC, bytes.
+        structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False)
+        if people
+        else structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
     ]
+    if people:
+        processors.append(_sizes_for_people)
     root = logging.getLogger()
     root.setLevel(logging.WARNING)
     if fmt == "journal" or (fmt == "auto" and journal.journal_stream_active(environ, stream)):
@@ -151,9 +159,9 @@ def configure(
         library.addFilter(_LibraryFlood(LIBRARY_RECORDS_PER_MINUTE))
         root.handlers[:] = [library]
         return
-    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    # Colour only for a terminal: escape codes in a file or a pipe are noise.
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     structlog.configure(
         processors=[*processors, _redact_event, renderer],
@@ -172,6 +180,14 @@ def configure(
         )
     )
     root.handlers[:] = [handler]
+
+
+def _sizes_for_people(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """bytes=7512345 -> bytes='7.5 MB' (and every *_bytes field), on the console only."""
+    for key, value in event.items():
+        if (key == "bytes" or key.endswith("_bytes")) and isinstance(value, int) and not isinstance(value, bool):
+            event[key] = human_bytes(value)
+    return event
 
 
 class _JournalHandler(logging.Handler):

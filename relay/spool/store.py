@@ -44,6 +44,7 @@ DATA = "data"
 META = "meta.json"
 UPLOAD_STATE = "upload.json"
 REASON = "reason.json"
+ATTEMPTS = "attempts"  # failed upload attempts so far, so the count goes on after a restart
 
 StoredState = Literal["queued", "quarantined"]
 
@@ -209,6 +210,23 @@ class SpoolStore:
 
     def meta(self, clip_id: str) -> ClipMeta:
         return ClipMeta.from_json((self.queue_dir / clip_id / META).read_bytes())
+
+    def attempts(self, clip_id: str) -> int:
+        """Failed upload attempts before this start (0 when none, or unreadable)."""
+        try:
+            return max(0, int((self.queue_dir / clip_id / ATTEMPTS).read_text()))
+        except (OSError, ValueError):
+            return 0
+
+    def note_attempts(self, clip_id: str, count: int) -> None:
+        """Only a count for the log: replaced in one rename, not fsynced (a lost one costs
+        nothing but a lower number)."""
+        directory = self.queue_dir / clip_id
+        if not directory.is_dir():
+            return
+        temporary = directory / f".{ATTEMPTS}.tmp"
+        temporary.write_text(str(count))
+        os.replace(temporary, directory / ATTEMPTS)
 
     def load_upload_state(self, clip_id: str) -> dict[str, Any] | None:
         try:

@@ -6,6 +6,8 @@ costs a retry; a wrong "permanent" verdict moves a good clip out of the queue.
 
 from __future__ import annotations
 
+import re
+
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -134,12 +136,17 @@ def error_code(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+# botocore's retries are off (the relay's policy retries, counts and logs every attempt),
+# so each of its messages ends "(reached max retries: 0)", which reads as "gave up".
+_BOTOCORE_RETRIES = re.compile(r"\s*\(reached max retries: \d+\)")
+
+
 def describe(exc: BaseException) -> str:
     """What happened, in the words an operator needs (botocore says "Could not connect
     to the endpoint URL" also for a connection that was reset half-way through a part)."""
     if (underlying := connection_lost(exc)) is not None:
         return f"the connection was lost during the request: {underlying}"
-    return str(exc)
+    return _BOTOCORE_RETRIES.sub("", str(exc))
 
 
 def http_status(exc: BaseException) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from typing import Protocol
 
@@ -135,18 +136,20 @@ class Uploader:
             await self._quarantine(clip_id, f"metadata is unreadable: {exc}", {})
             return
         started = time.monotonic()
-        attempts = 0
+        # Counted over restarts: "attempt 40" after a night's outage, not "attempt 1" again.
+        before = await asyncio.to_thread(self._spool.store.attempts, clip_id)
+        attempts = before
         try:
             async for attempt in AsyncRetrying(
                 # tenacity sees BaseException too: a cancelled upload (shutdown) must
                 # end here, not be "retried" forever.
                 retry=retry_if_exception(lambda e: isinstance(e, Exception) and classify(e) is None),
                 wait=wait_random_exponential(multiplier=self._retry.initial_s, max=self._retry.max_s),
-                before_sleep=self._log_retry,
+                before_sleep=functools.partial(self._log_retry, clip_id, before),
                 reraise=True,
             ):
                 with attempt:
-                    attempts = attempt.retry_state.attempt_number
+                    attempts = before + attempt.retry_state.attempt_number
                     delivered = await self._destination.deliver(meta)
         except Exception as exc:
             verdict = classify(exc) or PermanentUploadError(str(exc))
@@ -189,7 +192,10 @@ class Uploader:
             self._stats.upload_failing_since = time.time()
         self._stats.last_upload_error = error[:300]
 
-    def _log_retry(self, state: RetryCallState) -> None:
+    def _log_retry(self, clip_id: str, before: int, state: RetryCallState) -> None:
+        attempt = before + state.attempt_number
+        with contextlib.suppress(OSError):  # a few bytes in the page cache; only the log's number
+            self._spool.store.note_attempts(clip_id, attempt)
         exc = state.outcome.exception() if state.outcome else None
         reason = error_code(exc) if exc else "unknown"
         self._failed(f"{reason}: {describe(exc)}" if exc else reason)
@@ -197,7 +203,7 @@ class Uploader:
         self._stats.retries_by_reason[reason] += 1
         log.warning(
             "upload_retry",
-            attempt=state.attempt_number,
+            attempt=attempt,
             reason=reason,
             error=describe(exc)[:300] if exc else "",
             wait_s=round(state.upcoming_sleep, 2),
