@@ -166,7 +166,7 @@ def test_every_log_event_names_its_camera_camera() -> None:
                 continue
             if not (isinstance(node.func.value, ast.Name) and node.func.value.id == "log"):
                 continue
-            named = {k.arg for k in node.keywords}
+            named: set[object] = {k.arg for k in node.keywords}
             for k in node.keywords:
                 if k.arg is None and isinstance(k.value, ast.Dict):
                     named |= {key.value for key in k.value.keys if isinstance(key, ast.Constant)}
