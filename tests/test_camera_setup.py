@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
-from relay.camera import commands, soap
+from relay.camera import soap
 from relay.camera.setup import Options
 from relay.camera.vapix import VapixClient
+from relay.cli import camera as commands
+from relay.cli.errors import CliError
 from relay.config import RelayConfig, parse_config
 from relay.dev.local_s3 import LocalS3
 from tests.support.backfill import backfill_config, camera_section
@@ -250,7 +252,7 @@ async def test_a_hashed_token_is_refused_before_anything_is_sent(
     raw = backfill_config(tmp_path, tls, s3_server.endpoint_url, bucket, camera_section(camera, tls))
     raw["devices"][DEVICE]["token"] = hash_secret(TOKEN)
     cfg = parse_config(raw, environ={})
-    with pytest.raises(commands.CommandError, match=f"AXIS_RELAY_DEVICE_{DEVICE.upper().replace('-', '_')}_TOKEN"):
+    with pytest.raises(CliError, match=f"AXIS_RELAY_DEVICE_{DEVICE.upper().replace('-', '_')}_TOKEN"):
         await commands.run_setup(cfg, DEVICE, options(), dry_run=False)
     assert camera.services.operations == []
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from relay.cli.render import parse_since
 from relay.config import parse_config
 from relay.dev.local_s3 import LocalS3, free_port
-from relay.ops.listings import parse_since
 from relay.spool.clip import ClipMeta, crc32c_b64, new_clip_id, sequence_number
 from relay.spool.ledger import SCHEMA_VERSION, Ledger
 from relay.spool.store import SpoolStore, StoredClip
@@ -76,6 +76,7 @@ async def test_clips_lists_what_was_received_and_where_it_went(
     # The config found through AXIS_RELAY_CONFIG, as an operator's profile sets it.
     code, out, err = await axis_relay("clips", "--json", env={"AXIS_RELAY_CONFIG": str(config_file)})
     assert code == 0, err
+    assert out.endswith("]\n")  # one JSON document, ended by a newline
     assert json.loads(out) == rows
     assert await ledger_rows(config_file, "--since", (datetime.now(UTC) + timedelta(hours=1)).isoformat()) == []
     code, _, err = await clips_cli(config_file, "--since", "yesterday-ish")

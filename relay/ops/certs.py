@@ -127,25 +127,5 @@ def generate(directory: Path, names: list[str], *, new_ca: bool = False) -> dict
     return paths
 
 
-def instructions(paths: dict[str, Path], names: list[str], *, ca_was_there: bool) -> str:
-    ca = x509.load_pem_x509_certificate(paths["ca_cert"].read_bytes())
-    if ca_was_there:
-        about_ca = (
-            f"Signed by the CA already in {paths['ca_cert'].parent} (SHA-256 {fingerprint(ca)}): devices that "
-            "trust it need nothing new."
-        )
-    else:
-        about_ca = f"A NEW CA (SHA-256 {fingerprint(ca)}): every device that validates the relay needs its ca.crt."
-    return f"""Wrote {paths["cert"]} and {paths["key"]} for: {", ".join(names)}
-{about_ca}
-In the relay's config:
-    [ingest]
-    tls_cert = "{paths["cert"]}"
-    tls_key = "{paths["key"]}"
-On each device, either install the CA {paths["ca_cert"]}
-(web page: System > Security > CA certificates > Add; or VAPIX certificate management)
-and keep "Validate server certificate" on in the HTTPS recipient, or turn
-"Validate server certificate" off. Keep {paths["ca_key"]} (mode 0600): renewing the
-certificate with the same CA needs it. After replacing the files, 'systemctl reload
-axis-relay' (SIGHUP) loads them without dropping uploads in progress.
-"""
+def ca_fingerprint(directory: Path) -> str:
+    return fingerprint(x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes()))

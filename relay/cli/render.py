@@ -1,4 +1,5 @@
-"""What `axis-relay spool list`, `clips` and `gaps` print: tables for a person, JSON for a script."""
+"""What the commands print, from the data the packages return: tables and sentences
+for a person, JSON for a script (`spool list`, `clips`, `gaps`, `status`, `gen-cert`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from relay.backfill.gapbook import GapRecord
+from relay.ops.units import human_bytes
 from relay.spool.ledger import ClipRecord
 from relay.spool.store import StoredClip
 
@@ -107,3 +110,49 @@ def gaps_json(records: list[GapRecord]) -> str:
         ],
         indent=1,
     )
+
+
+def discarding(clip: StoredClip) -> str:
+    camera = clip.meta.camera if clip.meta else "?"
+    size = human_bytes(clip.meta.size) if clip.meta else "?"
+    return f"discarding {clip.clip_id}  {camera}  {size}  ({clip.reason.get('reason', 'no reason recorded')})"
+
+
+def health(report: dict[str, object]) -> str:
+    """`axis-relay status`: the level, each reason with its fix, then the figures (sizes for people)."""
+    level = str(report.get("status", "failing"))
+    lines = [f"{'health':<24} {level.upper()}"]
+    reasons = report.get("reasons", [])
+    for reason in reasons if isinstance(reasons, list) else []:
+        where = f" [{reason['camera']}]" if reason.get("camera") else ""
+        lines.append(f"  {reason['level']:<9} {reason['code']}{where}: {reason['message']}")
+        lines.append(f"  {'':<9} fix: {reason['fix']}")
+    for key, value in report.items():
+        if key not in ("status", "reasons", "healthy", "problems"):
+            shown = human_bytes(value) if key.endswith("_bytes") else value
+            lines.append(f"{key.replace('_', ' '):<24} {'-' if value is None else shown}")
+    return "\n".join(lines)
+
+
+def certificate(paths: dict[str, Path], names: list[str], ca_fingerprint: str, *, ca_was_there: bool) -> str:
+    """What `gen-cert` made, and what to do with it."""
+    if ca_was_there:
+        about_ca = (
+            f"Signed by the CA already in {paths['ca_cert'].parent} (SHA-256 {ca_fingerprint}): devices that "
+            "trust it need nothing new."
+        )
+    else:
+        about_ca = f"A NEW CA (SHA-256 {ca_fingerprint}): every device that validates the relay needs its ca.crt."
+    return f"""Wrote {paths["cert"]} and {paths["key"]} for: {", ".join(names)}
+{about_ca}
+In the relay's config:
+    [ingest]
+    tls_cert = "{paths["cert"]}"
+    tls_key = "{paths["key"]}"
+On each device, either install the CA {paths["ca_cert"]}
+(web page: System > Security > CA certificates > Add; or VAPIX certificate management)
+and keep "Validate server certificate" on in the HTTPS recipient, or turn
+"Validate server certificate" off. Keep {paths["ca_key"]} (mode 0600): renewing the
+certificate with the same CA needs it. After replacing the files, 'systemctl reload
+axis-relay' (SIGHUP) loads them without dropping uploads in progress.
+"""

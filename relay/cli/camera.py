@@ -1,10 +1,11 @@
-"""What `axis-relay camera check|setup|remove` do, given a validated config: each
-returns the text to print and the exit code (0 all well, 1 anything needs attention,
-2 the config or the command line is wrong). Nothing is sent to a camera before the
+"""`axis-relay camera check|setup|remove`, given a validated config: each run_* returns
+the text to print and the exit code (0 all well, 1 anything needs attention); a config
+or command line that is wrong is a CliError (2). Nothing is sent to a camera before the
 config and the arguments validate."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sqlite3
@@ -13,22 +14,48 @@ from datetime import UTC, datetime, timedelta
 from relay.camera import check, setup
 from relay.camera.answers import CameraFailure
 from relay.camera.vapix import VapixClient
+from relay.cli.errors import CliError, load
 from relay.config import RelayConfig
+from relay.ops import logs
 from relay.spool.ledger import Ledger
 
-EXIT_CONFIG = 2
+
+def camera(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    logs.configure("auto", config.log.level)  # the config's level, still on stderr
+    if args.camera_action == "check":
+        text, code = asyncio.run(run_check(config, args.names, args.relay_url, args.json))
+    elif args.camera_action == "remove":
+        text, code = asyncio.run(run_remove(config, args.name))
+    else:
+        text, code = asyncio.run(run_setup(config, args.name, _setup_options(config, args), args.dry_run))
+    print(text)
+    return code
 
 
-class CommandError(Exception):
-    """The command cannot run as asked; nothing was sent to a camera."""
+def _setup_options(config: RelayConfig, args: argparse.Namespace) -> setup.Options:
+    url = relay_url(config, args.relay_url)
+    if url is None:
+        raise CliError("the relay's URL as cameras reach it is not known: set ingest.public_url or pass --relay-url")
+    if not 1 <= args.interval <= 3600 or args.pre_ms < 0 or (args.post_ms or 0) < 0:
+        raise CliError("--interval is 1-3600 s; --pre-ms and --post-ms are 0 or more")
+    return setup.Options(
+        relay_url=url,
+        interval_s=args.interval,
+        pre_ms=args.pre_ms,
+        post_ms=args.post_ms,
+        retention_hours=args.retention_hours,
+        validate_server_cert=not args.no_validate_cert,
+        wait_s=0.0 if args.no_wait else args.wait_s or 2 * args.interval + (args.post_ms or 0) / 1000 + 45,
+    )
 
 
 def camera_device(config: RelayConfig, name: str) -> None:
-    """CommandError unless ``name`` is a device with a camera section."""
+    """CliError unless ``name`` is a device with a camera section."""
     if name not in config.devices:
-        raise CommandError(f"no device {name!r} in [devices]; known: {', '.join(sorted(config.devices))}")
+        raise CliError(f"no device {name!r} in [devices]; known: {', '.join(sorted(config.devices))}")
     if config.devices[name].camera is None:
-        raise CommandError(f"devices.{name} has no [devices.{name}.camera] section; add url, username and password")
+        raise CliError(f"devices.{name} has no [devices.{name}.camera] section; add url, username and password")
 
 
 def relay_url(config: RelayConfig, given: str | None) -> str | None:
@@ -38,7 +65,7 @@ def relay_url(config: RelayConfig, given: str | None) -> str | None:
 async def run_check(config: RelayConfig, names: list[str], given_url: str | None, as_json: bool) -> tuple[str, int]:
     names = names or [n for n, d in config.devices.items() if d.camera is not None]
     if not names:
-        raise CommandError("no device has a [devices.<name>.camera] section to check")
+        raise CliError("no device has a [devices.<name>.camera] section to check")
     for name in names:
         camera_device(config, name)
     last_clips = {
@@ -57,7 +84,7 @@ async def run_setup(config: RelayConfig, name: str, options: setup.Options, dry_
     try:
         plan = setup.plan(name, device, options)
     except setup.SetupError as exc:
-        raise CommandError(str(exc)) from None
+        raise CliError(str(exc)) from None
     lines = [f"{name}: set-up {'(dry run: nothing is sent)' if dry_run else ''}".rstrip()]
     if dry_run:
         return "\n".join(lines + [f"  would: {line}" for line in setup.describe(plan)]), 0
