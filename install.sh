@@ -177,7 +177,7 @@ install_config() {
     local names
     # shellcheck disable=SC2207 # one word per name or address
     names=($(hostname) $(hostname).local $("$PREFIX/.venv/bin/python" -c \
-      'from relay.ops.addresses import lan_addresses; print(" ".join(lan_addresses()))'))
+      'from relay.dev.addresses import lan_addresses; print(" ".join(lan_addresses()))'))
     "$PREFIX/.venv/bin/axis-relay" gen-cert "${names[@]}" --dir "$ETC/tls" >/dev/null
     say "made a local CA and a certificate for ${names[*]} in $ETC/tls (install ca.crt on the cameras)"
   fi

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from bench.fleet_bench import Bench
 from bench.fleet_cameras import TOKEN
 from bench.servers import Gate, RelayProcess
-
-if TYPE_CHECKING:
-    from bench.fleet import Bench
 
 
 async def against(bench: Bench, gate: Gate) -> dict[str, Any]:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import string
 import tomllib
-from datetime import UTC, datetime
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,6 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from relay.templates import FilenameTemplate, check_key_template
 
 MiB = 1024 * 1024
 
@@ -218,8 +218,6 @@ class DeviceConfig(_Strict):
     @classmethod
     def _template_has_time(cls, value: str | None) -> str | None:
         if value is not None:
-            from relay.spool.timing import FilenameTemplate
-
             FilenameTemplate(value)  # raises ValueError naming what is wrong
         return value
 
@@ -245,7 +243,6 @@ class DeviceConfig(_Strict):
         return self
 
 
-KEY_FIELDS = {"camera", "filename", "date", "clip_id", "stem", "ext", "origin", "start", "end"}
 # Back-fill clips carry no device file name: their key is made of the footage's times.
 BACKFILL_KEY_TEMPLATE = "{camera}/{date:%Y/%m/%d}/backfill/{start:%H%M%S}-{end:%H%M%S}.mkv"
 # S3's limit on the parts of one multipart upload.
@@ -293,35 +290,6 @@ class S3Config(_Uploads):
     @classmethod
     def _known_fields(cls, template: str) -> str:
         return check_key_template(template)
-
-
-def check_key_template(template: str) -> str:
-    """A key template's fields are known and it formats; raises ValueError saying why not."""
-    names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-    if reaching := sorted(n for n in names if "." in n or "[" in n):
-        raise ValueError(f"{reaching}: only plain field names, with a format spec after ':', e.g. {{date:%Y}}")
-    if unknown := names - KEY_FIELDS:
-        raise ValueError(f"unknown field(s) {sorted(unknown)}; use any of {sorted(KEY_FIELDS)}")
-    if not names & {"filename", "clip_id", "stem", "start"}:
-        raise ValueError(
-            "the key must contain {filename}, {stem}, {clip_id} or {start}, or every clip lands on one key"
-        )
-    moment = datetime.now(UTC)
-    try:
-        template.format(
-            camera="c",
-            filename="f.mkv",
-            date=moment,
-            clip_id="x",
-            stem="f",
-            ext=".mkv",
-            origin="device",
-            start=moment,
-            end=moment,
-        )
-    except (ValueError, IndexError, KeyError, AttributeError) as exc:
-        raise ValueError(f"cannot be formatted: {exc}") from exc
-    return template
 
 
 # Where the default body limit of the API Gateway path comes from. A synchronous Lambda

@@ -39,6 +39,7 @@ from relay.spool import lock as spool_lock
 from relay.spool.ledger_writer import LedgerWriter
 from relay.spool.spool import Spool
 from relay.spool.store import SpoolStore
+from relay.tasks import TaskOwner, cancel_and_wait
 from relay.upload.apigw import ApiGatewayDestination
 from relay.upload.s3 import S3Destination
 from relay.upload.workers import Destination, Uploader
@@ -63,6 +64,10 @@ class Listening:
 
 class RelayError(Exception):
     """The relay cannot run as configured, or a part of it failed; the message says what to fix."""
+
+
+class RelayFailed(RelayError):
+    """The relay ran, and a part of it ended that never should (the CLI exits 1)."""
 
 
 # asyncio gives every TLS connection a 256 KiB read buffer, zeroed (so resident) when
@@ -260,13 +265,13 @@ async def serve(
                 "AXIS_RELAY_S3_ACCESS_KEY_ID/AXIS_RELAY_S3_SECRET_ACCESS_KEY, or the standard AWS chain"
             )
         uploader = Uploader(spool, destination, config.retry, stats, config.upload_workers)
-        backfill = Backfill(config.backfill, config.devices, spool, ledger, stats)
-        background = [
-            asyncio.create_task(uploader.run(), name="uploader"),
-            asyncio.create_task(_rescan(spool, requeue_scan_s), name="requeue-scan"),
-            asyncio.create_task(backfill.run(), name="backfill"),
-        ]
-        stack.push_async_callback(_stop, background)
+        # Every long-lived task has this one owner: one that ends on its own ends the relay.
+        tasks = await stack.enter_async_context(TaskOwner.owning())
+        tasks.start("uploader", uploader.run())
+        tasks.start("requeue-scan", _rescan(spool, requeue_scan_s))
+        if config.backfill.enabled:
+            backfill = Backfill(config.backfill, config.devices, spool, ledger, stats)
+            tasks.start("backfill", backfill.run(), may_return=True)
 
         watch = HandshakeWatch(stats, await camera_addresses(config.devices))
         budget = fd_budget(config.ingest.max_connections, config.upload_workers)
@@ -292,8 +297,7 @@ async def serve(
             stats.cert_not_after = cert_not_after(cert)
         if reload:
             live = (context, cert, key) if context and cert and key else None
-            reloader = asyncio.create_task(_on_reload(reload, uploader, stats, live))
-            stack.push_async_callback(_stop, [reloader])
+            tasks.start("reload", _on_reload(reload, uploader, stats, live))
         runner = await _listen(ingest, config.ingest, context, guard)
         stack.push_async_callback(runner.cleanup)
         listening = Listening([_url(a, tls=context is not None) for a in runner.addresses], metrics)
@@ -309,15 +313,17 @@ async def serve(
         )
         # READY only now: the spool is recovered and devices can connect.
         notifier.send(ready="1", status=status_line(spool, stats))
-        uploader_task = background[0]
-        informer = asyncio.create_task(
-            keep_informed(notifier, lambda: not uploader_task.done(), lambda: status_line(spool, stats))
-        )
-        stack.push_async_callback(_stop, [informer])
+        if notifier.enabled:
+            # WATCHDOG=1 only while the upload workers live (their task ending also ends
+            # the relay, below; the pings stop first, whatever else still runs).
+            tasks.start(
+                "systemd", keep_informed(notifier, lambda: tasks.alive("uploader"), lambda: status_line(spool, stats))
+            )
         if on_started:
             on_started(listening)
 
-        await _until_shutdown_or_failure(shutdown_trigger, background)
+        await _until_shutdown_or_failure(shutdown_trigger, tasks)
+        tasks.stopping()
         spool.close()  # upload workers finish what they hold and take nothing new
         log.info("relay_stopping", uploads_in_flight=len(spool.uploading))
         notifier.send(stopping="1", status="stopping: letting devices finish their uploads")
@@ -339,24 +345,18 @@ async def serve(
     return stats
 
 
-async def _until_shutdown_or_failure(
-    shutdown_trigger: Callable[[], Awaitable[object]], background: list[asyncio.Task[None]]
-) -> None:
-    """Wait for the trigger; a background task that ends first (raised, returned or was
-    cancelled) is a bug, and ends the relay with an error (under systemd it restarts,
-    and start-up recovers the spool) rather than leaving a relay that accepts clips it
-    will never upload."""
+async def _until_shutdown_or_failure(shutdown_trigger: Callable[[], Awaitable[object]], tasks: TaskOwner) -> None:
+    """Wait for the trigger; a long-lived task that ends first is a bug, and ends the
+    relay with RelayFailed (exit 1; under systemd it restarts, and start-up recovers the
+    spool) rather than leaving a relay that accepts clips it will never upload."""
     trigger = asyncio.ensure_future(shutdown_trigger())
+    failure = asyncio.ensure_future(tasks.failed())
     try:
-        done, _ = await asyncio.wait([trigger, *background], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([trigger, failure], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        trigger.cancel()
-    for task in done:
-        if task is trigger:
-            continue
-        if not task.cancelled() and task.exception() is not None:
-            raise RelayError(f"relay task {task.get_name()} failed: {task.exception()!r}") from task.exception()
-        raise RelayError(f"relay task {task.get_name()} ended before shutdown")
+        await cancel_and_wait([trigger, failure])
+    if failure.done() and not failure.cancelled():
+        raise RelayFailed(failure.result())
 
 
 def _destination_name(config: RelayConfig) -> str:
@@ -372,12 +372,6 @@ def status_line(spool: Spool, stats: RelayStats) -> str:
         f"{spool.queued_clips} clip(s) queued ({spool.queued_bytes / 1e6:.1f} MB), "
         f"{stats.clips_uploaded} uploaded, {stats.clips_quarantined} quarantined, last upload {last}"
     )
-
-
-async def _stop(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _url(address: object, *, tls: bool) -> str:

@@ -24,9 +24,9 @@ import pytest
 from aiohttp import web
 
 from cloud.function.handler import BadRequest, ClipBucket
+from relay import crashpoints
 from relay.config import APIGW_DEFAULT_BODY_BYTES, RelayConfig, parse_config
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
-from relay.ops import crashpoints
 from relay.ops.stats import RelayStats
 from tests.support.apigw_standin import API_KEY, ApiGatewayStandIn, apigw_raw
 from tests.support.chaos import kill_at_random

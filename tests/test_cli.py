@@ -51,3 +51,11 @@ def test_config_is_one_option_with_its_default_in_the_help() -> None:
     for path, action in reading:
         assert str(action.default) == "/srv/site/relay.toml", path
         assert "default: /srv/site/relay.toml" in (action.help or ""), path
+
+
+def test_status_prints_sizes_for_people() -> None:
+    from relay.cli.render import health
+
+    text = health({"status": "ok", "reasons": [], "queued_bytes": 7_512_345, "queued_clips": 3})
+    assert "queued bytes             7.5 MB" in text
+    assert "queued clips             3" in text

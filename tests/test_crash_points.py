@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from relay import crashpoints
 from relay.dev.local_s3 import LocalS3
-from relay.ops import crashpoints
 from tests.support.harness import PATH, TLS, list_keys, object_bytes, raw_config, wait_until, write_config
 from tests.support.relay_process import relay_process
 

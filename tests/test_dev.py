@@ -13,8 +13,8 @@ import ssl
 import sys
 from pathlib import Path
 
+from relay.dev.addresses import lan_addresses
 from relay.dev.stack import served
-from relay.ops.addresses import lan_addresses
 from relay.server import Listening
 from tests.support.device import Device
 from tests.support.harness import axis_relay, http_get, wait_until

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 from pathlib import Path
 
@@ -27,3 +28,96 @@ async def test_run_imports_no_dev_only_code(tmp_path: Path, tls: TLS) -> None:
     imported = [e["line"].rsplit("|", 1)[-1].strip() for e in relay.named("raw") if "import time" in e["line"]]
     assert "relay.server" in imported  # the import log is really there
     assert [m for m in imported if m.split(".")[0] in DEV_ONLY or m.startswith("relay.dev")] == []
+
+
+# The layers, lowest first: a module imports only from its own layer or one below. A
+# module belongs to the longest prefix named here.
+LAYERS: list[tuple[str, ...]] = [
+    ("relay.ops.version", "relay.ops.units", "relay.tasks", "relay.crashpoints", "relay.templates"),
+    ("relay.config",),
+    # What every part reports into: counts, logs, systemd, a check's report.
+    ("relay.ops.stats", "relay.ops.checks", "relay.ops.logs", "relay.ops.journal", "relay.ops.systemd"),
+    ("relay.spool",),
+    ("relay.ingest", "relay.camera", "relay.upload"),
+    ("relay.backfill",),
+    # What watches everything: health, metrics, the status page, certificates, site checks.
+    ("relay.ops",),
+    ("relay.server",),
+    ("relay.dev", "relay.cli", "relay.__main__", "relay"),
+]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> int:
+    best = max(
+        ((len(prefix), n) for n, names in enumerate(LAYERS) for prefix in names
+         if module == prefix or module.startswith(prefix + ".")),
+        default=None,
+    )  # fmt: skip
+    assert best is not None, f"{module} is in no layer: add it to LAYERS"
+    return best[1]
+
+
+def import_graph(package: str = "relay") -> dict[str, set[str]]:
+    """Module -> the modules of ``package`` it imports (at any depth of the file, lazily
+    and under TYPE_CHECKING too)."""
+    modules = {module_name(p): p for p in (ROOT / package).rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == package:
+                # `from relay.ops import journal` imports the module journal, not ops' names.
+                candidates = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                              for a in node.names]  # fmt: skip
+            elif isinstance(node, ast.Import):
+                candidates = [a.name for a in node.names]
+            else:
+                continue
+            graph[module] |= {c for c in candidates if c in modules and c != module}
+    return graph
+
+
+def test_imports_run_down_the_layers_and_never_in_a_circle() -> None:
+    graph = import_graph()
+    against = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a))
+    assert against == [], "imports against the layers (LAYERS above)"
+    # No cycles among modules either, in the relay or in the benchmarks.
+    assert cycles_in(graph) == []
+    assert cycles_in(import_graph("bench")) == []
+
+
+def cycles_in(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The graph's strongly connected parts of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            part = []
+            while True:
+                member = stack.pop()
+                part.append(member)
+                if member == node:
+                    break
+            if len(part) > 1:
+                cycles.append(sorted(part))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return cycles

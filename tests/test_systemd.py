@@ -12,11 +12,14 @@ import threading
 from pathlib import Path
 
 import pytest
+import structlog
 
+from relay.cli.errors import CliError
+from relay.cli.run import _until_stopped as until_stopped
 from relay.config import parse_config
 from relay.dev.local_s3 import LocalS3
 from relay.ops.systemd import Notifier, keep_informed
-from relay.server import RelayError
+from relay.server import RelayError, RelayFailed
 from tests.support.harness import PATH, TLS, raw_config, running_relay, wait_until, write_config
 from tests.support.relay_process import relay_process
 
@@ -119,13 +122,32 @@ async def test_a_relay_whose_upload_workers_die_exits_with_an_error(
     """Workers cancelled from outside (no exception to report) still end the relay as a
     failure, not as a clean stop."""
     config = parse_config(raw_config(tmp_path, tls, s3_server.endpoint_url, bucket), environ={})
-    async with running_relay(config, tls) as relay:
-        killed = [t for t in asyncio.all_tasks() if t.get_name().startswith("upload-worker-")]
-        assert len(killed) == config.upload_workers
-        for task in killed:
-            task.cancel()
-        with pytest.raises(RelayError, match="uploader ended before shutdown"):
-            await asyncio.wait_for(relay.task, 30)
+    with structlog.testing.capture_logs() as logs:
+        async with running_relay(config, tls) as relay:
+            killed = [t for t in asyncio.all_tasks() if t.get_name().startswith("upload-worker-")]
+            assert len(killed) == config.upload_workers
+            for task in killed:
+                task.cancel()
+            with pytest.raises(RelayFailed, match="relay task uploader returned before shutdown"):
+                await asyncio.wait_for(relay.task, 30)
+    [ended] = [e for e in logs if e["event"] == "relay_task_ended"]
+    assert (ended["log_level"], ended["task"], ended["why"]) == ("error", "uploader", "returned")
+    assert not [e for e in logs if e["event"] == "relay_stopped"]  # not a clean stop
+
+
+def test_a_failed_relay_exits_1_a_start_up_error_3() -> None:
+    async def failing() -> None:
+        raise RelayFailed("relay task uploader returned before shutdown")
+
+    async def refused() -> None:
+        raise RelayError("spool.dir /x is in use by another relay (PID 1)")
+
+    with pytest.raises(CliError) as failed:
+        until_stopped(failing())
+    assert failed.value.code == 1
+    with pytest.raises(CliError) as refusal:
+        until_stopped(refused())
+    assert refusal.value.code == 3
 
 
 def test_a_full_notify_socket_never_blocks_the_sender(tmp_path: Path) -> None:

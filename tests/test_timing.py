@@ -10,7 +10,8 @@ import pytest
 
 from relay.camera.digest import ChallengeError, DigestChallenge, choose
 from relay.spool.ledger import Ledger
-from relay.spool.timing import FilenameTemplate, clip_times, read_matroska_header
+from relay.spool.timing import clip_times, read_matroska_header
+from relay.templates import FilenameTemplate
 from tests.support.footage import clip_bytes
 from tests.support.harness import PATH, RunningRelay, wait_until
 from tests.support.vapix_camera import FILENAME_TEMPLATE, device_filename

@@ -81,10 +81,8 @@ class Backfill:
         self._paused = False
 
     async def run(self) -> None:
-        """Watch every device until cancelled (never returns: a finished background task
-        would end the relay)."""
-        if not self._config.enabled:
-            await asyncio.Event().wait()
+        """Watch every device until cancelled; returns only when the ledger cannot be
+        read (back-fill gives up, the relay goes on relaying)."""
         try:
             interrupted = await self._book(lambda b: b.interrupted(now_utc()))
         except sqlite3.Error as exc:
@@ -94,7 +92,7 @@ class Backfill:
             interrupted = 0
         if interrupted is None:
             log.error("backfill_unavailable", reason="the ledger could not be opened; gaps cannot be found")
-            await asyncio.Event().wait()
+            return
         if interrupted:
             log.info("backfill_resumed", gaps=interrupted)
         async with contextlib.AsyncExitStack() as stack:

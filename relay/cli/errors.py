@@ -6,6 +6,7 @@ from pathlib import Path
 
 from relay.config import ConfigError, RelayConfig, load_config
 
+EXIT_FAILED = 1  # the relay ran and a part of it ended that never should (relay_task_ended says which)
 EXIT_CONFIG = 2  # the config file or the command line is wrong: the message says which and how to fix it
 EXIT_STARTUP = 3  # valid config, but the relay cannot run with it (port taken, spool in use, ...)
 

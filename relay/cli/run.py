@@ -9,11 +9,11 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
-from relay.cli.errors import EXIT_STARTUP, CliError, load
+from relay.cli.errors import EXIT_FAILED, EXIT_STARTUP, CliError, load
 from relay.config import RelayConfig
 from relay.ops import logs
 from relay.ops.systemd import Notifier
-from relay.server import RelayError, serve
+from relay.server import RelayError, RelayFailed, serve
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +32,8 @@ def dev(args: argparse.Namespace) -> int:
 def _until_stopped(relay: Coroutine[Any, Any, None]) -> int:
     try:
         asyncio.run(relay)
+    except RelayFailed as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
     except RelayError as exc:
         raise CliError(str(exc), EXIT_STARTUP) from None
     except KeyboardInterrupt:

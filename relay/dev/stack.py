@@ -20,9 +20,9 @@ import aioboto3
 from botocore.exceptions import ClientError
 
 from relay.config import RelayConfig, parse_config
+from relay.dev.addresses import lan_addresses
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3
 from relay.ops import certs
-from relay.ops.addresses import lan_addresses
 from relay.server import Listening, RelayError, serve
 from relay.spool import lock as spool_lock
 

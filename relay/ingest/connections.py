@@ -34,6 +34,7 @@ import structlog
 from aiohttp import web
 
 from relay.ingest.handshakes import HandshakeWatch
+from relay.tasks import cancel_and_wait
 
 log = structlog.get_logger("relay.ingest")
 
@@ -213,8 +214,7 @@ class ConnectionGuard:
         try:
             yield
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait([task])
 
 
 class _Accepted(asyncio.Protocol):

@@ -21,6 +21,7 @@ from aiohttp import BodyPartReader, HttpVersion11, hdrs, web
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 from multidict import CIMultiDict
 
+from relay import crashpoints
 from relay.config import DeviceConfig, IngestConfig
 from relay.ingest.auth import authenticate, public_query
 from relay.ingest.connections import ConnectionGuard
@@ -30,7 +31,6 @@ from relay.ingest.guard import FailureLimiter, allowed_source
 from relay.ingest.idle import IdleDeadline
 from relay.ingest.rejected import Rejected
 from relay.ingest.secret_hash import HashingRefused, SecretChecker, is_hashed
-from relay.ops import crashpoints
 from relay.ops.stats import RelayStats
 from relay.spool.clip import ClipMeta, Sender, safe_filename
 from relay.spool.spool import Spool

@@ -23,6 +23,7 @@ import structlog
 from relay.spool.clip import ClipMeta
 from relay.spool.ledger import INSERT, Ledger, LedgerUnusable, Statement, now, row
 from relay.spool.store import StoredClip
+from relay.tasks import cancel_and_wait
 
 log = structlog.get_logger("relay.ledger")
 T = TypeVar("T")
@@ -66,8 +67,7 @@ class LedgerWriter:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
                     await writer.flushed()
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait([task])
             await writer._call(writer._close)
             writer._thread.shutdown(wait=True)
 

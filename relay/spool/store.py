@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import structlog
 
-from relay.ops import crashpoints
+from relay import crashpoints
 from relay.spool.clip import ClipMeta
 from relay.spool.timing import ClipTimes
 

@@ -18,17 +18,16 @@ The ledger keeps the source beside each time (``starts_source``, ``ends_source``
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 import ebmlite
 
 from relay.spool.clip import ClipMeta
+from relay.templates import FilenameTemplate
 
 TimeSource = Literal["matroska", "filename", "arrival", "export"]
 
@@ -93,64 +92,6 @@ def _segment_info(segment: ebmlite.core.MasterElement) -> MatroskaHeader | None:
             duration=timedelta(microseconds=float(duration) * scale_ns / 1000) if duration else None,
         )
     return None
-
-
-# The device's file-name modifiers (axis-devices.md) as regular expressions.
-_FIELDS = {
-    "%Y": r"(?P<Y>\d{4})",
-    "%y": r"(?P<y>\d{2})",
-    "%m": r"(?P<m>\d{2})",
-    "%d": r"(?P<d>\d{2})",
-    "%H": r"(?P<H>\d{2})",
-    "%M": r"(?P<M>\d{2})",
-    "%S": r"(?P<S>\d{2})",
-    "%f": r"(?P<f>\d{2})",  # hundredths of a second
-    "%z": r"(?P<z>[+-]\d{4})",
-    "#s": r"\d{5}",
-    "#M": r"[0-9A-Fa-f]{12}",
-    "#m": r"[0-9A-Fa-f]{12}",
-    "#n": r".+?",
-    "#i": r"[0-9A-Fa-f.:_]+?",
-}
-_TOKEN = re.compile("|".join(re.escape(t) for t in _FIELDS))
-
-
-class FilenameTemplate:
-    """The device's file-name template, read back: the moment a name was made."""
-
-    def __init__(self, template: str) -> None:
-        pattern, used, at = "", set(), 0
-        for found in _TOKEN.finditer(template):
-            pattern += re.escape(template[at : found.start()]) + _FIELDS[found.group()]
-            if found.group() in used and found.group().startswith("%"):
-                raise ValueError(f"{found.group()} appears twice in {template!r}")
-            used.add(found.group())
-            at = found.end()
-        pattern += re.escape(template[at:])
-        if not ({"%Y", "%y"} & used and {"%m", "%d", "%H", "%M", "%S"} <= used):
-            raise ValueError(
-                f"{template!r} does not carry a whole time stamp: it needs %y (or %Y), %m, %d, %H, %M and %S"
-            )
-        self.template = template
-        self._regex = re.compile(pattern)
-
-    def moment(self, filename: str, zone: str) -> datetime | None:
-        found = self._regex.fullmatch(filename)
-        if not found:
-            return None
-        g = found.groupdict()
-        year = int(g["Y"]) if g.get("Y") else 2000 + int(g["y"])
-        if g.get("z"):
-            sign = -1 if g["z"][0] == "-" else 1
-            offset = timedelta(hours=int(g["z"][1:3]), minutes=int(g["z"][3:5]))
-            tz: timezone | ZoneInfo = timezone(sign * offset)
-        else:
-            tz = ZoneInfo(zone)
-        try:
-            local = datetime(year, int(g["m"]), int(g["d"]), int(g["H"]), int(g["M"]), int(g["S"]), tzinfo=tz)
-        except ValueError:
-            return None  # 13th month, 25th hour: not a time stamp after all
-        return (local + timedelta(milliseconds=10 * int(g.get("f") or 0))).astimezone(UTC)
 
 
 def clip_times(

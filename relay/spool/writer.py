@@ -20,7 +20,7 @@ from typing import Any
 
 import crc32c
 
-from relay.ops import crashpoints
+from relay import crashpoints
 from relay.spool.clip import ClipMeta, crc32c_b64
 from relay.spool.store import SpoolStore, Timer
 

@@ -24,10 +24,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from relay.config import RelayConfig
 from relay.ops.checks import CheckReport
 from relay.spool.clip import ClipMeta, crc32c_b64, new_clip_id
-from relay.upload.apigw import VERIFIED_FILE, Endpoint, PayloadRefused
+from relay.upload.apigw import VERIFIED_FILE
 from relay.upload.body import FileRange
 from relay.upload.failures import EndpointError, PermanentUploadError
-from relay.upload.handoff import HandoffStore, HandoffUnavailable
+from relay.upload.gateway import Endpoint, HandoffUnavailable, PayloadRefused
+from relay.upload.handoff import HandoffStore
 from relay.upload.s3 import open_client
 
 CHECK_FOLDER = "axis-relay-check"

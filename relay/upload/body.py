@@ -20,6 +20,7 @@ import crc32c
 import structlog
 
 from relay.spool.clip import crc32c_b64
+from relay.tasks import cancel_and_wait
 
 log = structlog.get_logger("relay.upload")
 
@@ -61,8 +62,7 @@ class FileRange:
                     try:
                         yield stream
                     finally:
-                        watcher.cancel()
-                        await asyncio.gather(watcher, return_exceptions=True)
+                        await cancel_and_wait([watcher])
             except TimeoutError:
                 if not deadline.expired():
                     raise

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from relay.ops import crashpoints
+from relay import crashpoints
 from relay.spool.clip import ClipMeta, crc32c_b64
 from relay.spool.store import SpoolStore
 from relay.upload.bandwidth import TokenBucket, Unlimited

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import aiohttp
 
@@ -17,13 +17,7 @@ from relay.spool.clip import ClipMeta
 from relay.upload.body import FileRange
 from relay.upload.delivery import Completion, OpenUpload, Part, StoredObject
 from relay.upload.failures import EndpointError
-
-if TYPE_CHECKING:
-    from relay.upload.apigw import Endpoint
-
-
-class HandoffUnavailable(Exception):
-    """The endpoint offers no presigned hand-off."""
+from relay.upload.gateway import Endpoint, HandoffUnavailable
 
 
 def _presigned(answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
