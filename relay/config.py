@@ -418,7 +418,7 @@ class RelayConfig(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     health: HealthConfig = HealthConfig()
     log: LogConfig = LogConfig()
-    devices: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")], DeviceConfig] = Field(
+    devices: dict[Annotated[str, Field(pattern=DEVICE_NAME)], DeviceConfig] = Field(
         min_length=1
     )
 

@@ -18,7 +18,9 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 from aiohttp import BodyPartReader, HttpVersion11, hdrs, web
+from aiohttp.http_exceptions import PayloadEncodingError
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
 from relay import crashpoints
@@ -283,11 +285,9 @@ class Ingest:
             raise Rejected(503, "the relay could not store the clip") from None
         except web.HTTPException:
             raise
-        except Exception as exc:
-            # aiohttp signals a truncated body or broken chunking with payload errors.
-            if "Payload" in type(exc).__name__ or "ContentLength" in type(exc).__name__:
-                raise naming(Rejected(400, f"incomplete body: {exc}")) from None
-            raise
+        except (RequestPayloadError, PayloadEncodingError) as exc:
+            # aiohttp's signals of a truncated body or broken chunking.
+            raise naming(Rejected(400, f"incomplete body: {exc}")) from None
 
     async def _receive_form(self, request: web.Request, sender: Sender) -> ClipMeta:
         reader = await request.multipart()

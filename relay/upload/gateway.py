@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from relay.config import LAMBDA_REQUEST_LIMIT, MAPPED_EVENT_OVERHEAD, ApiGatewayConfig
+from relay.config import APIGW_DEFAULT_BODY_BYTES, ApiGatewayConfig
 from relay.spool.clip import ClipMeta
 from relay.upload.body import FileRange
 from relay.upload.failures import CommitConflict, EndpointError, PermanentUploadError, one_attempt
@@ -24,7 +24,7 @@ log = structlog.get_logger("relay.apigw")
 
 # The largest body whose base64 fits the Lambda request limit: a 5xx for a body over
 # this (possible only when apigw.max_body_bytes was raised) is most likely that limit.
-LAMBDA_BODY_LIMIT = (LAMBDA_REQUEST_LIMIT - MAPPED_EVENT_OVERHEAD) // 4 * 3
+LAMBDA_BODY_LIMIT = APIGW_DEFAULT_BODY_BYTES
 
 _FIXES = {
     400: "read the message: the function refused the clip as sent",
