@@ -418,9 +418,7 @@ class RelayConfig(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     health: HealthConfig = HealthConfig()
     log: LogConfig = LogConfig()
-    devices: dict[Annotated[str, Field(pattern=DEVICE_NAME)], DeviceConfig] = Field(
-        min_length=1
-    )
+    devices: dict[Annotated[str, Field(pattern=DEVICE_NAME)], DeviceConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _parts_fit_the_largest_clip(self) -> RelayConfig:
