@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,14 @@ async def test_after_a_crash_the_newest_free_upload_is_adopted_and_only_true_orp
         [held] = (await s3.list_multipart_uploads(Bucket=bucket))["Uploads"]
         key = held["Key"]
         stale = (await s3.create_multipart_upload(Bucket=bucket, Key=key))["UploadId"]
+        # S3's Initiated may count whole seconds (the test server's does): the crashed
+        # upload must be begun in a later second than the stale one, or "newest" is a tie.
+        [began] = [
+            u["Initiated"]
+            for u in (await s3.list_multipart_uploads(Bucket=bucket))["Uploads"]
+            if u["UploadId"] == stale
+        ]
+        await wait_until(lambda: datetime.now(UTC) >= began + timedelta(seconds=1.05), what="the next second")
 
         relay.restart_env({crashpoints.ENV: crashpoints.UPLOAD_AFTER_CREATE})
         await relay.start()
