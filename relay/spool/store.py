@@ -36,6 +36,7 @@ import structlog
 
 from relay import crashpoints
 from relay.spool.clip import ClipMeta
+from relay.spool.progress import UploadProgress
 from relay.spool.timing import ClipTimes
 
 log = structlog.get_logger("relay.spool")
@@ -228,31 +229,33 @@ class SpoolStore:
         temporary.write_text(str(count))
         os.replace(temporary, directory / ATTEMPTS)
 
-    def load_upload_state(self, clip_id: str) -> dict[str, Any] | None:
+    def load_upload_state(self, clip_id: str) -> UploadProgress | None:
         try:
-            state = json.loads((self.queue_dir / clip_id / UPLOAD_STATE).read_bytes())
+            data = json.loads((self.queue_dir / clip_id / UPLOAD_STATE).read_bytes())
         except FileNotFoundError:
             return None
         except ValueError:
+            data = None
+        progress = UploadProgress.from_json(data)
+        if progress is None:
             # A torn state file only costs a restart of the upload, never the clip.
             log.warning("upload_state_unreadable", clip_id=clip_id)
-            return None
-        return state if isinstance(state, dict) else None
+        return progress
 
-    def save_upload_state(self, clip_id: str, state: dict[str, Any] | None) -> None:
+    def save_upload_state(self, clip_id: str, progress: UploadProgress | None) -> None:
         path = self.queue_dir / clip_id / UPLOAD_STATE
-        if state is None:
+        if progress is None:
             path.unlink(missing_ok=True)
         else:
-            write_file_durably(path, json.dumps(state).encode())
+            write_file_durably(path, json.dumps(progress.to_json()).encode())
 
     def upload_ids_in_use(self, but: str) -> set[str]:
         """The multipart upload ids that clips other than ``but`` have saved."""
         held = set()
         for state_file in self.queue_dir.glob(f"*/{UPLOAD_STATE}"):
-            state = self.load_upload_state(state_file.parent.name) if state_file.parent.name != but else None
-            if state and isinstance(state.get("upload_id"), str):
-                held.add(state["upload_id"])
+            progress = self.load_upload_state(state_file.parent.name) if state_file.parent.name != but else None
+            if progress is not None and progress.upload_id is not None:
+                held.add(progress.upload_id)
         return held
 
     def remove(self, clip_id: str) -> None:

@@ -14,15 +14,17 @@ URLs handed out by the cloud side):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import posixpath
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import structlog
 
 from relay import crashpoints
 from relay.spool.clip import ClipMeta, crc32c_b64
+from relay.spool.progress import Part, UploadProgress
 from relay.spool.store import SpoolStore
 from relay.upload.bandwidth import TokenBucket, Unlimited
 from relay.upload.body import FileRange
@@ -65,13 +67,6 @@ class OpenUpload:
     initiated: datetime
 
 
-@dataclass(frozen=True)
-class Part:
-    number: int
-    etag: str
-    crc32c: str
-
-
 class ObjectStore(Protocol):
     """The operations a resumable, conditional, checksummed upload needs."""
 
@@ -109,12 +104,10 @@ class ObjectStore(Protocol):
 ORPHAN_CLOCK_SKEW = timedelta(minutes=15)
 
 
-def _begun_since(intent: dict[str, Any]) -> datetime | None:
-    """The earliest Initiated time an upload created for this intent can carry."""
-    try:
-        return datetime.fromisoformat(str(intent["intent_at"])).astimezone(UTC) - ORPHAN_CLOCK_SKEW
-    except (KeyError, ValueError):
-        return None  # an intent without a time (set aside after a 409): any will do
+def _begun_since(intent: UploadProgress) -> datetime | None:
+    """The earliest Initiated time an upload created for this intent can carry (None: an
+    intent without a time, set aside after a 409: any will do)."""
+    return intent.intent_at - ORPHAN_CLOCK_SKEW if intent.intent_at is not None else None
 
 
 def object_key(template: str, meta: ClipMeta) -> str:
@@ -174,17 +167,14 @@ class ObjectDelivery:
         self._uplink = limit
         self._starting = asyncio.Lock()
 
-    def resumable_state(self, clip_id: str) -> dict[str, Any] | None:
+    def resumable_state(self, clip_id: str) -> UploadProgress | None:
         """Progress saved by this store for the clip (a multipart upload to resume)."""
-        state = self._spool.load_upload_state(clip_id)
-        if not state or not isinstance(state.get("key"), str):
-            return None
-        # Files written before stores were named came from the S3 store.
-        return state if state.get("via", "s3") == self._store.name else None
+        progress = self._spool.load_upload_state(clip_id)
+        return progress if progress is not None and progress.via == self._store.name else None
 
     async def deliver(self, meta: ClipMeta, key: str) -> Delivered:
-        if state := self.resumable_state(meta.clip_id):
-            key = state["key"]  # the key an interrupted upload was going to
+        if progress := self.resumable_state(meta.clip_id):
+            key = progress.key  # the key an interrupted upload was going to
         while True:
             if meta.size < self._threshold:
                 committed = await self._put(meta, key)
@@ -210,23 +200,23 @@ class ObjectDelivery:
 
     async def _multipart(self, meta: ClipMeta, key: str) -> bool:
         clip_id = meta.clip_id
-        state = self.resumable_state(clip_id)
+        progress = self.resumable_state(clip_id)
         parts: dict[int, Part] = {}
-        if state and state.get("key") == key and state.get("upload_id"):
-            kept = await self._reconcile(key, state)
+        if progress is not None and progress.key == key and progress.upload_id is not None:
+            kept = await self._reconcile(key, progress, progress.upload_id)
             if kept is None:
                 # The store no longer knows the upload: completed just before a crash
                 # (then the object is there), or aborted/expired (then start over).
                 if await self._holder(key, meta) == "this clip":
                     await asyncio.to_thread(self._spool.save_upload_state, clip_id, None)
                     return True
-                state = None
+                progress = None
             else:
                 parts = kept
-        if not state or state.get("key") != key or not state.get("upload_id"):
+        if progress is None or progress.key != key or progress.upload_id is None or progress.part_size is None:
             parts = {}
-            state = await self._start(meta, key, intent=state if state and state.get("key") == key else None)
-        upload_id, part_size = state["upload_id"], int(state["part_size"])
+            progress = await self._start(meta, key, intent=progress if progress and progress.key == key else None)
+        upload_id, part_size = progress.started()
         count = max(1, -(-meta.size // part_size))
         path = self._spool.data_path(clip_id)
         # The store checks each part against the checksum sent with it, but those are
@@ -242,8 +232,7 @@ class ObjectDelivery:
             await self._uplink.take(part.length)
             etag = await self._store.upload_part(key, upload_id, number, part, checksum)
             parts[number] = Part(number, etag, checksum)
-            saved = {**state, "parts": {str(n): {"etag": p.etag, "crc32c": p.crc32c} for n, p in parts.items()}}
-            await asyncio.to_thread(self._spool.save_upload_state, clip_id, saved)
+            await asyncio.to_thread(self._spool.save_upload_state, clip_id, progress.with_parts(parts))
             crashpoints.reached(crashpoints.UPLOAD_BETWEEN_PARTS)
         if crc32c_b64(running) != meta.crc32c:
             await self._abort(key, upload_id, clip_id)
@@ -265,45 +254,45 @@ class ObjectDelivery:
             # Raced another operation on the key (perhaps our own earlier complete, still
             # being processed). As AWS says: a new upload, every part again. The old one
             # is set aside, never adopted, and aborted once the clip is committed.
-            aside = {"via": self._store.name, "key": key, "superseded": [*state.get("superseded", []), upload_id]}
+            aside = UploadProgress(key, self._store.name, superseded=(*progress.superseded, upload_id))
             await asyncio.to_thread(self._spool.save_upload_state, clip_id, aside)
             raise CommitConflict(f"CompleteMultipartUpload {key} ({upload_id}) conflicted with another operation")
         # Uploads given up after a 409 on their completion are not needed any more.
-        for superseded in state.get("superseded", []):
+        for superseded in progress.superseded:
             await self._store.abort(key, superseded)
             log.info("multipart_superseded_aborted", key=key, upload_id=superseded, store=self._store.name)
         return True
 
-    async def _start(self, meta: ClipMeta, key: str, intent: dict[str, Any] | None) -> dict[str, Any]:
+    async def _start(self, meta: ClipMeta, key: str, intent: UploadProgress | None) -> UploadProgress:
         """A multipart upload to fill: the one a crash left between S3's answer and our
         record of it, if there is one, else a new one. The intent to create is saved
         before the create, so after a crash the relay knows to look for what S3 holds."""
         clip_id = meta.clip_id
-        state: dict[str, Any] = {"via": self._store.name, "key": key, "part_size": self._part_size, "parts": {}}
-        if intent and intent.get("superseded"):
-            state["superseded"] = intent["superseded"]
+        progress = UploadProgress(
+            key, self._store.name, part_size=self._part_size, superseded=intent.superseded if intent else ()
+        )
         # One start at a time: two clips with one key (a file-name template without a
         # time in it) must not take each other's fresh upload for an orphan.
         async with self._starting:
             upload_id = await self._adopt_orphans(meta, key, intent) if intent else None
             if upload_id is None:
-                intent_at = datetime.now(UTC).isoformat()
-                await asyncio.to_thread(self._spool.save_upload_state, clip_id, {**state, "intent_at": intent_at})
+                intent = dataclasses.replace(progress, intent_at=datetime.now(UTC))
+                await asyncio.to_thread(self._spool.save_upload_state, clip_id, intent)
                 crashpoints.reached(crashpoints.UPLOAD_BEFORE_CREATE)
                 upload_id = await self._store.create_multipart(meta, key)
                 crashpoints.reached(crashpoints.UPLOAD_AFTER_CREATE)
                 log.info("multipart_started", clip_id=clip_id, key=key, upload_id=upload_id, store=self._store.name)
-            state["upload_id"] = upload_id
-            await asyncio.to_thread(self._spool.save_upload_state, clip_id, state)
-        return state
+            progress = dataclasses.replace(progress, upload_id=upload_id)
+            await asyncio.to_thread(self._spool.save_upload_state, clip_id, progress)
+        return progress
 
-    async def _adopt_orphans(self, meta: ClipMeta, key: str, intent: dict[str, Any]) -> str | None:
+    async def _adopt_orphans(self, meta: ClipMeta, key: str, intent: UploadProgress) -> str | None:
         """After a crash between create and its record: of the uploads open for the key
         that no other clip of this spool holds, adopt the newest begun since the intent
         (allowing for clock skew) and abort the rest; they would cost money until the
         bucket's lifecycle rule removed them."""
         held = await asyncio.to_thread(self._spool.upload_ids_in_use, meta.clip_id)
-        held |= set(intent.get("superseded", []))  # set aside after a 409: not an orphan
+        held |= set(intent.superseded)  # set aside after a 409: not an orphan
         orphans = sorted(
             (u for u in await self._store.open_uploads(key) if u.upload_id not in held),
             key=lambda u: u.initiated,
@@ -322,22 +311,20 @@ class ObjectDelivery:
     async def abandon(self, meta: ClipMeta) -> None:
         """Abort the clip's open multipart upload, if any (it goes to quarantine):
         parts left behind would cost money until a lifecycle rule removes them."""
-        state = self.resumable_state(meta.clip_id)
-        if state and isinstance(state.get("upload_id"), str):
-            await self._abort(str(state["key"]), state["upload_id"], meta.clip_id)
-            log.info("multipart_aborted", key=state["key"], upload_id=state["upload_id"], store=self._store.name)
+        progress = self.resumable_state(meta.clip_id)
+        if progress is not None and progress.upload_id is not None:
+            await self._abort(progress.key, progress.upload_id, meta.clip_id)
+            log.info("multipart_aborted", key=progress.key, upload_id=progress.upload_id, store=self._store.name)
 
-    async def _reconcile(self, key: str, state: dict[str, Any]) -> dict[int, Part] | None:
+    async def _reconcile(self, key: str, progress: UploadProgress, upload_id: str) -> dict[int, Part] | None:
         """Parts recorded locally that the store still holds; None if the upload is gone."""
-        recorded = {int(n): Part(int(n), p["etag"], p["crc32c"]) for n, p in (state.get("parts") or {}).items()}
-        held = await self._store.list_parts(key, state["upload_id"])
+        recorded = progress.parts_by_number()
+        held = await self._store.list_parts(key, upload_id)
         if held is None:
-            log.info("multipart_gone", key=key, upload_id=state["upload_id"], store=self._store.name)
+            log.info("multipart_gone", key=key, upload_id=upload_id, store=self._store.name)
             return None
         kept = {n: p for n, p in recorded.items() if held.get(n) == p.etag}
-        log.info(
-            "multipart_resumed", key=key, upload_id=state["upload_id"], parts_kept=len(kept), store=self._store.name
-        )
+        log.info("multipart_resumed", key=key, upload_id=upload_id, parts_kept=len(kept), store=self._store.name)
         return kept
 
     async def _abort(self, key: str, upload_id: str, clip_id: str) -> None:

@@ -14,8 +14,9 @@ from typing import Any, Literal
 import aiohttp
 
 from relay.spool.clip import ClipMeta
+from relay.spool.progress import Part
 from relay.upload.body import FileRange
-from relay.upload.delivery import Completion, OpenUpload, Part, StoredObject
+from relay.upload.delivery import Completion, OpenUpload, StoredObject
 from relay.upload.failures import EndpointError
 from relay.upload.gateway import Endpoint, HandoffUnavailable
 

@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from relay.config import S3Config
 from relay.spool.clip import ClipMeta
+from relay.spool.progress import Part
 from relay.spool.store import SpoolStore
 from relay.upload.body import FileRange
 from relay.upload.delivery import (
@@ -27,7 +28,6 @@ from relay.upload.delivery import (
     Delivered,
     ObjectDelivery,
     OpenUpload,
-    Part,
     StoredObject,
     object_key,
     uplink,
