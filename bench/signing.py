@@ -28,9 +28,9 @@ from aiobotocore.config import AioConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from relay._compat import OneAttemptHTTPSession
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3
 from relay.upload.body import FileRange
-from relay.upload.s3 import OneAttemptHTTPSession
 
 MiB = 1024 * 1024
 CLIP = 8 * MiB

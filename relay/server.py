@@ -17,7 +17,6 @@ import contextlib
 import os
 import ssl
 import time
-from asyncio import sslproto
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from relay import _compat
 from relay.backfill.filler import Backfill
 from relay.config import IngestConfig, MetricsConfig, RelayConfig
 from relay.ingest.connections import ConnectionGuard, GuardedSite, fd_budget
@@ -79,7 +79,7 @@ TLS_READ_BUFFER = 64 * 1024
 
 def bound_tls_read_buffers() -> None:
     """Every TLS connection of this process (the relay owns it) reads into 64 KiB."""
-    sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+    _compat.bound_tls_read_buffers(TLS_READ_BUFFER)
 
 
 # Server-chosen, forward-secret AEAD suites of TLS 1.2, ChaCha20-Poly1305 first.
@@ -240,6 +240,10 @@ async def serve(
     renewed TLS certificate is loaded."""
     stats = stats if stats is not None else RelayStats()
     notifier = notifier or Notifier({})
+    try:
+        _compat.check()  # every private name the relay reaches for is still there
+    except _compat.CompatError as exc:
+        raise RelayError(str(exc)) from None
     bound_tls_read_buffers()
 
     async with contextlib.AsyncExitStack() as stack:

@@ -112,7 +112,7 @@ async def test_a_connection_lost_mid_upload_is_named_and_every_attempt_counted(
 
 
 def test_aiohttp_still_has_the_switch_the_relay_turns_off() -> None:
-    # relay.upload.failures.one_attempt sets a private aiohttp attribute: if an upgrade
+    # relay._compat.one_attempt sets a private aiohttp attribute: if an upgrade
     # renames it, this fails rather than the relay silently re-sending again.
     import aiohttp
 

@@ -100,17 +100,6 @@ class EndpointError(Exception):
         self.fix = fix
 
 
-def one_attempt(session: aiohttp.ClientSession) -> None:
-    """Make a failed request on a reused connection fail, as any other attempt does.
-
-    aiohttp re-sends an idempotent request (a PUT of a clip or part) once, silently,
-    when a kept-alive connection breaks under it: the retry is neither counted, nor
-    logged, nor backed off. The relay's own policy does all three for every attempt.
-    aiohttp offers no public switch for this (tests/test_wire_faults.py pins it).
-    """
-    session._retry_connection = False
-
-
 def connection_lost(exc: BaseException) -> BaseException | None:
     """The error underneath, when a connection that was made broke during the request
     (reset, closed), as opposed to one that could not be made at all."""

@@ -15,10 +15,11 @@ from typing import Any
 import aiohttp
 import structlog
 
+from relay._compat import one_attempt
 from relay.config import APIGW_DEFAULT_BODY_BYTES, ApiGatewayConfig
 from relay.spool.clip import ClipMeta
 from relay.upload.body import FileRange
-from relay.upload.failures import CommitConflict, EndpointError, PermanentUploadError, one_attempt
+from relay.upload.failures import CommitConflict, EndpointError, PermanentUploadError
 
 log = structlog.get_logger("relay.apigw")
 

@@ -12,12 +12,11 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import aioboto3
-import aiohttp
 import structlog
 from aiobotocore.config import AioConfig
-from aiobotocore.httpsession import AIOHTTPSession
 from botocore.exceptions import ClientError
 
+from relay._compat import OneAttemptHTTPSession
 from relay.config import S3Config
 from relay.spool.clip import ClipMeta
 from relay.spool.progress import Part
@@ -38,19 +37,9 @@ from relay.upload.failures import (
     DestinationRefused,
     error_code,
     http_status,
-    one_attempt,
 )
 
 log = structlog.get_logger("relay.s3")
-
-
-class OneAttemptHTTPSession(AIOHTTPSession):  # type: ignore[misc]
-    """aiobotocore's HTTP session, without aiohttp's one silent re-send."""
-
-    async def _get_session(self, proxy_url: str | None) -> aiohttp.ClientSession:
-        session: aiohttp.ClientSession = await super()._get_session(proxy_url)
-        one_attempt(session)
-        return session
 
 
 def payload_signing(endpoint_url: str | None) -> dict[str, bool]:
