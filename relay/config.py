@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     FilePath,
     SecretStr,
@@ -24,9 +22,12 @@ from pydantic import (
     model_validator,
 )
 
+from relay.config_base import MiB, Port, Strict, base_url
+from relay.config_footage import DEFAULT_STREAM_OPTIONS as DEFAULT_STREAM_OPTIONS
+from relay.config_footage import MAX_EXPORT_PIECE_S as MAX_EXPORT_PIECE_S
+from relay.config_footage import BackfillConfig as BackfillConfig
+from relay.config_footage import CameraConfig as CameraConfig
 from relay.templates import FilenameTemplate, check_key_template
-
-MiB = 1024 * 1024
 
 # Secrets may come from the environment instead of the file, so that the file
 # can be world-readable and the secret can live in a systemd credential or
@@ -38,22 +39,7 @@ class ConfigError(Exception):
     """A configuration mistake, phrased for the operator: field, problem, fix."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# 0 = any free port; the bound address is logged in relay_started (tests use this).
-Port = Annotated[int, Field(ge=0, le=65535)]
-
-
-def base_url(value: str, what: str, example: str) -> str:
-    """``http(s)://host[:port]`` and nothing after it, without a trailing slash."""
-    if not re.match(r"^https?://[^/\s]+/?$", value):
-        raise ValueError(f"must be {what}, e.g. https://{example}")
-    return value.rstrip("/")
-
-
-class IngestConfig(_Strict):
+class IngestConfig(Strict):
     host: str = "0.0.0.0"
     port: Port = 8443
     # How cameras reach the relay, e.g. https://gateway.local:8443: what `axis-relay
@@ -106,7 +92,7 @@ class IngestConfig(_Strict):
         return self.tls_cert is not None
 
 
-class SpoolConfig(_Strict):
+class SpoolConfig(Strict):
     # Not /tmp: that may be tmpfs and is wiped at boot, taking clips with it.
     dir: Path = Path("/var/lib/axis-relay/spool")
     # Most bytes of clips waiting for upload; 0 = no limit but the disk.
@@ -118,64 +104,14 @@ class SpoolConfig(_Strict):
     full_policy: Literal["reject", "evict_oldest"] = "reject"
 
 
-# The continuous recording's stream options when none are configured: the camera's first
-# video source, at its own default resolution and codec.
-DEFAULT_STREAM_OPTIONS = "camera=1"
-
-# Back-fill pieces: integrators export at most 10 minutes per request (vapix.md).
-MAX_EXPORT_PIECE_S = 600.0
-
-
-class CameraConfig(_Strict):
-    """How the relay reaches a device's own API (VAPIX), to fetch back footage it never
-    delivered from its SD card, and to check it. The key names are fixed: operators'
-    scripts and the relay's camera checks rely on them."""
-
-    url: str
-    username: str
-    # Or in the environment as AXIS_RELAY_CAMERA_<NAME>_PASSWORD.
-    password: SecretStr
-    # Cameras usually carry a self-signed certificate: verify it against ca_bundle, or
-    # set verify_tls = false on a LAN you trust.
-    verify_tls: bool = True
-    ca_bundle: FilePath | None = None
-    disk: str = "SD_DISK"
-    # "continuous": clips on a schedule that should cover all time, so any hole in time
-    # is a gap; "events": clips only when something happens, so only a skipped
-    # sequence number (#s) is a gap.
-    expect: Literal["continuous", "events"]
-    # The schedule's interval: with no clip for cadence_s + grace_s the camera is silent.
-    cadence_s: Annotated[float, Field(gt=0)] = 15.0
-    grace_s: Annotated[float, Field(ge=0)] = 30.0
-    # A hole in time coverage shorter than this between two clips is not a gap.
-    gap_threshold_s: Annotated[float, Field(gt=0)] = 2.0
-    # Every call to the camera is given up after this long without an answer.
-    timeout_s: Annotated[float, Field(gt=0)] = 20.0
-    # The stream options of the continuous recording `camera setup` turns on (VAPIX
-    # stream arguments, e.g. "camera=1&resolution=1920x1080&fps=15"); required by the
-    # camera, so never empty.
-    stream_options: Annotated[str, Field(min_length=1)] = DEFAULT_STREAM_OPTIONS
-
-    @field_validator("url")
-    @classmethod
-    def _camera_url(cls, value: str) -> str:
-        return base_url(value, "the camera's base URL, http(s)://host[:port]", "192.168.1.20")
-
-    @model_validator(mode="after")
-    def _bundle_needs_verify(self) -> CameraConfig:
-        if self.ca_bundle is not None and not self.verify_tls:
-            raise ValueError("ca_bundle is set but verify_tls = false; keep verify_tls = true to use the bundle")
-        return self
-
-
-class DeviceConfig(_Strict):
+class DeviceConfig(Strict):
     """One camera or encoder allowed to send clips as /upload/<name>."""
 
     token: SecretStr | None = None
     username: str | None = None
     password: SecretStr | None = None
     # Source networks this device may send from, e.g. ["192.168.10.0/24"]; empty = any.
-    allow_from: list[IPv4Network | IPv6Network] = []
+    allow_from: list[IPv4Network | IPv6Network] = Field(default_factory=list)
     # When a clip's footage starts, read from its file name where the Matroska header
     # does not say: the action's file-name template as set on the device
     # (e.g. "video%y-%m-%d_%H-%M-%S-%f_#s.mkv"), and the zone its %H is in unless the
@@ -249,7 +185,7 @@ BACKFILL_KEY_TEMPLATE = "{camera}/{date:%Y/%m/%d}/backfill/{start:%H%M%S}-{end:%
 S3_MAX_PARTS = 10_000
 
 
-class _Uploads(_Strict):
+class _Uploads(Strict):
     """How a destination sends clips: shared by the S3 and API Gateway sections."""
 
     multipart_threshold_bytes: Annotated[int, Field(ge=5 * MiB, le=5 * 1024 * MiB)] = 16 * MiB
@@ -338,7 +274,7 @@ class ApiGatewayConfig(_Uploads):
         return None if value is None else _http_url(value)
 
 
-class LedgerConfig(_Strict):
+class LedgerConfig(Strict):
     """The clip ledger: every clip received, and where it went (``axis-relay clips``)."""
 
     # An SQLite file; unset = ledger.sqlite3 in spool.dir.
@@ -347,37 +283,13 @@ class LedgerConfig(_Strict):
     retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
 
 
-class BackfillConfig(_Strict):
-    """Finding the footage cameras never delivered, and fetching it from their SD cards."""
-
-    enabled: bool = True
-    # How often each camera's clips are looked over for gaps.
-    scan_interval_s: Annotated[float, Field(gt=0)] = 30.0
-    # Footage fetched before and after a gap, so the key frame the device moves an
-    # export's start back to and the clips on either side overlap it.
-    margin_s: Annotated[float, Field(ge=0)] = 1.0
-    # The longest range asked of a camera in one export, in whole seconds (at least 1),
-    # as the camera takes them.
-    piece_s: Annotated[float, Field(gt=0, le=MAX_EXPORT_PIECE_S)] = MAX_EXPORT_PIECE_S
-    # Exports running at once over all cameras (one per camera at most).
-    max_concurrent: Annotated[int, Field(ge=1, le=64)] = 2
-    # No back-fill while more than this waits for upload: the uplink first carries what
-    # the devices sent, and the spool never fills with footage that can wait on the card.
-    max_queued_bytes: Annotated[int, Field(ge=0)] = 1024 * MiB
-    # Backoff for a camera that is unreachable or answers nonsense.
-    retry_initial_s: Annotated[float, Field(gt=0)] = 5.0
-    retry_max_s: Annotated[float, Field(gt=0)] = 600.0
-    # How far back each camera's clips are looked over for gaps (a card keeps a day by default).
-    lookback_hours: Annotated[float, Field(gt=0)] = 48.0
-
-
-class RetryConfig(_Strict):
+class RetryConfig(Strict):
     # Full-jitter exponential backoff: each wait is uniform in [0, min(cap, initial * 2**n)].
     initial_s: Annotated[float, Field(gt=0)] = 1.0
     max_s: Annotated[float, Field(gt=0)] = 300.0
 
 
-class MetricsConfig(_Strict):
+class MetricsConfig(Strict):
     # Prometheus /metrics and /healthz on their own listener; loopback unless a
     # scraper elsewhere needs it (plain HTTP, no credentials: keep it off the LAN).
     enabled: bool = True
@@ -387,14 +299,14 @@ class MetricsConfig(_Strict):
     upload_stall_s: Annotated[float, Field(gt=0)] = 900.0
 
 
-class HealthConfig(_Strict):
+class HealthConfig(Strict):
     """When /healthz, the status page and `axis-relay status` say "failing"."""
 
     # Upload attempts failing this long, with clips waiting and none delivered, is failing.
     upload_failing_after_s: Annotated[float, Field(gt=0)] = 120.0
 
 
-class LogConfig(_Strict):
+class LogConfig(Strict):
     # auto: the journal's native protocol under systemd, readable lines on a terminal,
     # JSON lines otherwise; json for log shippers.
     format: Literal["auto", "json", "console", "journal"] = "auto"
@@ -405,7 +317,7 @@ class LogConfig(_Strict):
 DEVICE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
-class RelayConfig(_Strict):
+class RelayConfig(Strict):
     # Where clips go: "s3" (the [s3] section) or "apigw" (the [apigw] section).
     destination: Literal["s3", "apigw"] = "s3"
     ingest: IngestConfig = IngestConfig()

@@ -5,6 +5,7 @@ it, the spool and the uploads use it, and it imports neither."""
 
 from __future__ import annotations
 
+import posixpath
 import re
 import string
 from datetime import UTC, datetime, timedelta, timezone
@@ -68,7 +69,29 @@ class FilenameTemplate:
         return (local + timedelta(milliseconds=10 * int(g.get("f") or 0))).astimezone(UTC)
 
 
-KEY_FIELDS = {"camera", "filename", "date", "clip_id", "stem", "ext", "origin", "start", "end"}
+def key_fields(
+    *, camera: str, filename: str, date: datetime, clip_id: str, origin: str, start: datetime, end: datetime
+) -> dict[str, object]:
+    """What a key template may name, for one clip: the one place the fields are spelled."""
+    stem, ext = posixpath.splitext(filename)
+    return {
+        "camera": camera,
+        "filename": filename,
+        "date": date,
+        "clip_id": clip_id,
+        "stem": stem,
+        "ext": ext,
+        "origin": origin,
+        "start": start,
+        "end": end,
+    }
+
+
+_SAMPLE = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+SAMPLE_FIELDS = key_fields(
+    camera="c", filename="f.mkv", date=_SAMPLE, clip_id="x", origin="device", start=_SAMPLE, end=_SAMPLE
+)
+KEY_FIELDS = frozenset(SAMPLE_FIELDS)
 
 
 def check_key_template(template: str) -> str:
@@ -82,19 +105,8 @@ def check_key_template(template: str) -> str:
         raise ValueError(
             "the key must contain {filename}, {stem}, {clip_id} or {start}, or every clip lands on one key"
         )
-    moment = datetime.now(UTC)
     try:
-        template.format(
-            camera="c",
-            filename="f.mkv",
-            date=moment,
-            clip_id="x",
-            stem="f",
-            ext=".mkv",
-            origin="device",
-            start=moment,
-            end=moment,
-        )
+        template.format(**SAMPLE_FIELDS)
     except (ValueError, IndexError, KeyError, AttributeError) as exc:
         raise ValueError(f"cannot be formatted: {exc}") from exc
     return template

@@ -49,7 +49,11 @@ async def export_piece(
         raise SpoolFull
     try:
         async with spool.receiving(
-            sender, filename=filename, content_type="video/x-matroska", timer=export_timer(span), origin="backfill"
+            sender,
+            filename=filename,
+            content_type="video/x-matroska",
+            span_reader=export_span_reader(span),
+            origin="backfill",
         ) as writer:
             checked = ROOM_AHEAD
 
@@ -88,11 +92,11 @@ async def export_piece(
     return meta.size
 
 
-def export_timer(asked: Span) -> Callable[[Path, ClipMeta], ClipTimes]:
+def export_span_reader(asked: Span) -> Callable[[Path, ClipMeta], ClipTimes]:
     """An export's span: its Matroska header where it is plausibly the export's own
     (the device moves the start back to a key frame), else the range asked for."""
 
-    def timer(path: Path, meta: ClipMeta) -> ClipTimes:
+    def read_span(path: Path, meta: ClipMeta) -> ClipTimes:
         header = read_matroska_header(path)
         if (
             header
@@ -104,4 +108,4 @@ def export_timer(asked: Span) -> Callable[[Path, ClipMeta], ClipTimes]:
             return ClipTimes(header.date_utc, asked.ends, "matroska", "export")
         return ClipTimes(asked.starts, asked.ends, "export", "export")
 
-    return timer
+    return read_span

@@ -36,7 +36,7 @@ from relay.ingest.secret_hash import HashingRefused, SecretChecker, is_hashed
 from relay.ops.stats import RelayStats
 from relay.spool.clip import ClipMeta, Sender, safe_filename
 from relay.spool.spool import Spool
-from relay.spool.timing import device_timer
+from relay.spool.timing import device_span_reader
 from relay.spool.writer import WRITE_BATCH, ClipWriter
 
 log = structlog.get_logger("relay.ingest")
@@ -77,7 +77,9 @@ class Ingest:
         self._limiter = FailureLimiter(
             config.auth_failures_per_minute, total_per_minute=config.auth_failures_per_minute_total
         )
-        self._timers = {name: device_timer(d.filename_template, d.filename_timezone) for name, d in devices.items()}
+        self._span_readers = {
+            name: device_span_reader(d.filename_template, d.filename_timezone) for name, d in devices.items()
+        }
         self._per_device: dict[str, int] = {}
         self._in_progress = 0
         self._idle = asyncio.Event()
@@ -264,7 +266,7 @@ class Ingest:
             filename = safe_filename(filename_from(request.headers.get(hdrs.CONTENT_DISPOSITION)), _fallback(name))
             content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
             async with self._spool.receiving(
-                sender, filename=filename, content_type=content_type, timer=self._timers[name]
+                sender, filename=filename, content_type=content_type, span_reader=self._span_readers[name]
             ) as writer:
                 received = (filename, writer)
                 await self._copy(request.content.readany, writer, request.content_length)
@@ -306,7 +308,7 @@ class Ingest:
                 filename = safe_filename(part.filename, _fallback(sender.camera))
                 content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
                 async with self._spool.receiving(
-                    sender, filename=filename, content_type=content_type, timer=self._timers[sender.camera]
+                    sender, filename=filename, content_type=content_type, span_reader=self._span_readers[sender.camera]
                 ) as writer:
                     await self._copy(lambda: part.read_chunk(READ_SIZE), writer, idle=idle, before=form.bytes)
                     form.file_bytes = writer.pending_size

@@ -19,7 +19,7 @@ import structlog
 from relay.config import SpoolConfig
 from relay.spool.clip import ClipMeta, ClipOrigin, Sender, clip_id_time, new_clip_id
 from relay.spool.queue import UploadQueue
-from relay.spool.store import SpoolStore, Timer
+from relay.spool.store import SpanReader, SpoolStore
 from relay.spool.writer import ClipWriter
 
 log = structlog.get_logger("relay.spool")
@@ -135,11 +135,11 @@ class Spool:
         *,
         filename: str,
         content_type: str,
-        timer: Timer | None = None,
+        span_reader: SpanReader | None = None,
         origin: ClipOrigin = "device",
     ) -> AsyncIterator[ClipWriter]:
         """A writer for one incoming clip (pushed by a device, or fetched back from its
-        SD card); anything not committed is removed on exit. ``timer`` tells the
+        SD card); anything not committed is removed on exit. ``span_reader`` tells the
         footage's span when the clip is made durable."""
         now = datetime.now(UTC)
         fields: dict[str, Any] = dict(
@@ -151,7 +151,7 @@ class Spool:
             source=sender.source,
             origin=origin,
         )
-        writer = await asyncio.to_thread(ClipWriter, self.store, new_clip_id(now), fields, self._durable, timer)
+        writer = await asyncio.to_thread(ClipWriter, self.store, new_clip_id(now), fields, self._durable, span_reader)
         try:
             yield writer
         finally:

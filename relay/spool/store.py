@@ -50,12 +50,12 @@ ATTEMPTS = "attempts"  # failed upload attempts so far, so the count goes on aft
 StoredState = Literal["queued", "quarantined"]
 
 # Works out a clip's footage span from its data file and metadata (relay.spool.timing).
-Timer = Callable[[Path, ClipMeta], ClipTimes]
+SpanReader = Callable[[Path, ClipMeta], ClipTimes]
 
 
-def _timed(meta: ClipMeta, data: Path, timer: Timer) -> ClipMeta:
+def _with_span(meta: ClipMeta, data: Path, span_reader: SpanReader) -> ClipMeta:
     try:
-        times = timer(data, meta)
+        times = span_reader(data, meta)
     except Exception as exc:  # a clip is never refused or lost over its time stamps
         log.warning("clip_times_unknown", clip_id=meta.clip_id, error=repr(exc))
         return meta
@@ -183,15 +183,17 @@ class SpoolStore:
         # make room and write the block again, not later at a flush or at close.
         return directory, open(directory / DATA, "wb", buffering=0)
 
-    def make_durable(self, directory: Path, data: io.FileIO, meta: ClipMeta, timer: Timer | None = None) -> ClipMeta:
-        """fsync the clip and its metadata (with the footage's span, where ``timer``
+    def make_durable(
+        self, directory: Path, data: io.FileIO, meta: ClipMeta, span_reader: SpanReader | None = None
+    ) -> ClipMeta:
+        """fsync the clip and its metadata (with the footage's span, where ``span_reader``
         tells it), then move it into queue/ in one rename."""
         data.flush()
         crashpoints.reached(crashpoints.INGEST_BEFORE_FSYNC)
         os.fsync(data.fileno())
         data.close()
-        if timer is not None:
-            meta = _timed(meta, directory / DATA, timer)
+        if span_reader is not None:
+            meta = _with_span(meta, directory / DATA, span_reader)
         write_file_durably(directory / META, meta.to_json())
         os.rename(directory, self.queue_dir / meta.clip_id)
         fsync_dir(self.queue_dir)

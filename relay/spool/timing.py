@@ -113,11 +113,11 @@ def clip_times(
     return ClipTimes(start, end, start_source, "arrival")
 
 
-def device_timer(filename_template: str | None, zone: str) -> Callable[[Path, ClipMeta], ClipTimes]:
-    """The timer for one device's pushed clips (its file-name template and zone)."""
+def device_span_reader(filename_template: str | None, zone: str) -> Callable[[Path, ClipMeta], ClipTimes]:
+    """What reads the span of one device's pushed clips (its file-name template and zone)."""
     template = FilenameTemplate(filename_template) if filename_template else None
 
-    def timer(path: Path, meta: ClipMeta) -> ClipTimes:
+    def read_span(path: Path, meta: ClipMeta) -> ClipTimes:
         return clip_times(path, meta.filename, meta.received, template, zone)
 
-    return timer
+    return read_span

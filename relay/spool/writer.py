@@ -22,7 +22,7 @@ import crc32c
 
 from relay import crashpoints
 from relay.spool.clip import ClipMeta, crc32c_b64
-from relay.spool.store import SpoolStore, Timer
+from relay.spool.store import SpanReader, SpoolStore
 
 # Bytes gathered from the socket before one write+checksum in a worker thread: large
 # enough that thread hand-offs cost little, small enough that memory stays flat with
@@ -69,10 +69,10 @@ class ClipWriter:
         clip_id: str,
         fields: dict[str, Any],
         on_durable: Callable[[ClipMeta], None],
-        timer: Timer | None = None,
+        span_reader: SpanReader | None = None,
     ) -> None:
         self._store = store
-        self._timer = timer
+        self._span_reader = span_reader
         self.clip_id = clip_id
         self._fields = fields
         self._on_durable = on_durable
@@ -129,7 +129,7 @@ class ClipWriter:
         if extra_query:
             fields["query"] = {**extra_query, **fields["query"]}
         meta = ClipMeta(clip_id=self.clip_id, size=self.size, crc32c=crc32c_b64(self._crc), **fields)
-        meta = await asyncio.to_thread(self._store.make_durable, self._dir, self._file, meta, self._timer)
+        meta = await asyncio.to_thread(self._store.make_durable, self._dir, self._file, meta, self._span_reader)
         self._committed = True
         self._on_durable(meta)
         return meta

@@ -26,6 +26,7 @@ from relay import crashpoints
 from relay.spool.clip import ClipMeta, crc32c_b64
 from relay.spool.progress import Part, UploadProgress
 from relay.spool.store import SpoolStore
+from relay.templates import key_fields
 from relay.upload.bandwidth import TokenBucket, Unlimited
 from relay.upload.body import FileRange
 from relay.upload.failures import FIXES, CommitConflict, PermanentUploadError
@@ -38,7 +39,7 @@ Completion = Literal["done", "taken", "gone", "conflict"]
 # API Gateway as one POST, through the presigned hand-off, or to the fallback bucket.
 Route = Literal["s3", "post", "handoff", "fallback_s3"]
 # What a key holds when a conditional commit did not go through.
-Holder = Literal["this clip", "other content", "nothing"]
+KeyContent = Literal["this clip", "other content", "nothing"]  # what a key holds
 
 
 @dataclass(frozen=True)
@@ -114,19 +115,17 @@ def object_key(template: str, meta: ClipMeta) -> str:
     """The clip's key. {start} and {end} are the footage's span where it is known, else
     the arrival; {date} is the arrival, but for back-fill the footage's start (so it
     lands beside the clips of the same day)."""
-    stem, ext = posixpath.splitext(meta.filename)
     starts, ends = meta.starts or meta.received, meta.ends or meta.received
-    return template.format(
+    fields = key_fields(
         camera=meta.camera,
         filename=meta.filename,
         date=starts if meta.origin == "backfill" else meta.received,
         clip_id=meta.clip_id,
-        stem=stem,
-        ext=ext,
         origin=meta.origin,
         start=starts,
         end=ends,
-    ).lstrip("/")
+    )
+    return template.format(**fields).lstrip("/")
 
 
 def disambiguated(key: str, clip_id: str) -> str:
@@ -185,7 +184,7 @@ class ObjectDelivery:
                 return Delivered(key, route=self._store.name)
             # Not committed: the key exists, or a multipart upload vanished. The object
             # may be ours (a commit whose answer was lost), other content, or absent.
-            holder = await self._holder(key, meta)
+            holder = await self._what_key_holds(key, meta)
             if holder == "this clip":
                 return Delivered(key, already_present=True, route=self._store.name)
             if holder == "other content":
@@ -207,7 +206,7 @@ class ObjectDelivery:
             if kept is None:
                 # The store no longer knows the upload: completed just before a crash
                 # (then the object is there), or aborted/expired (then start over).
-                if await self._holder(key, meta) == "this clip":
+                if await self._what_key_holds(key, meta) == "this clip":
                     await asyncio.to_thread(self._spool.save_upload_state, clip_id, None)
                     return True
                 progress = None
@@ -331,7 +330,7 @@ class ObjectDelivery:
         await self._store.abort(key, upload_id)
         await asyncio.to_thread(self._spool.save_upload_state, clip_id, None)
 
-    async def _holder(self, key: str, meta: ClipMeta) -> Holder:
+    async def _what_key_holds(self, key: str, meta: ClipMeta) -> KeyContent:
         """'this clip', 'other content' or 'nothing': what the key holds now."""
         found = await self._store.head(key)
         if found is None:
