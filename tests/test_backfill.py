@@ -469,7 +469,7 @@ async def test_exports_are_one_per_camera_and_max_concurrent_over_all(
     """Three cameras, two gaps each, a slow card: never two exports from one camera at
     once, and never more than backfill.max_concurrent (2) over all of them."""
     over_all = Gauge()
-    cameras = [CameraEmulator(f"cam-{n}", export_pace_s=0.02) for n in range(3)]
+    cameras = [CameraEmulator(f"cam-{n}", export_pace_s=0.05) for n in range(3)]
     async with contextlib.AsyncExitStack() as stack:
         for cam in cameras:
             cam.export_gauges.append(over_all)
