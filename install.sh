@@ -25,6 +25,7 @@ ETC="$DESTDIR/etc/axis-relay"
 STATE="$DESTDIR/var/lib/axis-relay"
 UNITS="$DESTDIR/etc/systemd/system"
 BIN="$DESTDIR/usr/local/bin"
+COMPLETIONS="$DESTDIR/usr/share/bash-completion/completions"
 # Written when this installer made the system user, so --purge removes only its own.
 MADE_USER="$STATE/.user-made-by-install.sh"
 
@@ -57,7 +58,7 @@ plan() {
   local would="install.sh --dry-run: would"
   if [ "$action" = uninstall ]; then
     echo "$would stop and disable $NAME.service (if systemd runs), remove $UNITS/$NAME.service"
-    echo "$would remove $PREFIX and $BIN/axis-relay"
+    echo "$would remove $PREFIX, $BIN/axis-relay and its bash completion"
     if [ "$purge" = 1 ]; then
       echo "$would remove $ETC (config, certificates) and $STATE (spool, ledger)"
       if [ -e "$MADE_USER" ]; then echo "$would remove the system user $NAME (this installer made it)"; fi
@@ -67,7 +68,7 @@ plan() {
     return
   fi
   if [ -n "$(user_ids)" ]; then echo "$would keep the system user $NAME"; else echo "$would create the system user $NAME"; fi
-  echo "$would install this checkout into $PREFIX (a virtualenv from requirements/run.lock) and link $BIN/axis-relay"
+  echo "$would install this checkout into $PREFIX (a virtualenv from requirements/run.lock), link $BIN/axis-relay and add bash completion"
   if [ -e "$ETC/relay.toml" ]; then echo "$would keep $ETC/relay.toml"; else
     echo "$would write $ETC/relay.toml from the example"; fi
   if [ -e "$ETC/tls/relay.crt" ]; then echo "$would keep the certificate in $ETC/tls"; else
@@ -97,6 +98,7 @@ uninstall() {
   if [ -L "$BIN/axis-relay" ] && [ "$(readlink "$BIN/axis-relay")" = "/opt/axis-relay/.venv/bin/axis-relay" ]; then
     rm -f "$BIN/axis-relay"
   fi
+  rm -f "$COMPLETIONS/axis-relay"
   if [ "$purge" = 1 ]; then
     local made_user=0
     [ -e "$MADE_USER" ] && made_user=1
@@ -160,6 +162,10 @@ install_program() {
   # On the PATH, so the operator commands work as the README writes them.
   install -d -m 755 "$BIN"
   ln -sfn /opt/axis-relay/.venv/bin/axis-relay "$BIN/axis-relay"
+  # Tab completion for the operator commands, made from the installed program's own parser.
+  install -d -m 755 "$COMPLETIONS"
+  "$PREFIX/.venv/bin/axis-relay" completion bash >"$COMPLETIONS/axis-relay"
+  chmod 644 "$COMPLETIONS/axis-relay"
   say "program in $PREFIX ($("$PREFIX/.venv/bin/python" -c 'import importlib.metadata as m; print(m.version("axis-relay"))'))"
 }
 

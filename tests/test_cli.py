@@ -4,8 +4,10 @@ says what it does, --config everywhere shows its default and honours AXIS_RELAY_
 from __future__ import annotations
 
 import argparse
+import subprocess
 
 from relay.cli import COMMANDS
+from relay.cli.completion import bash_script
 from relay.cli.parser import build_parser
 
 
@@ -47,7 +49,7 @@ def test_config_is_one_option_with_its_default_in_the_help() -> None:
     ]
     # Every command that reads the config takes --config; those that do not are these.
     without = {p for p, sub in parsers.items() if not subcommands(sub)} - {p for p, _ in reading}
-    assert without == {"axis-relay dev", "axis-relay gen-cert", "axis-relay hash-secret"}
+    assert without == {"axis-relay dev", "axis-relay gen-cert", "axis-relay hash-secret", "axis-relay completion"}
     for path, action in reading:
         assert str(action.default) == "/srv/site/relay.toml", path
         assert "default: /srv/site/relay.toml" in (action.help or ""), path
@@ -59,3 +61,22 @@ def test_status_prints_sizes_for_people() -> None:
     text = health({"status": "ok", "reasons": [], "queued_bytes": 7_512_345, "queued_clips": 3})
     assert "queued bytes             7.5 MB" in text
     assert "queued clips             3" in text
+
+
+def test_bash_completes_commands_subcommands_and_options() -> None:
+    script = bash_script()
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(["axis-relay", *words])
+        probe = (
+            f'{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words)}; _axis_relay; printf "%s\\n" "${{COMPREPLY[@]}}"'
+        )
+        result = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return sorted(result.stdout.split())
+
+    assert complete("sp") == ["spool"]
+    assert complete("camera", "se") == ["setup"]
+    assert complete("clips", "--c") == ["--camera", "--config"]
+    assert complete("spool", "re") == ["retry"]
+    assert complete("camera", "setup", "cam-1", "--no-") == ["--no-validate-cert", "--no-wait"]

@@ -46,6 +46,8 @@ def test_install_upgrade_and_uninstall_in_a_scratch_root(tmp_path: Path) -> None
     assert "axis-relay check-config" in first.stdout
     # On the PATH, as the README's operator commands assume.
     assert os.readlink(root / "usr/local/bin/axis-relay") == "/opt/axis-relay/.venv/bin/axis-relay"
+    completion = root / "usr/share/bash-completion/completions/axis-relay"
+    assert "complete -F _axis_relay axis-relay" in completion.read_text()
     [user] = [line for line in (root / "etc/passwd").read_text().splitlines() if line.startswith("axis-relay:")]
     uid, gid = int(user.split(":")[2]), int(user.split(":")[3])
     assert user.endswith(":/var/lib/axis-relay:/usr/sbin/nologin")
@@ -101,6 +103,7 @@ def test_install_upgrade_and_uninstall_in_a_scratch_root(tmp_path: Path) -> None
     assert (etc / "relay.toml").exists()
     assert (root / "var/lib/axis-relay").exists()
     assert not (root / "usr/local/bin/axis-relay").exists()
+    assert not completion.exists()
     assert "would remove the system user axis-relay" in install(root, "--uninstall", "--purge", "--dry-run").stdout
     purged = install(root, "--uninstall", "--purge")
     assert purged.returncode == 0, purged.stderr

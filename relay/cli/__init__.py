@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from relay.cli import camera, run, site, spool
+from relay.cli import camera, completion, run, site, spool
 from relay.cli.errors import CliError
 from relay.cli.parser import build_parser
 from relay.ops import logs
@@ -31,6 +31,7 @@ COMMANDS: dict[str, Handler] = {
     "gaps": spool.gaps,
     "backfill": spool.backfill,
     "camera": camera.camera,
+    "completion": completion.completion,
 }
 
 # The commands that write the relay's state: the spool, the ledger, `make run`'s files.

@@ -90,6 +90,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     backfill.add_argument("--camera", required=True, help="the device, as named in [devices]")
     backfill.add_argument("--from", dest="start", required=True, help="start: a time, or a duration ago (2h)")
     backfill.add_argument("--to", dest="end", required=True, help="end: a time, or a duration ago (0s = now)")
+    completion = sub.add_parser("completion", help="print a shell completion script (install.sh installs it)")
+    completion.add_argument("shell", choices=["bash"], help="the shell (bash)")
     _camera_parser(sub.add_parser("camera", help="check, set up or remove what the relay needs on a camera"), config)
     return parser
 
