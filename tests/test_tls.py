@@ -20,13 +20,17 @@ from tests.support.harness import PATH, TLS, raw_config, relay_config, running_r
 from tests.support.relay_process import relay_process
 
 
-def gen_cert(directory: Path) -> Path:
-    result = subprocess.run(
-        [sys.executable, "-m", "relay", "gen-cert", "127.0.0.1", "relay.local", "--dir", str(directory)],
+def run_gen_cert(directory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay", "gen-cert", "127.0.0.1", "relay.local", "--dir", str(directory), *extra],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def gen_cert(directory: Path) -> Path:
+    result = run_gen_cert(directory)
     assert result.returncode == 0, result.stderr
     assert "Validate server certificate" in result.stdout
     assert (directory / "relay.key").stat().st_mode & 0o077 == 0
@@ -134,15 +138,6 @@ async def test_prefer_chacha20_makes_the_relay_choose_it_over_tls_1_2(
                 assert (await read_answer(reader)).status == 200
             finally:
                 writer.close()
-
-
-def run_gen_cert(directory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "relay", "gen-cert", "127.0.0.1", "relay.local", "--dir", str(directory), *extra],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def ca_fingerprint(directory: Path) -> str:

@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from relay.config import RelayConfig, parse_config
 from relay.dev.addresses import lan_addresses
-from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3
+from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3, free_port
 from relay.ops import certs
 from relay.server import Listening, RelayError, serve
 from relay.spool import lock as spool_lock
@@ -56,13 +56,7 @@ def dual_stack_port(port: int) -> int:
                 probe.bind(("::", 0))
             return int(probe.getsockname()[1])
     except OSError:
-        return port_or_free(port) or _free_ipv4_port()  # no IPv6 on this host
-
-
-def _free_ipv4_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("0.0.0.0", 0))
-        return int(probe.getsockname()[1])
+        return port_or_free(port) or free_port("0.0.0.0")  # no IPv6 on this host
 
 
 def served(addresses: list[str], listening: Listening) -> list[str]:

@@ -75,17 +75,14 @@ def _text(value: object) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
 
-def _size(value: object) -> str:
-    return human_bytes(value)
-
-
 # A sentence for each event an operator meets most; any other reads "event: key=value, ...".
 _SENTENCES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "clip_accepted": lambda e: (
-        f"clip received from {e.get('camera')}: {e.get('filename')}, {_size(e.get('bytes'))} in {e.get('seconds')} s"
+        f"clip received from {e.get('camera')}: {e.get('filename')}, {human_bytes(e.get('bytes'))} "
+        f"in {e.get('seconds')} s"
     ),
     "clip_uploaded": lambda e: (
-        f"clip uploaded: {e.get('key') or 'key chosen by the endpoint'}, {_size(e.get('bytes'))} in "
+        f"clip uploaded: {e.get('key') or 'key chosen by the endpoint'}, {human_bytes(e.get('bytes'))} in "
         f"{e.get('seconds')} s, {e.get('attempts')} attempt{'' if e.get('attempts') == 1 else 's'}"
     ),
     "upload_retry": lambda e: (
@@ -95,7 +92,7 @@ _SENTENCES: dict[str, Callable[[Mapping[str, Any]], str]] = {
         "; "
     ),
     "clip_rejected": lambda e: f"clip refused from {e.get('camera')}: {e.get('status')} {e.get('reason')}",
-    "clip_evicted": lambda e: f"clip evicted unsent to make room: {e.get('clip_id')}, {_size(e.get('bytes'))}",
+    "clip_evicted": lambda e: f"clip evicted unsent to make room: {e.get('clip_id')}, {human_bytes(e.get('bytes'))}",
     "gap_detected": lambda e: (
         f"gap in {e.get('camera')}'s footage: {e.get('start')} to {e.get('end')} "
         f"({e.get('seconds')} s), {e.get('reason')}"

@@ -31,6 +31,10 @@ class SpoolBusy(Exception):
         )
 
 
+def _pid_in(fd: int) -> str:
+    return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+
+
 def holder(spool_dir: Path) -> str | None:
     """The PID of the relay holding ``spool_dir``, or None when none does."""
     path = spool_dir / LOCK_FILE
@@ -42,7 +46,7 @@ def holder(spool_dir: Path) -> str | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            return _pid_in(fd)
         return None
     finally:
         os.close(fd)
@@ -57,7 +61,7 @@ def holding(spool_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SpoolBusy(spool_dir, os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown") from None
+            raise SpoolBusy(spool_dir, _pid_in(fd)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield

@@ -127,8 +127,11 @@ class Uploader:
                 self._spool.release(clip_id, after_s=self._retry.max_s)
 
     async def _upload(self, clip_id: str) -> None:
+        store = self._spool.store
         try:
-            meta = await asyncio.to_thread(self._spool.store.meta, clip_id)
+            # The metadata and the attempts before this start (counted over restarts:
+            # "attempt 40" after a night's outage, not "attempt 1" again), in one hop.
+            meta, before = await asyncio.to_thread(lambda: (store.meta(clip_id), store.attempts(clip_id)))
         except FileNotFoundError:
             await self._spool.vanished(clip_id)
             return
@@ -136,8 +139,6 @@ class Uploader:
             await self._quarantine(clip_id, f"metadata is unreadable: {exc}", {})
             return
         started = time.monotonic()
-        # Counted over restarts: "attempt 40" after a night's outage, not "attempt 1" again.
-        before = await asyncio.to_thread(self._spool.store.attempts, clip_id)
         attempts = before
         try:
             async for attempt in AsyncRetrying(

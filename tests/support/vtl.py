@@ -213,29 +213,21 @@ class _Renderer:
 
     def directive(self, name: str, pos: int, out: list[str] | None) -> int:
         if name == "set":
-            pos = self.expect(pos, "(")
-            target = _REFERENCE.match(self.text, self.skip_space(pos))
-            if not target:
-                raise TemplateError(f"#set needs a variable at offset {pos}")
-            pos = self.expect(target.end(), "=")
+            variable, pos = self.assignment(name, pos, "=")
             value, pos, _ = self.reference(self.skip_space(pos), out is not None)
             pos = self.expect(pos, ")")
             if out is not None:
-                self.variables[target.group(1)] = value
+                self.variables[variable] = value
             return pos
         if name == "foreach":
-            pos = self.expect(pos, "(")
-            target = _REFERENCE.match(self.text, self.skip_space(pos))
-            if not target:
-                raise TemplateError(f"#foreach needs a variable at offset {pos}")
-            pos = self.expect(target.end(), "in")
+            variable, pos = self.assignment(name, pos, "in")
             items, pos, _ = self.reference(self.skip_space(pos), out is not None)
             body = self.expect(pos, ")")
             items = list(items or []) if out is not None else []
             end = self.skip_block(body)
             saved = self.variables.get("foreach")
             for i, item in enumerate(items):
-                self.variables[target.group(1)] = item
+                self.variables[variable] = item
                 self.variables["foreach"] = Loop(i + 1 < len(items), i)
                 self.block(body, out, ("end",))
             self.variables["foreach"] = saved
@@ -250,6 +242,14 @@ class _Renderer:
                 pos, _ = self.block(pos + len("#else"), out if (out is not None and not truth) else None, ("end",))
             return pos + len("#end")
         raise TemplateError(f"#{name} without its opening directive")
+
+    def assignment(self, directive: str, pos: int, separator: str) -> tuple[str, int]:
+        """``($name <separator>`` of #set and #foreach: the variable, and where its value starts."""
+        pos = self.expect(pos, "(")
+        target = _REFERENCE.match(self.text, self.skip_space(pos))
+        if not target:
+            raise TemplateError(f"#{directive} needs a variable at offset {pos}")
+        return target.group(1), self.expect(target.end(), separator)
 
     def skip_block(self, pos: int) -> int:
         """The offset after the #end closing a block that starts at pos."""
