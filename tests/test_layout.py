@@ -34,7 +34,7 @@ async def test_run_imports_no_dev_only_code(tmp_path: Path, tls: TLS) -> None:
 # module belongs to the longest prefix named here.
 LAYERS: list[tuple[str, ...]] = [
     ("relay.ops.version", "relay.ops.units", "relay.tasks", "relay.crashpoints", "relay.templates", "relay._compat"),
-    ("relay.config", "relay.config_base", "relay.config_footage"),
+    ("relay.config", "relay.config_base", "relay.config_footage", "relay.config_destinations"),
     # What every part reports into: counts, logs, systemd, a check's report.
     ("relay.ops.stats", "relay.ops.checks", "relay.ops.logs", "relay.ops.journal", "relay.ops.systemd"),
     ("relay.spool",),
