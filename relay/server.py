@@ -30,13 +30,13 @@ from relay.config import IngestConfig, MetricsConfig, RelayConfig
 from relay.ingest.connections import ConnectionGuard, GuardedSite, fd_budget
 from relay.ingest.endpoint import Ingest
 from relay.ingest.handshakes import HandshakeWatch, camera_addresses
+from relay.ledger import LedgerWriter
 from relay.ops.health import HealthRules
 from relay.ops.metrics import Observed, metrics_app
 from relay.ops.stats import RelayStats
 from relay.ops.systemd import Notifier, keep_informed
 from relay.ops.version import VERSION
 from relay.spool import lock as spool_lock
-from relay.spool.ledger_writer import LedgerWriter
 from relay.spool.spool import Spool
 from relay.spool.store import SpoolStore
 from relay.tasks import TaskOwner, cancel_and_wait

@@ -17,7 +17,8 @@ import pytest
 
 from relay.dev.local_s3 import LocalS3
 from tests.support.apigw_standin import function_s3_client
-from tests.support.harness import TLS, RunningRelay, relay_config, running_relay, s3_client
+from tests.support.harness import DEVICE, TLS, RunningRelay, relay_config, running_relay, s3_client
+from tests.support.vapix_camera import CameraEmulator
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +83,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line("unexpected skips fail the run (set AXIS_RELAY_ALLOW_SKIPS=1 to allow them):")
         for line in _skipped:
             terminalreporter.write_line(f"  {line}")
+
+
+@pytest.fixture
+async def camera(tls: TLS) -> AsyncIterator[CameraEmulator]:
+    """An emulated AXIS camera named DEVICE, serving VAPIX over HTTPS, with the relay's
+    CA installed (as `camera setup` expects, for its test recipients)."""
+    emulator = CameraEmulator(DEVICE)
+    emulator.services.trust = tls.client_context()
+    async with emulator.serving(tls.server_context()):
+        yield emulator

@@ -18,7 +18,7 @@ import structlog
 
 from relay.config import parse_config
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, LocalS3
-from relay.spool.ledger import Ledger
+from relay.ledger import Ledger
 from relay.upload.apigw import VERIFIED_FILE
 from tests.support.apigw_standin import API_KEY, ApiGatewayStandIn, apigw_raw
 from tests.support.harness import (
@@ -97,7 +97,7 @@ async def test_each_camera_lands_in_its_own_folder_and_only_a_known_key_is_claim
     assert uploaded["route"] == "post"
     ledger = Ledger.open_readonly(config.ledger_path)
     try:
-        [row] = ledger.clips()
+        [row] = ledger.clips.find()
     finally:
         ledger.close()
     assert (row.state, row.route, row.key) == ("uploaded", "post", None)

@@ -9,7 +9,6 @@ import contextlib
 import itertools
 import json
 import os
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import structlog
 
 from relay.config import RelayConfig, parse_config
 from relay.dev.local_s3 import LocalS3, free_port
-from relay.spool.ledger import Ledger
+from relay.ledger import Ledger
 from tests.support.backfill import (
     FAST_BACKFILL,
     backfill_config,
@@ -48,13 +47,6 @@ from tests.support.relay_process import relay_process
 from tests.support.vapix_camera import FILENAME_TEMPLATE, CameraEmulator, Gauge
 
 CADENCE = 5.0
-
-
-@pytest.fixture
-async def camera(tls: TLS) -> AsyncIterator[CameraEmulator]:
-    emulator = CameraEmulator(DEVICE)
-    async with emulator.serving(tls.server_context()):
-        yield emulator
 
 
 def config_for(
@@ -223,7 +215,7 @@ async def test_an_export_cut_off_half_way_is_fetched_again_and_stored_once(
         assert len(await list_keys(s3, bucket)) == 3 + 1  # three pushed clips, one back-filled
         ledger = Ledger.open_readonly(config.ledger_path)
         try:
-            backfill_rows = [c for c in ledger.clips() if c.origin == "backfill"]
+            backfill_rows = [c for c in ledger.clips.find() if c.origin == "backfill"]
         finally:
             ledger.close()
         assert len(backfill_rows) == 1
@@ -446,7 +438,7 @@ async def test_a_relay_killed_mid_export_goes_on_and_stores_each_piece_once(
     assert not [k for k in keys if "~" in k]  # no piece stored twice under another name
     ledger = Ledger.open_readonly(tmp_path / "spool" / "ledger.sqlite3")
     try:
-        pieces = sorted((c.starts_at, c.ends_at) for c in ledger.clips() if c.origin == "backfill")
+        pieces = sorted((c.starts_at, c.ends_at) for c in ledger.clips.find() if c.origin == "backfill")
     finally:
         ledger.close()
     assert len(pieces) == len(keys)

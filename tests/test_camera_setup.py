@@ -3,7 +3,6 @@ answered as documented, rules the camera acts on, faults on demand."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,6 @@ from tests.support.harness import DEVICE, TLS, TOKEN, axis_relay, list_keys, run
 from tests.support.vapix_camera import CameraEmulator
 
 NEW_TOKEN = "a-new-token-of-forty-characters-0123456789"
-
-
-@pytest.fixture
-async def camera(tls: TLS) -> AsyncIterator[CameraEmulator]:
-    emulator = CameraEmulator(DEVICE)
-    emulator.services.trust = tls.client_context()  # the relay's CA installed on the camera
-    async with emulator.serving(tls.server_context()):
-        yield emulator
 
 
 def config(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import resource
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import tomli_w
 
 from relay.config import APIGW_DEFAULT_BODY_BYTES, ApiGatewayConfig, ConfigError, load_config, parse_config
+from tests.support.harness import axis_relay_sync
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "relay.example.toml"
 
@@ -124,7 +124,7 @@ def test_apigw_destination_needs_no_s3_section_and_takes_its_key_from_the_enviro
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "relay", *args], capture_output=True, text=True, timeout=60)
+    return axis_relay_sync(*args)
 
 
 def test_check_config_cli(tmp_path: Path) -> None:
@@ -222,15 +222,14 @@ def test_check_config_catches_what_would_stop_the_start(tmp_path: Path) -> None:
     raw = minimal() | {"ingest": tls, "spool": {"dir": str(garbage / "spool")}}  # under a file: never a directory
     config_file = tmp_path / "relay.toml"
     config_file.write_text(tomli_w.dumps(raw))
-    check = [sys.executable, "-m", "relay", "check-config"]
-    result = subprocess.run([*check, str(config_file)], capture_output=True, text=True)
+    result = axis_relay_sync("check-config", str(config_file))
     assert result.returncode == 2
     assert "ingest.tls_cert/tls_key: cannot load" in result.stderr
     assert "spool.dir: " in result.stderr
     assert "is not a directory" in result.stderr
     latin1 = tmp_path / "latin1.toml"
     latin1.write_bytes("# caméra\n".encode("latin-1") + config_file.read_bytes())
-    result = subprocess.run([*check, str(latin1)], capture_output=True, text=True)
+    result = axis_relay_sync("check-config", str(latin1))
     assert result.returncode == 2
     assert "not UTF-8 text" in result.stderr
     assert "Traceback" not in result.stderr

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +11,13 @@ import aiohttp
 import pytest
 
 from relay.dev.local_s3 import LocalS3
-from relay.ingest.digest import DigestAuth, parse_digest
+from relay.digest import authorization_params
+from relay.ingest.digest import DigestAuth
 from tests.support.harness import (
     DEVICE,
     TLS,
     RunningRelay,
+    axis_relay,
     list_keys,
     object_bytes,
     relay_config,
@@ -54,7 +54,7 @@ def test_expired_nonce_is_stale_and_forged_nonce_is_refused(algorithm: str) -> N
 
     auth = DigestAuth(lifetime_s=-1)  # every nonce is already expired
     [challenge] = [c for c in auth.challenges() if f"algorithm={algorithm}" in c]
-    nonce = parse_digest(challenge)["nonce"]
+    nonce = authorization_params(challenge)["nonce"]
     h = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}[algorithm]
 
     def hexd(text: str) -> str:
@@ -71,12 +71,9 @@ def test_expired_nonce_is_stale_and_forged_nonce_is_refused(algorithm: str) -> N
 
 async def test_hashed_secrets_from_hash_secret(tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str) -> None:
     async def hashed(secret: str) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "relay", "hash-secret", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-        )
-        out, _ = await proc.communicate(secret.encode() + b"\n")
-        assert proc.returncode == 0
-        return out.decode().strip()
+        code, out, _ = await axis_relay("hash-secret", stdin=secret.encode() + b"\n")
+        assert code == 0
+        return out.strip()
 
     token_hash, password_hash = await hashed("tok-hashed"), await hashed("pw-hashed")
     assert token_hash.startswith("scrypt$")
@@ -120,7 +117,7 @@ def test_a_replayed_nonce_count_is_refused() -> None:
     import hashlib
 
     auth = DigestAuth()
-    nonce = parse_digest(auth.challenges()[0])["nonce"]
+    nonce = authorization_params(auth.challenges()[0])["nonce"]
 
     def params(nc: str) -> dict[str, str]:
         def h(text: str) -> str:
@@ -135,3 +132,28 @@ def test_a_replayed_nonce_count_is_refused() -> None:
     # The same header again, captured and replayed:
     assert auth.verify(params("00000001"), "POST", "/upload/x", "root", "pass-word") == "Digest nonce count replayed"
     assert auth.verify(params("00000002"), "POST", "/upload/x", "root", "pass-word") == "ok"
+
+
+async def test_a_digest_answer_with_spaces_around_equals_is_accepted(relay: RunningRelay, tls: TLS) -> None:
+    """RFC 7616 writes auth-params as ``token BWS "=" BWS value``: whitespace around '='
+    is allowed, and a device that sends it is let in (one parser for both ends)."""
+    from relay import digest
+
+    url = f"https://127.0.0.1:{relay.port}/upload/{DEVICE}"
+    headers = {"Content-Type": "video/x-matroska", "Content-Disposition": 'attachment; filename="spaced.mkv"'}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls.client_context())) as session:
+        async with session.post(url, data=b"x" * 1000, headers=headers) as challenge:
+            assert challenge.status == 401
+            offered = [digest.auth_params(h.partition(" ")[2]) for h in challenge.headers.getall("WWW-Authenticate")]
+        nonce = next(p["nonce"] for p in offered if p.get("algorithm") == "SHA-256")
+        uri = f"/upload/{DEVICE}"
+        answer = digest.response(
+            "SHA-256", username="root", realm="axis-relay", password="pass-word", method="POST", uri=uri,
+            nonce=nonce, qop="auth", nc="00000001", cnonce="abc",
+        )  # fmt: skip
+        spaced = (
+            f'Digest username = "root", realm= "axis-relay", nonce ="{nonce}", uri = "{uri}", algorithm = SHA-256, '
+            f'qop = auth, nc = 00000001, cnonce = "abc", response = "{answer}"'
+        )
+        async with session.post(url, data=b"x" * 1000, headers={**headers, "Authorization": spaced}) as accepted:
+            assert accepted.status == 200

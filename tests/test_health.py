@@ -8,10 +8,12 @@ import asyncio
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 
 from relay.config import parse_config
@@ -21,6 +23,8 @@ from tests.support.harness import (
     DEVICE,
     PATH,
     TLS,
+    RunningRelay,
+    axis_relay,
     http_get,
     list_keys,
     metric,
@@ -42,11 +46,8 @@ async def healthz(base: str) -> tuple[int, dict[str, Any]]:
 
 async def status_cli(config_file: Path) -> tuple[int, str]:
     """`axis-relay status` in a process of its own, as cron or a monitoring agent runs it."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay", "status", "--config", str(config_file), stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await proc.communicate()
-    return int(proc.returncode or 0), out.decode()
+    code, out, _ = await axis_relay("status", "--config", str(config_file))
+    return code, out
 
 
 def codes(report: dict[str, Any]) -> list[str]:
@@ -279,22 +280,14 @@ async def test_a_quarantined_clip_is_degraded_until_discarded(
         assert code == 1
         assert "DEGRADED" in out
 
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "relay", "spool", "discard", "--config", str(config_file),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out_b, err_b = await proc.communicate()
-        assert proc.returncode == 2
-        assert b"--all" in err_b
+        code, _, err = await axis_relay("spool", "discard", "--config", str(config_file))
+        assert code == 2
+        assert "--all" in err
         assert relay.quarantined() == [clip_id]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "relay", "spool", "discard", "--all", "--config", str(config_file),
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out_b, _ = await proc.communicate()
-        assert proc.returncode == 0
-        assert f"discarding {clip_id}" in out_b.decode()
-        assert "BadDigest" in out_b.decode()
+        code, out, _ = await axis_relay("spool", "discard", "--all", "--config", str(config_file))
+        assert code == 0
+        assert f"discarding {clip_id}" in out
+        assert "BadDigest" in out
         assert relay.quarantined() == []
         await until_level(base, "ok", "ok once the operator dealt with it")
         assert (await status_cli(config_file))[0] == 0
@@ -319,12 +312,9 @@ async def test_status_when_relay_is_down(tmp_path: Path, tls: TLS) -> None:
 async def test_version_everywhere(tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str) -> None:
     from relay.ops.version import VERSION
 
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay", "--version", stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0
-    assert out.decode().strip() == f"axis-relay {VERSION}"
+    code, out, _ = await axis_relay("--version")
+    assert code == 0
+    assert out.strip() == f"axis-relay {VERSION}"
     assert VERSION != "unknown"
     config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket)
     async with running_relay(config, tls) as relay:
@@ -365,3 +355,24 @@ async def test_a_disk_below_the_floor_is_failing_and_a_crawling_upload_is_stalle
             _, report = await healthz(relay.metrics_url)
             assert codes(report) == ["uploads_stalled"]
             assert relay.stats.upload_retries == 0  # nothing failed: it only does not move
+
+
+async def test_health_reads_the_disk_off_the_event_loop(relay: RunningRelay, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow or hung spool disk must not stall the loop that answers devices: every
+    scrape's statvfs, access check and quarantine scan runs in a thread. (The os calls
+    are watched, not replaced: each still does its real work.)"""
+    loop_thread = threading.get_ident()
+    calls: list[tuple[str, bool]] = []
+    for name in ("statvfs", "access", "scandir", "listdir"):
+        real = getattr(os, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls.append((_name, threading.get_ident() == loop_thread))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, spy)
+    for path in ("/healthz", "/metrics", "/"):
+        status, _ = await http_get(relay.metrics_url + path)
+        assert status == 200, path
+    assert {"statvfs", "access"} <= {n for n, _ in calls}  # the disk was read...
+    assert [n for n, on_loop in calls if on_loop] == []  # ...never on the loop

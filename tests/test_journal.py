@@ -22,7 +22,7 @@ import pytest
 
 from relay.ops import journal
 from tests.support.device import Device
-from tests.support.harness import PATH, TLS, list_keys, raw_config, wait_until, write_config
+from tests.support.harness import PATH, TLS, axis_relay_command, list_keys, raw_config, wait_until, write_config
 
 
 def parse(datagram: bytes) -> dict[str, str]:
@@ -101,7 +101,7 @@ async def test_a_relay_under_systemd_logs_fields_priorities_and_sentences(
         "AXIS_RELAY_JOURNAL_SOCKET": str(journald.path),
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay", "run", "--config", str(config), stderr=stderr, env=env
+        *axis_relay_command("run", "--config", str(config)), stderr=stderr, env=env
     )
     try:
         await wait_until(

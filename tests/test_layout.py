@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import re
 from pathlib import Path
 
 from tests.support.harness import TLS, raw_config, write_config
@@ -33,11 +34,23 @@ async def test_run_imports_no_dev_only_code(tmp_path: Path, tls: TLS) -> None:
 # The layers, lowest first: a module imports only from its own layer or one below. A
 # module belongs to the longest prefix named here.
 LAYERS: list[tuple[str, ...]] = [
-    ("relay.ops.version", "relay.ops.units", "relay.tasks", "relay.crashpoints", "relay.templates", "relay._compat"),
+    (
+        "relay.ops.version",
+        "relay.ops.units",
+        "relay.tasks",
+        "relay.crashpoints",
+        "relay.templates",
+        "relay._compat",
+        "relay.backoff",
+        "relay.digest",
+    ),
     ("relay.config", "relay.config_base", "relay.config_footage", "relay.config_destinations"),
     # What every part reports into: counts, logs, systemd, a check's report.
     ("relay.ops.stats", "relay.ops.checks", "relay.ops.logs", "relay.ops.journal", "relay.ops.systemd"),
-    ("relay.spool",),
+    # Clips on disk, and the arithmetic of spans of footage (pure; the ledger stores them).
+    ("relay.spool", "relay.backfill.gaps"),
+    # The ledger: every clip's history, the gaps, in SQLite; the only package that speaks SQL.
+    ("relay.ledger",),
     ("relay.ingest", "relay.camera", "relay.upload"),
     ("relay.backfill",),
     # What watches everything: health, metrics, the status page, certificates, site checks.
@@ -89,6 +102,23 @@ def test_imports_run_down_the_layers_and_never_in_a_circle() -> None:
     # No cycles among modules either, in the relay or in the benchmarks.
     assert cycles_in(graph) == []
     assert cycles_in(import_graph("bench")) == []
+
+
+def test_only_the_ledger_package_speaks_sql() -> None:
+    """No connection leaves relay/ledger/: nothing else imports sqlite3 or writes SQL."""
+    sql = re.compile(r"\b(SELECT .+ FROM|INSERT (OR \w+ )?INTO|UPDATE \w+ SET|DELETE FROM|CREATE (TABLE|INDEX))\b")
+    found = []
+    for path in sorted((ROOT / "relay").rglob("*.py")):
+        if path.is_relative_to(ROOT / "relay" / "ledger"):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                found += [f"{module_name(path)} imports sqlite3" for n in names if n.split(".")[0] == "sqlite3"]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and sql.search(node.value):
+                found.append(f"{module_name(path)}:{node.lineno} SQL {node.value[:40]!r}")
+    assert found == []
 
 
 def cycles_in(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -6,12 +6,10 @@ operator would.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import sqlite3
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,8 @@ import pytest
 from relay.cli.render import parse_since
 from relay.config import parse_config
 from relay.dev.local_s3 import LocalS3, free_port
+from relay.ledger import SCHEMA_VERSION, Ledger
 from relay.spool.clip import ClipMeta, crc32c_b64, new_clip_id, sequence_number
-from relay.spool.ledger import SCHEMA_VERSION, Ledger
 from relay.spool.store import SpoolStore, StoredClip
 from tests.support.harness import DEVICE, PATH, TLS, axis_relay, raw_config, running_relay, wait_until, write_config
 
@@ -119,10 +117,8 @@ async def test_quarantine_and_spool_retry_show_in_the_ledger(
         assert "no quarantined clip matches bogus" in err
         (tmp_path / "spool" / "quarantine" / clip_id / "data").write_bytes(original)  # the operator's fix
         # The operator's command, in another process, while the relay runs.
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "relay", "spool", "retry", "--config", str(config_file)
-        )
-        assert await proc.wait() == 0
+        code, _, _ = await axis_relay("spool", "retry", "--config", str(config_file))
+        assert code == 0
         await wait_until(lambda: state_is("uploaded"), what="the retried clip uploaded")
         [row] = await ledger_rows(config_file)
         assert row["reason"] is None
@@ -207,10 +203,10 @@ def test_pruning_keeps_recent_rows_and_every_queued_clip(tmp_path: Path) -> None
     ledger = Ledger.open(tmp_path / "ledger.sqlite3")
     old = datetime.now(UTC) - timedelta(days=40)
     old_uploaded, old_queued, recent = meta_for(old), meta_for(old), meta_for(datetime.now(UTC))
-    ledger.reconcile([StoredClip("queued", m.clip_id, m, {}) for m in (old_uploaded, old_queued, recent)])
+    ledger.clips.reconcile([StoredClip("queued", m.clip_id, m, {}) for m in (old_uploaded, old_queued, recent)])
     ledger.apply([("UPDATE clip SET state = 'uploaded' WHERE clip_id = :c", {"c": old_uploaded.clip_id})])
     assert ledger.prune(retention_days=30) == 1
-    assert sorted(r.clip_id for r in ledger.clips()) == sorted([old_queued.clip_id, recent.clip_id])
+    assert sorted(r.clip_id for r in ledger.clips.find()) == sorted([old_queued.clip_id, recent.clip_id])
     ledger.close()
 
 
@@ -257,11 +253,10 @@ def test_store_lists_and_retries_through_its_api(tmp_path: Path) -> None:
 
 
 def test_settled_gaps_are_pruned_with_the_clips_and_open_ones_kept(tmp_path: Path) -> None:
-    from relay.backfill.gapbook import GapBook
     from relay.backfill.gaps import FoundGap
 
     ledger = Ledger.open(tmp_path / "ledger.sqlite3")
-    book = GapBook(ledger)
+    book = ledger.gaps
     old = datetime.now(UTC) - timedelta(days=40)
     found = [
         FoundGap(old, old + timedelta(seconds=15), "sequence", "old, filled"),
@@ -273,12 +268,12 @@ def test_settled_gaps_are_pruned_with_the_clips_and_open_ones_kept(tmp_path: Pat
     book.update(retrying.gap_id, "retrying", datetime.now(UTC))
     book.update(recent.gap_id, "filled", datetime.now(UTC))
     assert ledger.prune(retention_days=30) == 1
-    assert [g.found for g in book.gaps()] == ["old, still retrying", "recent, filled"]
+    assert [g.found for g in book.find()] == ["old, still retrying", "recent, filled"]
     ledger.close()
 
 
 def test_a_version_1_ledger_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
-    from relay.spool.ledger import MIGRATIONS
+    from relay.ledger.schema import MIGRATIONS
 
     path = tmp_path / "ledger.sqlite3"
     db = sqlite3.connect(path, isolation_level=None)
@@ -292,7 +287,7 @@ def test_a_version_1_ledger_is_migrated_and_keeps_its_rows(tmp_path: Path) -> No
     )
     db.close()
     ledger = Ledger.open(path)
-    [row] = ledger.clips()
+    [row] = ledger.clips.find()
     assert (row.clip_id, row.state, row.starts_source) == ("c1", "uploaded", None)
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     ledger.close()

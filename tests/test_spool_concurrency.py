@@ -18,8 +18,8 @@ import crc32c
 
 from relay.config import parse_config
 from relay.dev.local_s3 import LocalS3
+from relay.ledger import Ledger
 from relay.spool.clip import ClipMeta, crc32c_b64, new_clip_id
-from relay.spool.ledger import Ledger
 from relay.spool.store import DATA, META, SpoolStore
 from tests.support.faultproxy import Faults, in_front_of
 from tests.support.harness import PATH, TLS, list_keys, raw_config, running_relay, wait_until
@@ -127,7 +127,7 @@ async def test_counts_match_the_disk_under_concurrent_ingest_eviction_retry_and_
 
     ledger = Ledger.open_readonly(config.ledger_path)
     try:
-        rows = {r.filename: r for r in ledger.clips()}
+        rows = {r.filename: r for r in ledger.clips.find()}
     finally:
         ledger.close()
     from_devices = {name: row for name, row in rows.items() if name.startswith("dev")}

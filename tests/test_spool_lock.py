@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from relay.dev.local_s3 import LocalS3, free_port
-from tests.support.harness import PATH, TLS, list_keys, object_bytes, raw_config, wait_until, write_config
+from tests.support.harness import (
+    PATH,
+    TLS,
+    axis_relay_command,
+    list_keys,
+    object_bytes,
+    raw_config,
+    wait_until,
+    write_config,
+)
 from tests.support.relay_process import relay_process
 
 
@@ -18,7 +26,7 @@ async def second_relay(config: Path) -> tuple[int | None, str]:
     """`axis-relay run` as a second process: its exit code and stderr (None: still running
     after 30 s, and then killed)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay", "run", "--config", str(config), stderr=asyncio.subprocess.PIPE
+        *axis_relay_command("run", "--config", str(config)), stderr=asyncio.subprocess.PIPE
     )
     try:
         _, err = await asyncio.wait_for(proc.communicate(), 30)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from relay.camera.digest import ChallengeError, DigestChallenge, choose
-from relay.spool.ledger import Ledger
+from relay.ledger import Ledger
 from relay.spool.timing import clip_times, read_matroska_header
 from relay.templates import FilenameTemplate
 from tests.support.footage import clip_bytes
@@ -83,7 +83,7 @@ async def test_the_ledger_records_each_clips_span_and_its_source(relay: RunningR
     def rows() -> list[tuple[str | None, str | None, str | None, str | None]]:
         ledger = Ledger.open_readonly(relay.config.ledger_path)
         try:
-            return [(r.starts_at, r.ends_at, r.starts_source, r.ends_source) for r in ledger.clips()]
+            return [(r.starts_at, r.ends_at, r.starts_source, r.ends_source) for r in ledger.clips.find()]
         finally:
             ledger.close()
 

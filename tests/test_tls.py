@@ -7,7 +7,6 @@ import os
 import shutil
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,21 @@ from cryptography import x509
 from relay.dev.local_s3 import LocalS3, free_port
 from relay.ops.certs import fingerprint
 from tests.support.device import Device, read_answer
-from tests.support.harness import PATH, TLS, raw_config, relay_config, running_relay, wait_until, write_config
+from tests.support.harness import (
+    PATH,
+    TLS,
+    axis_relay_sync,
+    raw_config,
+    relay_config,
+    running_relay,
+    wait_until,
+    write_config,
+)
 from tests.support.relay_process import relay_process
 
 
 def run_gen_cert(directory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "relay", "gen-cert", "127.0.0.1", "relay.local", "--dir", str(directory), *extra],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return axis_relay_sync("gen-cert", "127.0.0.1", "relay.local", "--dir", str(directory), *extra)
 
 
 def gen_cert(directory: Path) -> Path:

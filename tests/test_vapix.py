@@ -4,7 +4,6 @@ for it, the calls back-fill makes, and every documented way a camera says no."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -30,13 +29,6 @@ def client_config(camera: CameraEmulator, tls: TLS, **overrides: object) -> Came
     }
     fields.update(overrides)
     return CameraConfig.model_validate(fields)
-
-
-@pytest.fixture
-async def camera(tls: TLS) -> AsyncIterator[CameraEmulator]:
-    emulator = CameraEmulator("cam-vapix")
-    async with emulator.serving(tls.server_context()):
-        yield emulator
 
 
 async def test_device_facts_clock_and_disk(camera: CameraEmulator, tls: TLS) -> None:

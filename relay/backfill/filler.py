@@ -25,28 +25,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import sqlite3
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 import structlog
 
 from relay.backfill.camera_state import CameraState
 from relay.backfill.export import SpoolFull, export_piece
-from relay.backfill.gapbook import GapBook, GapRecord, GapState, backoff_s, later
 from relay.backfill.gaps import Expectation, Span, covered_seconds, find_gaps, subtract
+from relay.backoff import Backoff
 from relay.camera.answers import CameraError, retention_start
 from relay.camera.vapix import VapixClient
 from relay.config import BackfillConfig, DeviceConfig
+from relay.ledger import GapRecord, GapState, Ledger, LedgerError, LedgerWriter
 from relay.ops.stats import CameraStatus, RelayStats
-from relay.spool.ledger import Ledger
-from relay.spool.ledger_writer import LedgerWriter
 from relay.spool.spool import Spool
 
 log = structlog.get_logger("relay.backfill")
-T = TypeVar("T")
 
 # After the first round, each reads again at least this far back: a long clip that
 # arrives late, or one put back with 'spool retry', still counts.
@@ -84,8 +78,8 @@ class Backfill:
         """Watch every device until cancelled; returns only when the ledger cannot be
         read (back-fill gives up, the relay goes on relaying)."""
         try:
-            interrupted = await self._book(lambda b: b.interrupted(now_utc()))
-        except sqlite3.Error as exc:
+            interrupted = await self._ledger.run(lambda ledger: ledger.gaps.interrupted(now_utc()))
+        except LedgerError as exc:
             # A full or failing disk: the gaps left "fetching" wait for the next start;
             # back-fill itself goes on (every later write is retried round by round).
             log.error("backfill_resume_failed", error=str(exc))
@@ -119,7 +113,7 @@ class Backfill:
             await self._cameras[name].check_clock(client)
         await self._detect(name)
         while not self._backlogged():
-            gap = await self._book(lambda b: b.due(name, now_utc()))
+            gap = await self._ledger.run(lambda ledger: ledger.gaps.due(name, now_utc()))
             if gap is None:
                 break
             await self._fill(name, gap)
@@ -144,13 +138,14 @@ class Backfill:
         recent = max(RESCAN_S, 2 * (expect.cadence_s + expect.grace_s))
         since = lookback if scanned is None else max(lookback, scanned - timedelta(seconds=recent))
 
-        def detect(book: GapBook) -> list[GapRecord]:
-            watched = book.watched_since(name, moment)
-            clips = book.clip_spans(name, since) + book.evicted_spans(name, lookback)
-            found = find_gaps(clips, book.known(name, since), expect, moment, since=since, watched_since=watched)
-            return book.record(name, found, now_utc()) if found else []
+        def detect(ledger: Ledger) -> list[GapRecord]:
+            watched = ledger.watch.since(name, moment)
+            clips = ledger.clips.spans(name, since) + ledger.clips.evicted_spans(name, lookback)
+            known = ledger.gaps.known(name, since)
+            found = find_gaps(clips, known, expect, moment, since=since, watched_since=watched)
+            return ledger.gaps.record(name, found, now_utc()) if found else []
 
-        recorded = await self._book(detect)
+        recorded = await self._ledger.run(detect)
         if recorded is not None:
             self._scanned_until[name] = moment
         for gap in recorded or []:
@@ -185,7 +180,7 @@ class Backfill:
             )
             return
         async with self._exports:
-            await self._book(lambda b: b.update(gap.gap_id, "fetching", now_utc(), attempts=gap.attempts + 1))
+            await self._update(gap, "fetching", attempts=gap.attempts + 1)
             try:
                 state, reason, missing = await self._fetch(name, client, gap)
             except CameraError as exc:
@@ -240,7 +235,7 @@ class Backfill:
             if start >= piece.ends:
                 continue
             wanted_here = Span(start, piece.ends)
-            have = await self._book(functools.partial(GapBook.backfilled, camera=name, span=wanted_here)) or []
+            have = await self._backfilled(name, wanted_here)
             for todo in subtract(wanted_here, have):
                 for part in _pieces(todo, self._config.piece_s):
                     stored = await export_piece(self._spool, self._stats, client, recording, part)
@@ -263,19 +258,14 @@ class Backfill:
     async def _progress(self, gap: GapRecord, fetched_until: datetime, fetched_bytes: int) -> None:
         """The gap's footage up to ``fetched_until`` is durable in the spool."""
 
-        def note(book: GapBook) -> object:
-            return book.update(
-                gap.gap_id, "fetching", now_utc(), fetched_until=fetched_until, fetched_bytes=fetched_bytes
-            )
-
-        await self._book(note)
+        await self._update(gap, "fetching", fetched_until=fetched_until, fetched_bytes=fetched_bytes)
 
     async def _settle(self, gap: GapRecord, state: GapState, reason: str, missing_s: float | None = None) -> None:
         reason = reason or f"fetched from the SD card ({gap.found})"
         fields: dict[str, object] = {"reason": reason, "next_try_at": None}
         if missing_s is not None:
             fields["missing_s"] = missing_s
-        await self._book(lambda b: b.update(gap.gap_id, state, now_utc(), **fields))
+        await self._update(gap, state, **fields)
         event = "gap_filled" if state == "filled" else "gap_unfillable"
         self._stats.gaps_settled[state] += 1
         (log.info if state == "filled" else log.warning)(
@@ -287,8 +277,8 @@ class Backfill:
         )
 
     async def _retry(self, gap: GapRecord, reason: str, after_s: float) -> None:
-        when = later(now_utc(), after_s)
-        await self._book(lambda b: b.update(gap.gap_id, "retrying", now_utc(), reason=reason, next_try_at=when))
+        when = now_utc() + timedelta(seconds=after_s)
+        await self._update(gap, "retrying", reason=reason, next_try_at=when)
         log.warning(
             "gap_retrying",
             **_about(gap),
@@ -302,25 +292,25 @@ class Backfill:
         # A wrong password or a missing API waits as long as backoff allows: it needs
         # an operator, and the footage waits on the card meanwhile.
         attempts = gap.attempts + 1 if exc.transient else 99
-        wait = backoff_s(attempts, self._config.retry_initial_s, self._config.retry_max_s)
+        wait = Backoff(self._config.retry_initial_s, self._config.retry_max_s).delay(attempts)
         await self._retry(gap, str(exc), wait)
 
     async def _refresh_totals(self) -> None:
         since = now_utc() - timedelta(hours=self._config.lookback_hours)
-        totals = await self._book(lambda b: b.totals(since))
+        totals = await self._ledger.run(lambda ledger: ledger.gaps.totals(since))
         if totals is not None:
             self._stats.gap_totals = totals
         now = now_utc()
         overdue, lost = now - timedelta(seconds=self._config.retry_max_s), now - timedelta(hours=24)
-        attention = await self._book(lambda b: b.attention(overdue, lost))
+        attention = await self._ledger.run(lambda ledger: ledger.gaps.attention(overdue, lost))
         if attention is not None:
             self._stats.gap_attention = attention
 
-    async def _book(self, work: Callable[[GapBook], T]) -> T | None:
-        def on_ledger(ledger: Ledger) -> T:
-            return work(GapBook(ledger))
+    async def _backfilled(self, name: str, span: Span) -> list[Span]:
+        return await self._ledger.run(lambda ledger: ledger.clips.backfilled(name, span)) or []
 
-        return await self._ledger.run(on_ledger)
+    async def _update(self, gap: GapRecord, state: GapState, **fields: object) -> None:
+        await self._ledger.run(lambda ledger: ledger.gaps.update(gap.gap_id, state, now_utc(), **fields))
 
 
 def _about(gap: GapRecord) -> dict[str, object]:

@@ -10,13 +10,12 @@ answer. Basic is used only when the device offers Basic and no Digest.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
-import re
 from dataclasses import dataclass, field
 
-_HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
-_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+from relay import digest
+from relay.digest import quote
+
 # Strongest first, when a device offers several Digest challenges.
 _PREFERENCE = ("SHA-256", "SHA-256-SESS", "MD5", "MD5-SESS")
 
@@ -37,27 +36,13 @@ class DigestChallenge:
     count: int = field(default=0, compare=False)
 
 
-def _split_challenges(header: str) -> list[tuple[str, dict[str, str]]]:
-    """One WWW-Authenticate value may hold several challenges: 'Digest a=1, b=2, Basic realm=x'."""
-    found: list[tuple[str, dict[str, str]]] = []
-    for piece in re.split(r",?\s*(?=\b(?:Digest|Basic|Bearer|Negotiate)\s)", header.strip(), flags=re.IGNORECASE):
-        scheme, _, rest = piece.strip().partition(" ")
-        if not scheme:
-            continue
-        params = {
-            m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3) for m in _PARAM.finditer(rest)
-        }
-        found.append((scheme.lower(), params))
-    return found
-
-
 def choose(headers: list[str]) -> DigestChallenge | str:
     """The challenge to answer: a Digest one, or ``"basic"``; ChallengeError if neither."""
     digests: list[DigestChallenge] = []
     basic = False
     unsupported: list[str] = []
     for header in headers:
-        for scheme, params in _split_challenges(header):
+        for scheme, params in digest.challenges(header):
             if scheme == "basic":
                 basic = True
             elif scheme == "digest" and "nonce" in params:
@@ -92,37 +77,31 @@ def digest_authorization(
     challenge: DigestChallenge, username: str, password: str, method: str, uri: str, cnonce: str | None = None
 ) -> str:
     """The Authorization header answering ``challenge`` for one request (counts it)."""
-    base = challenge.algorithm.removesuffix("-SESS")
-    digest = _HASHES[base]
-
-    def h(text: str) -> str:
-        return digest(text.encode()).hexdigest()
-
     challenge.count += 1
     nc = f"{challenge.count:08x}"
     cnonce = cnonce or os.urandom(8).hex()
-    ha1 = h(f"{username}:{challenge.realm}:{password}")
-    if challenge.algorithm.endswith("-SESS"):
-        ha1 = h(f"{ha1}:{challenge.nonce}:{cnonce}")
-    ha2 = h(f"{method}:{uri}")
-    if challenge.qop:
-        response = h(f"{ha1}:{challenge.nonce}:{nc}:{cnonce}:{challenge.qop}:{ha2}")
-    else:
-        response = h(f"{ha1}:{challenge.nonce}:{ha2}")
+    answer = digest.response(
+        challenge.algorithm,
+        username=username,
+        realm=challenge.realm,
+        password=password,
+        method=method,
+        uri=uri,
+        nonce=challenge.nonce,
+        qop=challenge.qop,
+        nc=nc,
+        cnonce=cnonce,
+    )
     fields = [
-        f'username="{_quote(username)}"',
-        f'realm="{_quote(challenge.realm)}"',
-        f'nonce="{_quote(challenge.nonce)}"',
-        f'uri="{_quote(uri)}"',
+        f'username="{quote(username)}"',
+        f'realm="{quote(challenge.realm)}"',
+        f'nonce="{quote(challenge.nonce)}"',
+        f'uri="{quote(uri)}"',
         f"algorithm={challenge.algorithm}",
-        f'response="{response}"',
+        f'response="{answer}"',
     ]
     if challenge.qop:
         fields += [f"qop={challenge.qop}", f"nc={nc}", f'cnonce="{cnonce}"']
     if challenge.opaque is not None:
-        fields.append(f'opaque="{_quote(challenge.opaque)}"')
+        fields.append(f'opaque="{quote(challenge.opaque)}"')
     return "Digest " + ", ".join(fields)
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sqlite3
 from datetime import UTC, datetime, timedelta
 
 from relay.camera import check, setup
@@ -16,8 +15,8 @@ from relay.camera.answers import CameraFailure
 from relay.camera.vapix import VapixClient
 from relay.cli.errors import CliError, load
 from relay.config import RelayConfig
+from relay.ledger import Ledger, LedgerError
 from relay.ops import logs
-from relay.spool.ledger import Ledger
 
 
 def camera(args: argparse.Namespace) -> int:
@@ -137,8 +136,8 @@ def _received_since(config: RelayConfig, name: str, since: datetime) -> str | No
     except FileNotFoundError:
         return None
     try:
-        rows = ledger.clips(camera=name, since=since)
-    except sqlite3.Error:
+        rows = ledger.clips.find(camera=name, since=since)
+    except LedgerError:
         return None
     finally:
         ledger.close()
@@ -154,8 +153,8 @@ def _last_clip(config: RelayConfig, name: str) -> str | None:
     except FileNotFoundError:
         return None
     try:
-        rows = [r for r in ledger.clips(camera=name, since=since) if r.origin == "device"]
-    except sqlite3.Error:
+        rows = [r for r in ledger.clips.find(camera=name, since=since) if r.origin == "device"]
+    except LedgerError:
         return None
     finally:
         ledger.close()

@@ -10,9 +10,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from relay.backfill.gapbook import GapRecord
+from relay.ledger import ClipRecord, GapRecord
 from relay.ops.units import human_bytes
-from relay.spool.ledger import ClipRecord
 from relay.spool.store import StoredClip
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")

@@ -5,16 +5,14 @@ queue/, which it picks up; a manual gap is a row it takes up on its next round).
 from __future__ import annotations
 
 import argparse
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from relay.backfill.gapbook import GapBook
 from relay.backfill.gaps import Span
 from relay.cli import render
 from relay.cli.errors import CliError, load
 from relay.config import RelayConfig
-from relay.spool.ledger import Ledger, LedgerUnusable
+from relay.ledger import Ledger, LedgerError, LedgerUnusable
 from relay.spool.store import SpoolStore
 
 
@@ -56,11 +54,11 @@ def _discard(config: RelayConfig, store: SpoolStore, clip_ids: list[str], every:
     removed = store.discard_quarantined(clip_ids)
     try:
         ledger = Ledger.open(config.ledger_path)
-    except (OSError, sqlite3.Error, LedgerUnusable):
+    except (OSError, LedgerError, LedgerUnusable):
         ledger = None  # no history to correct; the clips are gone all the same
     if ledger is not None:
         try:
-            ledger.discarded([c.clip_id for c in removed])
+            ledger.clips.discarded([c.clip_id for c in removed])
         finally:
             ledger.close()
     print(f"{len(removed)} quarantined clip(s) discarded; they will not be delivered.")
@@ -90,7 +88,7 @@ def _from_ledger(config: RelayConfig, since_text: str, read: Callable[[Ledger, d
         raise CliError(f"no ledger at {config.ledger_path} yet; the relay creates it when it starts", 1) from None
     try:
         text = read(ledger, since)
-    except sqlite3.Error as exc:
+    except LedgerError as exc:
         raise CliError(f"cannot read the ledger {config.ledger_path}: {exc} (start the relay once)", 1) from None
     finally:
         ledger.close()
@@ -103,7 +101,7 @@ def clips(args: argparse.Namespace) -> int:
     _known_camera(config, args.camera)
 
     def read(ledger: Ledger, since: datetime) -> str:
-        records = ledger.clips(camera=args.camera, since=since)
+        records = ledger.clips.find(camera=args.camera, since=since)
         return render.clips_json(records) if args.json else render.clips_table(records)
 
     return _from_ledger(config, args.since, read)
@@ -114,7 +112,7 @@ def gaps(args: argparse.Namespace) -> int:
     _known_camera(config, args.camera)
 
     def read(ledger: Ledger, since: datetime) -> str:
-        records = GapBook(ledger).gaps(camera=args.camera, since=since)
+        records = ledger.gaps.find(camera=args.camera, since=since)
         return render.gaps_json(records) if args.json else render.gaps_table(records)
 
     return _from_ledger(config, args.since, read)
@@ -133,10 +131,10 @@ def backfill(args: argparse.Namespace) -> int:
         raise CliError(f"--to ({end.isoformat()}) must be after --from ({start.isoformat()})")
     try:
         ledger = Ledger.open(config.ledger_path)
-    except (OSError, sqlite3.Error, LedgerUnusable) as exc:
+    except (OSError, LedgerError, LedgerUnusable) as exc:
         raise CliError(f"cannot open the ledger {config.ledger_path}: {exc}", 1) from None
     try:
-        gap = GapBook(ledger).add_manual(camera, Span(start, end), datetime.now(UTC))
+        gap = ledger.gaps.add_manual(camera, Span(start, end), datetime.now(UTC))
     finally:
         ledger.close()
     print(

@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from relay.config import DeviceConfig
-from relay.ingest.digest import DigestAuth, parse_digest
+from relay.digest import authorization_params
+from relay.ingest.digest import DigestAuth
 from relay.ingest.secret_hash import SecretChecker, is_hashed
 
 TOKEN_PARAMS = ("accessToken", "access_token", "token")
@@ -71,7 +72,11 @@ async def authenticate(
             if is_hashed(device.password.get_secret_value()):
                 return AuthResult(False, "the password is stored hashed, which Digest cannot use; use Basic")
             verdict = digest.verify(
-                parse_digest(authorization), method, uri, device.username or "", device.password.get_secret_value()
+                authorization_params(authorization),
+                method,
+                uri,
+                device.username or "",
+                device.password.get_secret_value(),
             )
             if verdict == "ok":
                 return AuthResult(True)

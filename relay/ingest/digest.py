@@ -11,14 +11,14 @@ import base64
 import hashlib
 import hmac
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from relay import digest
+
 REALM = "axis-relay"
 NONCE_LIFETIME_S = 300.0
-ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 
 NonceState = Literal["fresh", "stale", "bad"]
 # "ok", "stale" (ours but expired: challenge again with a new nonce), or why it was refused.
@@ -34,15 +34,6 @@ Verdict = Literal[
 ]
 # Nonces whose last nonce count is remembered; an expired nonce is forgotten anyway.
 MAX_NONCES_TRACKED = 4096
-
-_PARAM = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
-
-
-def parse_digest(header: str) -> dict[str, str]:
-    scheme, _, rest = header.partition(" ")
-    if scheme.lower() != "digest":
-        return {}
-    return {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3) for m in _PARAM.finditer(rest)}
 
 
 @dataclass
@@ -79,8 +70,8 @@ class DigestAuth:
         ]
 
     def verify(self, params: dict[str, str], method: str, uri: str, username: str, password: str) -> Verdict:
-        digest = ALGORITHMS.get(params.get("algorithm", "MD5").upper())
-        if digest is None:
+        algorithm = params.get("algorithm", "MD5").upper()
+        if algorithm not in digest.HASHES:
             return "unsupported Digest algorithm"
         if params.get("qop") != "auth" or not all(params.get(k) for k in ("nonce", "nc", "cnonce", "response")):
             return "Digest without qop=auth"
@@ -91,13 +82,18 @@ class DigestAuth:
             return "unknown Digest nonce"
         if state == "stale":
             return "stale"
-
-        def h(text: str) -> str:
-            return digest(text.encode()).hexdigest()
-
-        ha1 = h(f"{username}:{REALM}:{password}")
-        ha2 = h(f"{method}:{uri}")
-        expected = h(f"{ha1}:{params['nonce']}:{params['nc']}:{params['cnonce']}:auth:{ha2}")
+        expected = digest.response(
+            algorithm,
+            username=username,
+            realm=REALM,
+            password=password,
+            method=method,
+            uri=uri,
+            nonce=params["nonce"],
+            qop="auth",
+            nc=params["nc"],
+            cnonce=params["cnonce"],
+        )
         user_ok = hmac.compare_digest(params.get("username", "").encode(), username.encode())
         response_ok = hmac.compare_digest(params["response"].encode(), expected.encode())
         if not (user_ok and response_ok):

@@ -28,6 +28,7 @@ from relay.ingest.handshakes import FIXES as HANDSHAKE_FIXES
 from relay.ingest.handshakes import trouble_message
 from relay.ops.stats import RelayStats
 from relay.spool.spool import Spool
+from relay.spool.store import SpoolStore
 
 Level = Literal["ok", "degraded", "failing"]
 LEVELS: tuple[Level, ...] = ("ok", "degraded", "failing")
@@ -37,6 +38,25 @@ REFUSING_WINDOW_S = 60.0
 # Quarantined clips count while the latest is younger than this (then they are history).
 QUARANTINE_WINDOW_S = 24 * 3600.0
 CERT_WARNING_S = 30 * 86400.0
+
+
+@dataclass(frozen=True)
+class DiskFacts:
+    """What health reads from the spool's disk: read in a thread (``read``), once per
+    look, so that a slow or hung disk never stalls the event loop that answers devices."""
+
+    writable: bool
+    free_bytes: int
+    quarantined: int  # clips in quarantine now
+    quarantined_recent: int  # ... of them quarantined in the last QUARANTINE_WINDOW_S
+    quarantined_latest: float | None  # when the latest was (epoch s)
+    quarantine_why: str  # its reason
+
+    @classmethod
+    def read(cls, store: SpoolStore, now: float) -> DiskFacts:
+        """Blocking: call it with asyncio.to_thread."""
+        recent, latest, why = store.quarantine_summary(now - QUARANTINE_WINDOW_S)
+        return cls(store.writable(), store.free_bytes(), store.quarantined_count(), recent, latest, why)
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,7 @@ def evaluate(
     stats: RelayStats,
     spool: Spool,
     rules: HealthRules,
+    disk: DiskFacts,
     *,
     ledger_failing: tuple[float, str] | None = None,
     now: float | None = None,
@@ -112,7 +133,7 @@ def evaluate(
     now = time.time() if now is None else now
     reasons = [
         *_delivery(stats, spool, rules, now),
-        *_spool(stats, spool, now),
+        *_spool(stats, spool, disk, now),
         *_cameras(stats, rules, now),
         *_certificate(stats, now),
     ]
@@ -174,9 +195,9 @@ def _delivery(stats: RelayStats, spool: Spool, rules: HealthRules, now: float) -
     return []
 
 
-def _spool(stats: RelayStats, spool: Spool, now: float) -> list[Reason]:
+def _spool(stats: RelayStats, spool: Spool, disk: DiskFacts, now: float) -> list[Reason]:
     reasons = []
-    if not spool.store.writable():
+    if not disk.writable:
         reasons.append(
             Reason(
                 "spool_unwritable",
@@ -185,7 +206,7 @@ def _spool(stats: RelayStats, spool: Spool, now: float) -> list[Reason]:
                 "check the spool directory's owner and permissions, and that its file system is mounted read-write",
             )
         )
-    free = spool.store.free_bytes()
+    free = disk.free_bytes
     if free < spool.limits.min_free_bytes:
         reasons.append(
             Reason(
@@ -208,7 +229,7 @@ def _spool(stats: RelayStats, spool: Spool, now: float) -> list[Reason]:
                 refused_at,
             )
         )
-    recent, latest, why = spool.store.quarantine_summary(now - QUARANTINE_WINDOW_S)
+    recent, latest, why = disk.quarantined_recent, disk.quarantined_latest, disk.quarantine_why
     if recent and latest is not None:
         reasons.append(
             Reason(

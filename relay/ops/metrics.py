@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -21,16 +19,16 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from relay.ingest.connections import ConnectionGuard
+from relay.ledger import LedgerError, LedgerWriter
 from relay.ops import status as status_page
-from relay.ops.health import LEVELS, Health, HealthRules, evaluate
+from relay.ops.health import LEVELS, DiskFacts, Health, HealthRules, evaluate
 from relay.ops.stats import RelayStats
 from relay.ops.version import BUILD_INFO, VERSION
-from relay.spool.ledger_writer import LedgerWriter
 from relay.spool.spool import Spool
 
 # How long the status page waits for the ledger before it shows what it has.
@@ -38,11 +36,14 @@ LEDGER_WAIT_S = 3.0
 
 
 class RelayCollector(Collector):
-    def __init__(self, stats: RelayStats, spool: Spool, connections: ConnectionGuard, seen: Observed) -> None:
-        self._stats = stats
-        self._spool = spool
-        self._connections = connections
-        self._seen = seen
+    """One scrape's metrics: made per scrape, with the health and disk facts read for it."""
+
+    def __init__(self, seen: Observed, health: Health, disk: DiskFacts) -> None:
+        self._stats = seen.stats
+        self._spool = seen.spool
+        self._connections = seen.connections
+        self._health = health
+        self._disk = disk
 
     def collect(self) -> Iterator[Metric]:
         s = self._stats
@@ -116,7 +117,7 @@ class RelayCollector(Collector):
                 cadence.add_metric([device], status.cadence_s)
         yield cadence
         yield GaugeMetricFamily(
-            "axis_relay_spool_free_bytes", "Free space on the spool's file system", value=self._spool.store.free_bytes()
+            "axis_relay_spool_free_bytes", "Free space on the spool's file system", value=self._disk.free_bytes
         )
         yield GaugeMetricFamily(
             "axis_relay_spool_free_bytes_floor",
@@ -126,7 +127,7 @@ class RelayCollector(Collector):
         yield GaugeMetricFamily(
             "axis_relay_quarantine_clips",
             "Clips in quarantine now (need an operator: 'axis-relay spool list')",
-            value=self._spool.store.quarantined_count(),
+            value=self._disk.quarantined,
         )
         yield from self._backfill()
         yield from self._commissioning()
@@ -148,7 +149,7 @@ class RelayCollector(Collector):
         )
         build.add_metric(list(BUILD_INFO.values()), 1)
         yield build
-        health = self._seen.health()
+        health = self._health
         level = GaugeMetricFamily(
             "axis_relay_health", "1 for the level /healthz reports now (ok, degraded, failing)", labels=["status"]
         )
@@ -231,7 +232,7 @@ class RelayCollector(Collector):
         yield offset
 
 
-def report(health: Health, stats: RelayStats, spool: Spool, version: str) -> dict[str, Any]:
+def report(health: Health, disk: DiskFacts, stats: RelayStats, spool: Spool, version: str) -> dict[str, Any]:
     """/healthz's JSON: the level and its reasons, then the facts an operator's scripts
     read (``healthy`` and ``problems`` as before: true only when ok, and the messages)."""
     now = time.time()
@@ -246,7 +247,7 @@ def report(health: Health, stats: RelayStats, spool: Spool, version: str) -> dic
         "queued_bytes": spool.queued_bytes,
         "oldest_pending_age_s": round(now - oldest.timestamp(), 1) if oldest else None,
         "last_upload_age_s": round(now - stats.last_upload_at, 1) if stats.last_upload_at else None,
-        "free_disk_bytes": spool.store.free_bytes(),
+        "free_disk_bytes": disk.free_bytes,
         "clips_accepted": stats.clips_accepted,
         "clips_uploaded": stats.clips_uploaded,
         "clips_quarantined": stats.clips_quarantined,
@@ -270,24 +271,27 @@ class Observed:
     devices: Sequence[str] = ()
     destination: str = ""
 
-    def health(self) -> Health:
+    async def look(self) -> tuple[Health, DiskFacts]:
+        """Health now, and the disk facts it was judged on (read in a thread)."""
+        now = time.time()
+        disk = await asyncio.to_thread(DiskFacts.read, self.spool.store, now)
         failing = None
         if self.ledger is not None and self.ledger.failing_since is not None:
             failing = (self.ledger.failing_since, self.ledger.failure)
-        return evaluate(self.stats, self.spool, self.rules, ledger_failing=failing)
+        return evaluate(self.stats, self.spool, self.rules, disk, ledger_failing=failing, now=now), disk
 
 
 def metrics_app(seen: Observed) -> web.Application:
     stats, spool, ledger = seen.stats, seen.spool, seen.ledger
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(RelayCollector(stats, spool, seen.connections, seen))
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        health, disk = await seen.look()
+        body = generate_latest(RelayCollector(seen, health, disk))
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
-        health = seen.health()
-        body = report(health, stats, spool, VERSION)
+        health, disk = await seen.look()
+        body = report(health, disk, stats, spool, VERSION)
         return web.json_response(body, status=503 if health.status == "failing" else 200)
 
     async def page(_: web.Request) -> web.Response:
@@ -297,17 +301,17 @@ def metrics_app(seen: Observed) -> web.Application:
         if ledger is not None:
             # A ledger that cannot be written (full disk) must not hang the page: it
             # shows without the ledger's counts, and says so.
-            with contextlib.suppress(sqlite3.Error, TimeoutError):
+            with contextlib.suppress(LedgerError, TimeoutError):
                 async with asyncio.timeout(LEDGER_WAIT_S):
-                    rows = await ledger.run(functools.partial(status_page.camera_rows, today=today))
-        health = seen.health()
+                    rows = await ledger.run(lambda book: book.clips.by_camera(today))
+        health, disk = await seen.look()
         text = status_page.page(
             status_page.PageFacts(
                 version=VERSION,
                 destination=seen.destination,
                 devices=list(seen.devices),
                 health=health,
-                facts=report(health, stats, spool, VERSION),
+                facts=report(health, disk, stats, spool, VERSION),
                 stats=stats,
                 rows=rows,
                 backfill=seen.rules.backfill,

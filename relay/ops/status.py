@@ -9,54 +9,14 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
+from relay.ledger import CameraDay
 from relay.ops.health import Health, human_duration
 from relay.ops.stats import CameraStatus, RelayStats
-from relay.spool.clip import ledger_time
-from relay.spool.ledger import Ledger
 
 REFRESH_S = 10
-# Quarantine reasons shown per camera (the rest: `axis-relay spool list`).
-REASONS_SHOWN = 3
-
-
-@dataclass
-class CameraRow:
-    camera: str
-    today: int = 0
-    waiting: int = 0
-    quarantined: int = 0
-    backfilled_today: int = 0
-    last_received: str | None = None
-    reasons: list[str] = field(default_factory=list)
-
-
-def camera_rows(ledger: Ledger, today: datetime) -> dict[str, CameraRow]:
-    """From the ledger: only today's rows and those still waiting or quarantined."""
-    rows: dict[str, CameraRow] = {}
-    for camera, today_n, backfilled, last in ledger.db.execute(
-        "SELECT camera, sum(origin = 'device'), sum(origin = 'backfill'), max(received_at) FROM clip "
-        "WHERE received_at >= ? GROUP BY camera",
-        (ledger_time(today),),
-    ):
-        rows[camera] = CameraRow(camera, today=today_n, backfilled_today=backfilled, last_received=last)
-    for camera, state, count in ledger.db.execute(
-        "SELECT camera, state, count(*) FROM clip WHERE state IN ('queued', 'quarantined') GROUP BY camera, state"
-    ):
-        row = rows.setdefault(camera, CameraRow(camera))
-        if state == "queued":
-            row.waiting = count
-        else:
-            row.quarantined = count
-    for camera, reason in ledger.db.execute(
-        "SELECT camera, reason FROM clip WHERE state = 'quarantined' ORDER BY quarantined_at DESC"
-    ):
-        row = rows[camera]
-        if len(row.reasons) < REASONS_SHOWN and reason and reason not in row.reasons:
-            row.reasons.append(reason)
-    return rows
 
 
 def ago(timestamp: float | None, now: float) -> str:
@@ -74,7 +34,7 @@ class PageFacts:
     health: Health
     facts: dict[str, object]  # /healthz's report
     stats: RelayStats
-    rows: dict[str, CameraRow] | None  # None: the ledger could not be read
+    rows: dict[str, CameraDay] | None  # None: the ledger could not be read
     backfill: bool
 
 
@@ -90,7 +50,7 @@ def _clock(status: CameraStatus | None) -> str:
 
 def _camera_row(device: str, p: PageFacts, now: float) -> str:
     e = html.escape
-    row = (p.rows or {}).get(device, CameraRow(device))
+    row = (p.rows or {}).get(device, CameraDay(device))
     gaps = p.stats.gap_totals
     open_gaps = sum(n for (c, s), (n, _) in gaps.items() if c == device and s in ("detected", "fetching", "retrying"))
     unfillable = sum(n for (c, s), (n, _) in gaps.items() if c == device and s == "unfillable")

@@ -29,8 +29,9 @@ import time
 from typing import Protocol
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
+from relay.backoff import Backoff
 from relay.config import RetryConfig
 from relay.ops.stats import Refusal, RelayStats
 from relay.spool.clip import ClipMeta
@@ -104,6 +105,7 @@ class Uploader:
         self._spool = spool
         self._destination = destination
         self._retry = retry
+        self._backoff = Backoff(retry.initial_s, retry.max_s, jitter=True)
         self._stats = stats
         self._workers = workers
         self.pause = DeliveryPause(retry.max_s, stats)
@@ -145,7 +147,7 @@ class Uploader:
                 # tenacity sees BaseException too: a cancelled upload (shutdown) must
                 # end here, not be "retried" forever.
                 retry=retry_if_exception(lambda e: isinstance(e, Exception) and classify(e) is None),
-                wait=wait_random_exponential(multiplier=self._retry.initial_s, max=self._retry.max_s),
+                wait=self._backoff.tenacity_wait,
                 before_sleep=functools.partial(self._log_retry, clip_id, before),
                 reraise=True,
             ):

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from relay.backfill.gapbook import GapBook, GapRecord
-from relay.spool.ledger import Ledger
+from relay.ledger import GapRecord, Ledger
 from tests.support.footage import frames_in
 from tests.support.harness import DEVICE, TLS, TOKEN, list_keys, object_bytes, raw_config, wait_until
 from tests.support.vapix_camera import FILENAME_TEMPLATE, CameraEmulator
@@ -53,7 +52,7 @@ def ledger_gaps(ledger_path: Path, camera: str | None = None) -> list[GapRecord]
         return []
     ledger = Ledger.open_readonly(ledger_path)
     try:
-        return GapBook(ledger).gaps(camera=camera)
+        return ledger.gaps.find(camera=camera)
     except Exception:
         return []  # not migrated yet: the relay is still starting
     finally:

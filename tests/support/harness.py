@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import ssl
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -81,20 +82,37 @@ class TLS:
         return context
 
 
-async def axis_relay(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+def axis_relay_command(*args: str) -> list[str]:
+    """The command line of `axis-relay ARGS` (the package run by this interpreter): every
+    test that starts the CLI starts it through here."""
+    return [sys.executable, "-m", "relay", *args]
+
+
+async def axis_relay(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None, timeout: float = 60
+) -> tuple[int, str, str]:
     """`axis-relay ARGS` as an operator runs it, in a process: exit code, stdout, stderr
-    (``env`` added to this process's environment)."""
+    (``env`` added to this process's environment; ``stdin`` typed in)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "relay",
-        *args,
+        *axis_relay_command(*args),
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **env} if env else None,
     )
-    out, err = await proc.communicate()
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate(stdin)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
     return int(proc.returncode or 0), out.decode(), err.decode()
+
+
+def axis_relay_sync(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """As ``axis_relay``, for a test that is not async."""
+    return subprocess.run(axis_relay_command(*args), capture_output=True, text=True, timeout=timeout)
 
 
 def s3_client(endpoint_url: str, tls: TLS | None) -> Any:

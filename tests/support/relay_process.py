@@ -15,13 +15,13 @@ import os
 import resource
 import signal
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from tests.support.device import Device
+from tests.support.harness import axis_relay_command
 
 
 @contextlib.asynccontextmanager
@@ -61,12 +61,7 @@ class RelayProcess:
     async def start(self) -> None:
         self.events = []
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "relay",
-            "run",
-            "--config",
-            str(self.config_path),
+            *axis_relay_command("run", "--config", str(self.config_path)),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, **self.env},

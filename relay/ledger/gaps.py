@@ -1,4 +1,4 @@
-"""The gaps in the ledger: what was found missing, per camera, and what became of it.
+"""The ``gap`` table: what was found missing, per camera, and what became of it.
 
 A gap moves ``detected`` -> ``fetching`` -> ``filled``, or ``unfillable`` (no
 recording covers it, no SD card, retention passed, no camera access configured), or
@@ -6,8 +6,7 @@ recording covers it, no SD card, retention passed, no camera access configured),
 ``fetched_until`` is how far its footage is safely in the spool, so a relay that
 stops mid-gap goes on from there and never fetches a range twice.
 
-Synchronous, on the ledger's own thread (``LedgerWriter.run``); every change is one
-transaction.
+On the ledger's own thread (``LedgerWriter.run``); every change is one transaction.
 """
 
 from __future__ import annotations
@@ -15,21 +14,17 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
-from relay.backfill.gaps import ClipSpan, FoundGap, GapCause, Span
+from relay.backfill.gaps import FoundGap, GapCause, Span
+from relay.ledger.clips import from_iso
+from relay.ledger.schema import transaction
 from relay.spool.clip import ledger_time
-from relay.spool.ledger import Ledger, transaction
 
 GapState = Literal["detected", "fetching", "filled", "unfillable", "retrying"]
 # A still-waiting silence gap is stretched, not joined by a new one, while a camera stays quiet.
 EXTENDABLE = ("detected", "retrying")
-
-
-def _time(text: str) -> datetime:
-    # fromisoformat (C) rather than strptime: detection parses thousands of these a round.
-    return datetime.fromisoformat(text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +47,7 @@ class GapRecord:
 
     @property
     def span(self) -> Span:
-        return Span(_time(self.starts_at), _time(self.ends_at))
+        return Span(from_iso(self.starts_at), from_iso(self.ends_at))
 
     @property
     def seconds(self) -> float:
@@ -60,57 +55,17 @@ class GapRecord:
 
     @property
     def resume_from(self) -> datetime:
-        return _time(self.fetched_until) if self.fetched_until else self.span.starts
+        return from_iso(self.fetched_until) if self.fetched_until else self.span.starts
 
 
-_COLUMNS = [f.name for f in dataclasses.fields(GapRecord)]
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM gap"
+_SELECT = f"SELECT {', '.join(f.name for f in dataclasses.fields(GapRecord))} FROM gap"
 
 
-class GapBook:
-    def __init__(self, ledger: Ledger) -> None:
-        self._db: sqlite3.Connection = ledger.db
+class Gaps:
+    """The gap table, on the ledger's thread."""
 
-    # ----- what detection reads ------------------------------------------
-
-    def clip_spans(self, camera: str, since: datetime) -> list[ClipSpan]:
-        return self._spans("", camera, since)
-
-    def evicted_spans(self, camera: str, since: datetime) -> list[ClipSpan]:
-        """Clips evicted unsent since ``since``: they can be old, and are few (an index)."""
-        return self._spans("state = 'evicted' AND ", camera, since)
-
-    def _spans(self, condition: str, camera: str, since: datetime) -> list[ClipSpan]:
-        rows = self._db.execute(
-            "SELECT starts_at, ends_at, sequence, origin, state FROM clip "
-            f"WHERE {condition}camera = ? AND starts_at IS NOT NULL AND ends_at >= ? ORDER BY starts_at",
-            (camera, ledger_time(since)),
-        ).fetchall()
-        return [ClipSpan(_time(s), _time(e), seq, origin, state) for s, e, seq, origin, state in rows]
-
-    def backfilled(self, camera: str, span: Span) -> list[Span]:
-        """The back-fill clips that already hold footage of ``span``."""
-        rows = self._db.execute(
-            "SELECT starts_at, ends_at FROM clip WHERE camera = ? AND origin = 'backfill' AND state != 'evicted' "
-            "AND starts_at < ? AND ends_at > ?",
-            (camera, ledger_time(span.ends), ledger_time(span.starts)),
-        ).fetchall()
-        return [Span(_time(s), _time(e)) for s, e in rows]
-
-    def watched_since(self, camera: str, now: datetime) -> datetime:
-        """Since when the relay watches this camera for gaps: its first start with the
-        camera configured. What happened before is not the relay's to know."""
-        with transaction(self._db):
-            self._db.execute("INSERT OR IGNORE INTO watch (camera, since) VALUES (?, ?)", (camera, ledger_time(now)))
-        row = self._db.execute("SELECT since FROM watch WHERE camera = ?", (camera,)).fetchone()
-        return _time(row[0])
-
-    def known(self, camera: str, since: datetime) -> list[Span]:
-        rows = self._db.execute(
-            "SELECT starts_at, ends_at FROM gap WHERE camera = ? AND ends_at >= ? AND cause != 'manual'",
-            (camera, ledger_time(since)),
-        ).fetchall()
-        return [Span(_time(s), _time(e)) for s, e in rows]
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
 
     # ----- changes --------------------------------------------------------
 
@@ -183,11 +138,27 @@ class GapBook:
             )
         return cursor.rowcount
 
+    def prune(self, cutoff: datetime) -> int:
+        """Gaps that ended before ``cutoff`` and were settled; those still being worked on
+        never go. Inside the caller's transaction."""
+        cursor = self._db.execute(
+            "DELETE FROM gap WHERE ends_at < ? AND state IN ('filled', 'unfillable')", (ledger_time(cutoff),)
+        )
+        return cursor.rowcount
+
     # ----- reading --------------------------------------------------------
 
     def get(self, gap_id: int) -> GapRecord | None:
         row = self._db.execute(f"{_SELECT} WHERE gap_id = ?", (gap_id,)).fetchone()
         return GapRecord(*row) if row else None
+
+    def known(self, camera: str, since: datetime) -> list[Span]:
+        """What detection already found (every cause but an operator's ask)."""
+        rows = self._db.execute(
+            "SELECT starts_at, ends_at FROM gap WHERE camera = ? AND ends_at >= ? AND cause != 'manual'",
+            (camera, ledger_time(since)),
+        ).fetchall()
+        return [Span(from_iso(s), from_iso(e)) for s, e in rows]
 
     def due(self, camera: str, now: datetime) -> GapRecord | None:
         """The oldest gap to work on now (oldest first: the card deletes oldest first)."""
@@ -198,7 +169,7 @@ class GapBook:
         ).fetchone()
         return GapRecord(*row) if row else None
 
-    def gaps(self, *, camera: str | None = None, since: datetime | None = None) -> list[GapRecord]:
+    def find(self, *, camera: str | None = None, since: datetime | None = None) -> list[GapRecord]:
         where, params = [], []
         if camera is not None:
             where.append("camera = ?")
@@ -212,7 +183,7 @@ class GapBook:
     def totals(self, since: datetime) -> dict[tuple[str, str], tuple[int, float]]:
         """(camera, state) -> (count, seconds) of the gaps that end after ``since``."""
         totals: dict[tuple[str, str], tuple[int, float]] = {}
-        for gap in self.gaps(since=since):
+        for gap in self.find(since=since):
             count, seconds = totals.get((gap.camera, gap.state), (0, 0.0))
             totals[(gap.camera, gap.state)] = (count + 1, seconds + gap.seconds)
         return totals
@@ -229,12 +200,3 @@ class GapBook:
             if overdue or unfillable:
                 found[camera] = (int(overdue or 0), int(unfillable or 0))
         return found
-
-
-def backoff_s(attempts: int, initial_s: float, max_s: float) -> float:
-    """Capped exponential backoff for a camera that could not be asked."""
-    return float(min(max_s, initial_s * 2 ** max(0, attempts - 1)))
-
-
-def later(now: datetime, seconds: float) -> datetime:
-    return now + timedelta(seconds=seconds)

@@ -5,6 +5,9 @@ Every note is a single statement and a batch is one transaction, so a crash lose
 most the notes not yet written, never half of one. While the file cannot be written
 (disk full, I/O errors) notes wait in memory, up to a bound, and are retried; a file
 that goes bad under the relay is moved aside and a new one started.
+
+The open ``Ledger`` lives on the writer's thread and is touched only there: every
+reader (back-fill, the status page, start-up's reconcile) goes through ``run``.
 """
 
 from __future__ import annotations
@@ -15,13 +18,18 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 
+from relay.backoff import Backoff
+from relay.ledger import clips
+from relay.ledger.clips import Statement
+from relay.ledger.file import Ledger
+from relay.ledger.schema import LedgerError, LedgerUnusable
 from relay.spool.clip import ClipMeta
-from relay.spool.ledger import INSERT, Ledger, LedgerUnusable, Statement, now, row
 from relay.spool.store import StoredClip
 from relay.tasks import cancel_and_wait
 
@@ -32,18 +40,18 @@ T = TypeVar("T")
 # past this the oldest are dropped with an error line: history, never clips.
 MAX_BACKLOG = 50_000
 PRUNE_EVERY_S = 3600.0
+# Between attempts to write while the file fails: 1 s, 2 s, ... up to 30 s.
+RETRY = Backoff(initial_s=1.0, max_s=30.0)
 
 
 class LedgerWriter:
-    """Takes notes from the event loop without blocking it and writes them in batches,
-    in one thread of its own. Every note is a single statement; a batch is one
-    transaction, so a crash loses at most the notes not yet written, never half one."""
-
     def __init__(self, path: Path, retention_days: int) -> None:
         self.path = path
         self._retention_days = retention_days
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
+        # On the ledger's thread only: the open file, or why there is none.
         self._ledger: Ledger | None = None
+        self._missing = ""
         self._backlog: list[Statement] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -58,7 +66,8 @@ class LedgerWriter:
     @contextlib.asynccontextmanager
     async def open(cls, path: Path, retention_days: int) -> AsyncIterator[LedgerWriter]:
         writer = cls(path, retention_days)
-        await writer._call(writer._open)
+        if (missing := await writer._call(writer._open)) is not None:
+            writer._failing(missing)
         task = asyncio.create_task(writer._write_forever(), name="ledger-writer")
         try:
             yield writer
@@ -71,18 +80,27 @@ class LedgerWriter:
             await writer._call(writer._close)
             writer._thread.shutdown(wait=True)
 
-    async def _call(self, function: Any, *args: Any) -> Any:
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
-    def _open(self) -> None:
+    def _failing(self, why: str) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.time()
+        self.failure = why
+
+    # ----- on the ledger's thread ------------------------------------------
+
+    def _open(self) -> str | None:
+        """Open the file; None, or why it cannot be (the relay goes on without history)."""
         try:
             self._ledger = Ledger.open_or_recreate(self.path)
-        except (OSError, sqlite3.Error, LedgerUnusable) as exc:
+        except (OSError, LedgerError, LedgerUnusable) as exc:
             # No history is better than no relay: clips still flow, and the next start tries again.
             log.error("ledger_unavailable", path=str(self.path), error=str(exc), fix="check the file's directory")
-            self.failing_since, self.failure = time.time(), f"cannot be opened: {exc}"
-            return
+            self._missing = f"cannot be opened: {exc}"
+            return self._missing
         self._prune()
+        return None
 
     def _close(self) -> None:
         if self._ledger is not None:
@@ -94,19 +112,35 @@ class LedgerWriter:
             return
         try:
             pruned = self._ledger.prune(self._retention_days)
-        except sqlite3.Error as exc:
+        except LedgerError as exc:
             log.warning("ledger_prune_failed", error=str(exc))
             return
         if pruned:
             log.info("ledger_pruned", rows=pruned, retention_days=self._retention_days)
 
+    def _write(self, batch: list[Statement]) -> str | None:
+        """Write one batch; None, or why there is no ledger to write to (the batch is lost)."""
+        if self._ledger is None:
+            return self._missing
+        try:
+            self._ledger.apply(batch)
+        except sqlite3.OperationalError:
+            raise  # disk full, I/O, locked: passes; the batch is retried
+        except sqlite3.DatabaseError as exc:
+            # The file went bad under us: start a fresh one; this batch's notes are lost.
+            log.error("ledger_damaged", error=str(exc))
+            self._ledger.close()
+            self._ledger = None
+            return self._open()
+        return None
+
+    # ----- from the event loop ---------------------------------------------
+
     async def reconcile(self, in_spool: list[StoredClip]) -> None:
         """Add what the spool holds and the ledger lacks (start-up)."""
-        if self._ledger is None:
-            return
         try:
-            added = await self._call(self._ledger.reconcile, in_spool)
-        except sqlite3.Error as exc:
+            added = await self.run(lambda ledger: ledger.clips.reconcile(in_spool))
+        except LedgerError as exc:
             log.error("ledger_reconcile_failed", error=str(exc))
             return
         if added:
@@ -123,52 +157,32 @@ class LedgerWriter:
         def on_thread() -> T | None:
             return None if self._ledger is None else work(self._ledger)
 
-        result: T | None = await self._call(on_thread)
-        return result
+        return await self._call(on_thread)
 
-    # ----- notes, from the event loop ------------------------------------
-
-    def _note(self, sql: str, params: dict[str, Any]) -> None:
+    def _note(self, statement: Statement) -> None:
         if len(self._backlog) >= MAX_BACKLOG:
             del self._backlog[0]
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.error("ledger_notes_dropped", count=self.dropped, backlog=MAX_BACKLOG)
-        self._backlog.append((sql, params))
+        self._backlog.append(statement)
         self._idle.clear()
         self._wake.set()
 
     def received(self, meta: ClipMeta) -> None:
-        self._note(INSERT + " ON CONFLICT (clip_id) DO NOTHING", row(meta, "queued"))
+        self._note(clips.received(meta))
 
     def requeued(self, meta: ClipMeta) -> None:
-        """Back in the queue (an operator's 'spool retry'), or found there at start."""
-        self._note(
-            INSERT + " ON CONFLICT (clip_id) DO UPDATE SET state = 'queued', reason = NULL, quarantined_at = NULL",
-            row(meta, "queued"),
-        )
+        self._note(clips.requeued(meta))
 
     def uploaded(self, clip_id: str, key: str | None, route: str) -> None:
-        self._note(
-            "UPDATE clip SET state = 'uploaded', uploaded_at = :at, key = :key, route = :route, reason = NULL "
-            "WHERE clip_id = :clip_id",
-            {"clip_id": clip_id, "at": now(), "key": key, "route": route},
-        )
+        self._note(clips.uploaded(clip_id, key, route, datetime.now(UTC)))
 
     def quarantined(self, clip_id: str, reason: str) -> None:
-        self._note(
-            "UPDATE clip SET state = 'quarantined', quarantined_at = :at, reason = :reason WHERE clip_id = :clip_id",
-            {"clip_id": clip_id, "at": now(), "reason": reason},
-        )
+        self._note(clips.quarantined(clip_id, reason, datetime.now(UTC)))
 
     def evicted(self, clip_id: str) -> None:
-        self._note(
-            "UPDATE clip SET state = 'evicted', reason = 'evicted to make room (spool.full_policy)' "
-            "WHERE clip_id = :clip_id",
-            {"clip_id": clip_id},
-        )
-
-    # ----- the writing thread --------------------------------------------
+        self._note(clips.evicted(clip_id))
 
     async def _write_forever(self) -> None:
         failures = 0
@@ -180,7 +194,7 @@ class LedgerWriter:
                 await self._wake.wait()
             batch, self._backlog = self._backlog, []
             try:
-                await self._call(self._write, batch)
+                missing = await self._call(self._write, batch)
             except Exception as exc:
                 # Keep the notes (disk full, I/O error, a ledger that could not be
                 # recreated) and try again, a little later each time: this task never dies.
@@ -188,29 +202,17 @@ class LedgerWriter:
                 failures += 1
                 if failures == 1:
                     log.error("ledger_write_failed", error=str(exc), pending=len(self._backlog))
-                    self.failing_since, self.failure = time.time(), f"cannot be written: {exc}"
-                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+                    self._failing(f"cannot be written: {exc}")
+                await asyncio.sleep(RETRY.delay(failures))
                 continue
             if failures:
                 log.info("ledger_write_recovered", after_failures=failures)
                 failures = 0
-            if self._ledger is not None:
+            if missing is None:
                 self.failing_since = None
+            else:
+                self._failing(missing)
             self.written += len(batch)
             if time.monotonic() - last_prune > PRUNE_EVERY_S:
                 last_prune = time.monotonic()
                 await self._call(self._prune)
-
-    def _write(self, batch: list[Statement]) -> None:
-        if self._ledger is None:
-            return
-        try:
-            self._ledger.apply(batch)
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError):
-                raise  # disk full, I/O, locked: passes; retried
-            # The file went bad under us: start a fresh one; this batch's notes are lost.
-            log.error("ledger_damaged", error=str(exc))
-            self._ledger.close()
-            self._ledger = None
-            self._open()

@@ -1,0 +1,23 @@
+"""The ``watch`` table: since when the relay watches each camera for gaps."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+
+from relay.ledger.clips import from_iso
+from relay.ledger.schema import transaction
+from relay.spool.clip import ledger_time
+
+
+class Watch:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def since(self, camera: str, now: datetime) -> datetime:
+        """The relay's first start with the camera configured (``now`` the first time it
+        is asked). What happened before is not the relay's to know."""
+        with transaction(self._db):
+            self._db.execute("INSERT OR IGNORE INTO watch (camera, since) VALUES (?, ?)", (camera, ledger_time(now)))
+        row = self._db.execute("SELECT since FROM watch WHERE camera = ?", (camera,)).fetchone()
+        return from_iso(row[0])
