@@ -191,6 +191,15 @@ class LedgerConfig(Strict):
     retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
 
 
+class AuditConfig(Strict):
+    """The periodic audit: is the footage the ledger counts as delivered still in S3?
+    (relay.coverage.audit; reads the bucket with the [s3] credentials.)"""
+
+    enabled: bool = True
+    interval_s: Annotated[float, Field(gt=0)] = 3600.0
+    window_hours: Annotated[float, Field(gt=0)] = 24.0
+
+
 class RetryConfig(Strict):
     # Full-jitter exponential backoff: each wait is uniform in [0, min(cap, initial * 2**n)].
     initial_s: Annotated[float, Field(gt=0)] = 1.0
@@ -234,6 +243,7 @@ class RelayConfig(Strict):
     apigw: ApiGatewayConfig | None = None
     ledger: LedgerConfig = LedgerConfig()
     backfill: BackfillConfig = BackfillConfig()
+    audit: AuditConfig = AuditConfig()
     retry: RetryConfig = RetryConfig()
     metrics: MetricsConfig = MetricsConfig()
     health: HealthConfig = HealthConfig()

@@ -11,8 +11,12 @@ from pydantic import Field, FilePath, SecretStr, field_validator, model_validato
 from relay.config_base import MiB, Strict
 from relay.templates import check_key_template
 
+# Keys carry the footage's start and end (UTC, to the microsecond), so one listing of a
+# camera's day tells its coverage without a request per object (relay.coverage.keys).
+# Both begin with the footage's day; the start comes first, so keys sort by time.
+KEY_TEMPLATE = "{camera}/{start:%Y/%m/%d}/{start:%Y%m%dT%H%M%S.%f}_{end:%Y%m%dT%H%M%S.%f}_{filename}"
 # Back-fill clips carry no device file name: their key is made of the footage's times.
-BACKFILL_KEY_TEMPLATE = "{camera}/{date:%Y/%m/%d}/backfill/{start:%H%M%S}-{end:%H%M%S}.mkv"
+BACKFILL_KEY_TEMPLATE = "{camera}/{start:%Y/%m/%d}/backfill/{start:%Y%m%dT%H%M%S.%f}_{end:%Y%m%dT%H%M%S.%f}.mkv"
 # S3's limit on the parts of one multipart upload.
 S3_MAX_PARTS = 10_000
 
@@ -40,7 +44,7 @@ class S3Config(_Uploads):
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
-    key_template: str = "{camera}/{date:%Y/%m/%d}/{filename}"
+    key_template: str = KEY_TEMPLATE
     # Clips fetched back from a camera's SD card; {date} is the footage's start there.
     backfill_key_template: str = BACKFILL_KEY_TEMPLATE
     read_timeout_s: Annotated[float, Field(gt=0)] = 120.0

@@ -27,6 +27,8 @@ from aiohttp import web
 from relay import _compat
 from relay.backfill.filler import Backfill
 from relay.config import IngestConfig, MetricsConfig, RelayConfig
+from relay.coverage.audit import Audit
+from relay.coverage.seed import needs_seeding, seed_history
 from relay.ingest.connections import ConnectionGuard, GuardedSite, fd_budget
 from relay.ingest.endpoint import Ingest
 from relay.ingest.handshakes import HandshakeWatch, camera_addresses
@@ -275,7 +277,12 @@ async def serve(
         tasks.start("requeue-scan", _rescan(spool, requeue_scan_s))
         if config.backfill.enabled:
             backfill = Backfill(config.backfill, config.devices, spool, ledger, stats)
-            tasks.start("backfill", backfill.run(), may_return=True)
+            # Asked before ingest opens: a new gateway's empty ledger learns from S3 what the
+            # bucket already holds, before back-fill's first round (relay.coverage.seed).
+            history = seed_history(config, ledger) if await needs_seeding(config, ledger) else None
+            tasks.start("backfill", backfill.run(history), may_return=True)
+        if config.audit.enabled and config.destination == "s3":
+            tasks.start("coverage-audit", Audit(config, ledger, stats).run())
 
         watch = HandshakeWatch(stats, await camera_addresses(config.devices))
         budget = fd_budget(config.ingest.max_connections, config.upload_workers)

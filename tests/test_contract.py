@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import boto3
+import pytest
 
 from cloud.function import handler
 from relay.spool.clip import CLIP_ID_TIME, ClipMeta, clip_id_time, new_clip_id
 from relay.upload.delivery import disambiguated
 from relay.upload.handoff import HandoffStore
-from relay.upload.s3 import object_metadata
+from relay.upload.metadata import object_metadata
 
 
-def a_clip() -> ClipMeta:
+def a_clip(**fields: Any) -> ClipMeta:
+    """A clip with every field objects carry (the footage's span and sources, a #s)."""
     now = datetime.now(UTC)
-    return ClipMeta(
+    given: dict[str, Any] = dict(
         clip_id=new_clip_id(now),
         camera="cam-entrance",
         filename="video23-04-13_21-50-27-63_00001.mkv",
@@ -28,7 +31,12 @@ def a_clip() -> ClipMeta:
         size=1234,
         crc32c="AAAAAA==",
         received_at=now.isoformat(),
+        starts_at=(now - timedelta(seconds=15)).isoformat(),
+        ends_at=now.isoformat(),
+        starts_source="matroska",
+        ends_source="arrival",
     )
+    return ClipMeta(**(given | fields))
 
 
 def test_clip_ids_have_one_form_on_both_sides() -> None:
@@ -48,9 +56,18 @@ def test_a_clash_keeps_both_under_the_same_name() -> None:
         assert handler.disambiguated(key, clip_id) == disambiguated(key, clip_id)
 
 
-def test_object_metadata_has_the_same_names_and_values_on_both_paths() -> None:
-    meta = a_clip()
-    assert tuple(object_metadata(meta)) == handler.METADATA_KEYS
+@pytest.mark.parametrize(
+    "meta",
+    [
+        a_clip(),
+        a_clip(filename="clip.mkv", starts_at=None, ends_at=None, starts_source=None, ends_source=None),
+        a_clip(origin="backfill", starts_source="export", ends_source="export"),
+    ],
+    ids=["every-field", "no-times-no-sequence", "backfill"],
+)
+def test_object_metadata_has_the_same_names_and_values_on_both_paths(meta: ClipMeta) -> None:
+    assert set(object_metadata(meta)) <= set(handler.METADATA_KEYS)
+    assert tuple(object_metadata(a_clip())) == handler.METADATA_KEYS
     # The hand-off: what the relay asks for is what the function signs into the URL.
     client = boto3.client(
         "s3",

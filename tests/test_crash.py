@@ -13,7 +13,7 @@ from typing import Any
 
 from relay.dev.local_s3 import LocalS3, free_port
 from tests.support.faultproxy import Faults, in_front_of
-from tests.support.harness import PATH, TLS, list_keys, object_bytes, raw_config, wait_until, write_config
+from tests.support.harness import PATH, TLS, clip_name, list_keys, object_bytes, raw_config, wait_until, write_config
 from tests.support.relay_process import relay_process
 
 
@@ -61,9 +61,9 @@ async def test_kill_while_queued_uploads_each_clip_once(
         await wait_until(all_there, what="4 objects")
         await wait_until(lambda: not list((Path(raw["spool"]["dir"]) / "queue").iterdir()), what="empty queue")
         keys = await list_keys(s3, bucket)
-        assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted(clips)
+        assert sorted(clip_name(k) for k in keys) == sorted(clips)
         for key in keys:
-            assert await object_bytes(s3, bucket, key) == clips[key.rsplit("/", 1)[1]]
+            assert await object_bytes(s3, bucket, key) == clips[clip_name(key)]
 
 
 async def test_kill_mid_multipart_resumes_without_resending_parts(

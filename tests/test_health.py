@@ -25,6 +25,7 @@ from tests.support.harness import (
     TLS,
     RunningRelay,
     axis_relay,
+    clip_name,
     http_get,
     list_keys,
     metric,
@@ -154,7 +155,7 @@ async def test_a_wrong_secret_key_is_failing_at_once_quarantines_nothing_and_a_r
         assert (await status_cli(config_file))[0] == 0
     print(f"wrong secret fixed: restart -> ok in {back - restarted:.2f} s")
     keys = await list_keys(s3, bucket)
-    assert [k.rsplit("/", 1)[1] for k in keys] == ["c0.mkv", "c1.mkv", "c2.mkv"]
+    assert [clip_name(k) for k in keys] == ["c0.mkv", "c1.mkv", "c2.mkv"]
     for key, clip in zip(keys, clips, strict=True):
         assert await object_bytes(s3, bucket, key) == clip
 
@@ -240,7 +241,7 @@ async def test_a_dead_s3_is_failing_after_upload_failing_after_s_and_everything_
                 back = await until_level(base, "ok", "/healthz to say ok again", timeout=60)
                 await wait_until(lambda: relay.stats.clips_uploaded == 3, timeout=60, what="3 uploads")
                 assert (await status_cli(config_file))[0] == 0
-        uploaded = [e["key"].rsplit("/", 1)[1] for e in logs if e["event"] == "clip_uploaded"]
+        uploaded = [clip_name(e["key"]) for e in logs if e["event"] == "clip_uploaded"]
         assert uploaded == ["clip0.mkv", "clip1.mkv", "clip2.mkv"]  # in the order they arrived
         async with s3_client(server.endpoint_url, tls) as s3:
             keys = await list_keys(s3, "outage")

@@ -52,7 +52,8 @@ LAYERS: list[tuple[str, ...]] = [
     # The ledger: every clip's history, the gaps, in SQLite; the only package that speaks SQL.
     ("relay.ledger",),
     ("relay.ingest", "relay.camera", "relay.upload"),
-    ("relay.backfill",),
+    # Footage over time: gaps fetched back, coverage read from the bucket.
+    ("relay.backfill", "relay.coverage"),
     # What watches everything: health, metrics, the status page, certificates, site checks.
     ("relay.ops",),
     ("relay.server",),

@@ -289,5 +289,5 @@ def test_a_version_1_ledger_is_migrated_and_keeps_its_rows(tmp_path: Path) -> No
     ledger = Ledger.open(path)
     [row] = ledger.clips.find()
     assert (row.clip_id, row.state, row.starts_source) == ("c1", "uploaded", None)
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     ledger.close()

@@ -14,6 +14,7 @@ from tests.support.harness import (
     PATH,
     TLS,
     TOKEN,
+    clip_name,
     list_keys,
     raw_config,
     relay_config,
@@ -128,7 +129,7 @@ async def test_an_unexpected_worker_error_leaves_the_clip_waiting_and_the_worker
         trash.mkdir()
         assert (await relay.device.post_clip(PATH, os.urandom(10_000), filename="second.mkv")).status == 200
         await wait_until(lambda: not relay.queued(), what="both clips delivered and removed")
-        assert sorted(k.rsplit("/", 1)[1] for k in await list_keys(s3, bucket)) == ["first.mkv", "second.mkv"]
+        assert sorted(clip_name(k) for k in await list_keys(s3, bucket)) == ["first.mkv", "second.mkv"]
 
 
 async def test_spool_files_are_for_the_relay_alone(tmp_path: Path, tls: TLS) -> None:

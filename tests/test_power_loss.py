@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from relay.dev.local_s3 import LocalS3
-from tests.support.harness import PATH, TLS, list_keys, object_bytes, raw_config, wait_until, write_config
+from tests.support.harness import PATH, TLS, clip_name, list_keys, object_bytes, raw_config, wait_until, write_config
 from tests.support.relay_process import relay_process
 
 IMAGE_BYTES = 256 * 1024 * 1024
@@ -93,5 +93,5 @@ async def test_every_acknowledged_clip_survives_a_power_cut(
             assert await relay.stop() == 0
         assert not relay.named("clip_quarantined")
 
-    stored = {key.rsplit("/", 1)[-1]: await object_bytes(s3, bucket, key) for key in await list_keys(s3, bucket)}
+    stored = {clip_name(key): await object_bytes(s3, bucket, key) for key in await list_keys(s3, bucket)}
     assert stored == clips

@@ -22,7 +22,7 @@ from relay.ledger import Ledger
 from relay.spool.clip import ClipMeta, crc32c_b64, new_clip_id
 from relay.spool.store import DATA, META, SpoolStore
 from tests.support.faultproxy import Faults, in_front_of
-from tests.support.harness import PATH, TLS, list_keys, raw_config, running_relay, wait_until
+from tests.support.harness import PATH, TLS, clip_name, list_keys, raw_config, running_relay, wait_until
 
 DEVICES = 6
 CLIPS_PER_DEVICE = 12
@@ -136,7 +136,7 @@ async def test_counts_match_the_disk_under_concurrent_ingest_eviction_retry_and_
     assert states <= {"uploaded", "evicted"}, states
     evicted = sum(1 for row in from_devices.values() if row.state == "evicted")
     assert evicted > 0, "the test never made the relay evict"
-    keys = [k.rsplit("/", 1)[1] for k in await list_keys(s3, bucket)]
+    keys = [clip_name(k) for k in await list_keys(s3, bucket)]
     assert sorted(k for k in keys if k.startswith("dev")) == sorted(
         name for name, row in from_devices.items() if row.state == "uploaded"
     )

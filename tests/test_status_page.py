@@ -6,31 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from pathlib import Path
 
 import aiohttp
 
 from relay.dev.local_s3 import LocalS3
+from tests.support.browser import chromium
 from tests.support.harness import DEVICE, PATH, TLS, RunningRelay, relay_config, running_relay, wait_until
-
-
-async def chromium(*args: str, profile: Path) -> bytes:
-    binary = shutil.which("chromium")
-    assert binary, "chromium is missing: `make test` installs Debian's chromium package"
-    proc = await asyncio.create_subprocess_exec(
-        binary,
-        "--headless",
-        "--no-sandbox",  # CI runs as root
-        "--disable-gpu",
-        f"--user-data-dir={profile}",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0
-    return out
 
 
 async def test_the_page_renders_and_shows_the_camera_that_just_sent_a_clip(relay: RunningRelay, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import structlog
 
 from relay.dev.local_s3 import LocalS3, free_port
 from tests.support.faultproxy import Faults, SlowDownProxy, in_front_of
-from tests.support.harness import PATH, TLS, list_keys, object_bytes, relay_config, running_relay, wait_until
+from tests.support.harness import PATH, TLS, clip_name, list_keys, object_bytes, relay_config, running_relay, wait_until
 
 
 async def test_resets_stalls_and_latency_delay_but_never_lose(
@@ -41,9 +41,9 @@ async def test_resets_stalls_and_latency_delay_but_never_lose(
     assert stats.retries_by_reason["ReadTimeoutError"] >= 2
     assert stats.clips_quarantined == 0
     keys = await list_keys(s3, bucket)
-    assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted(clips)
+    assert sorted(clip_name(k) for k in keys) == sorted(clips)
     for key in keys:
-        assert await object_bytes(s3, bucket, key) == clips[key.rsplit("/", 1)[1]]
+        assert await object_bytes(s3, bucket, key) == clips[clip_name(key)]
 
 
 async def test_slow_down_503_is_backed_off_and_retried(
@@ -107,7 +107,7 @@ async def test_a_connection_lost_mid_upload_is_named_and_every_attempt_counted(
             stats = await relay.stop()
     assert faults.injected == ["reset"]
     assert dict(stats.retries_by_reason) == {"ConnectionLost": 1}
-    stored = {k.rsplit("/", 1)[1]: await object_bytes(s3, bucket, k) for k in await list_keys(s3, bucket)}
+    stored = {clip_name(k): await object_bytes(s3, bucket, k) for k in await list_keys(s3, bucket)}
     assert stored == {"first.mkv": first, "second.mkv": second}
 
 

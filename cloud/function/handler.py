@@ -45,7 +45,27 @@ CLIP_ID = re.compile(r"[A-Za-z0-9.:_-]{1,64}")
 # The time in a clip id: relay/spool/clip.py CLIP_ID_TIME.
 CLIP_ID_TIME = "%Y%m%dT%H%M%S.%fZ"
 # The object's user metadata: relay/upload/s3.py object_metadata().
-METADATA_KEYS = ("clip-id", "camera", "received-at", "crc32c")
+METADATA_KEYS = (
+    "clip-id",
+    "camera",
+    "received-at",
+    "crc32c",
+    "origin",
+    "footage-start",
+    "footage-end",
+    "times-from",
+    "sequence",
+)
+# The footage's fields are optional (a clip whose times are unknown, a name without #s),
+# and each is checked: a presigned request carries exactly what was checked.
+FOOTAGE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+OPTIONAL_METADATA = {
+    "origin": re.compile(r"device|backfill"),
+    "footage-start": FOOTAGE_TIME,
+    "footage-end": FOOTAGE_TIME,
+    "times-from": re.compile(r"(matroska|filename|arrival|export),(matroska|filename|arrival|export)"),
+    "sequence": re.compile(r"\d{1,12}"),
+}
 MAX_PARTS = 10_000
 
 
@@ -248,6 +268,9 @@ class ClipBucket:
         }
         if not content_type.isascii() or not metadata["received-at"].isascii():
             raise BadRequest("content_type and received_at must be ASCII")
+        for name, pattern in OPTIONAL_METADATA.items():
+            if request.get(name.replace("-", "_")) is not None:
+                metadata[name] = _field(request, name.replace("-", "_"), pattern)
         return content_type, metadata
 
     def _presign_put(self, request: dict[str, Any]) -> dict[str, Any]:

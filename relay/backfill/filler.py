@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -74,9 +76,10 @@ class Backfill:
         }
         self._paused = False
 
-    async def run(self) -> None:
+    async def run(self, history: Coroutine[Any, Any, object] | None = None) -> None:
         """Watch every device until cancelled; returns only when the ledger cannot be
-        read (back-fill gives up, the relay goes on relaying)."""
+        read (back-fill gives up, the relay goes on relaying). ``history``, awaited
+        before the first round: a new gateway's ledger seeded from S3."""
         try:
             interrupted = await self._ledger.run(lambda ledger: ledger.gaps.interrupted(now_utc()))
         except LedgerError as exc:
@@ -86,9 +89,13 @@ class Backfill:
             interrupted = 0
         if interrupted is None:
             log.error("backfill_unavailable", reason="the ledger could not be opened; gaps cannot be found")
+            if history is not None:
+                history.close()  # nothing to seed into
             return
         if interrupted:
             log.info("backfill_resumed", gaps=interrupted)
+        if history is not None:
+            await history
         async with contextlib.AsyncExitStack() as stack:
             for name, device in self._devices.items():
                 if device.camera is not None:

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from relay.cli import camera, completion, run, site, spool
+from relay.cli import camera, completion, coverage, run, site, spool
 from relay.cli.errors import CliError
 from relay.cli.parser import build_parser
 from relay.ops import logs
@@ -30,6 +30,7 @@ COMMANDS: dict[str, Handler] = {
     "clips": spool.clips,
     "gaps": spool.gaps,
     "backfill": spool.backfill,
+    "coverage": coverage.coverage,
     "camera": camera.camera,
     "completion": completion.completion,
 }

@@ -90,6 +90,20 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     backfill.add_argument("--camera", required=True, help="the device, as named in [devices]")
     backfill.add_argument("--from", dest="start", required=True, help="start: a time, or a duration ago (2h)")
     backfill.add_argument("--to", dest="end", required=True, help="end: a time, or a duration ago (0s = now)")
+    coverage = sub.add_parser(
+        "coverage", help="is every second of each camera in S3? exit 0 only when complete", parents=[config]
+    )
+    coverage.add_argument("--camera", help="only this device")
+    coverage.add_argument("--day", help="one UTC day, YYYY-MM-DD (default: the last 24 h)")
+    coverage.add_argument("--from", dest="start", help="start: a time, or a duration ago (2h)")
+    coverage.add_argument("--to", dest="end", help="end: a time, or a duration ago (default: now)")
+    coverage.add_argument(
+        "--source",
+        choices=["s3", "ledger", "both"],
+        default="s3",
+        help="read the bucket (default), the ledger, or both and show where they disagree",
+    )
+    coverage.add_argument("--json", action="store_true", help="a JSON array, one entry per camera, for scripts")
     completion = sub.add_parser("completion", help="print a shell completion script (install.sh installs it)")
     completion.add_argument("shell", choices=["bash"], help="the shell (bash)")
     _camera_parser(sub.add_parser("camera", help="check, set up or remove what the relay needs on a camera"), config)

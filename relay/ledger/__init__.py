@@ -20,7 +20,7 @@ the spool no longer holds are marked ``unknown``. A corrupt or unreadable file i
 aside and recreated, with an error log line: the relay never crash-loops over its history.
 """
 
-from relay.ledger.clips import CameraDay, ClipRecord, LedgerState
+from relay.ledger.clips import CameraDay, ClipRecord, InBucket, LedgerState
 from relay.ledger.file import Ledger
 from relay.ledger.gaps import GapRecord, GapState
 from relay.ledger.schema import SCHEMA_VERSION, LedgerError, LedgerUnusable
@@ -32,6 +32,7 @@ __all__ = [
     "ClipRecord",
     "GapRecord",
     "GapState",
+    "InBucket",
     "Ledger",
     "LedgerError",
     "LedgerState",

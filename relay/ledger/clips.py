@@ -60,6 +60,7 @@ class ClipRecord:
     route: str | None
     quarantined_at: str | None
     reason: str | None
+    missing_at: str | None = None  # when the audit found its object gone from S3
 
 
 _COLUMNS = ", ".join(f.name for f in dataclasses.fields(ClipRecord))
@@ -135,6 +136,17 @@ def evicted(clip_id: str) -> Statement:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class InBucket:
+    """An object found in the bucket (relay.coverage), to seed an empty ledger with."""
+
+    key: str
+    size: int
+    starts: datetime
+    ends: datetime
+    origin: str
+
+
 class Clips:
     """The clip table, on the ledger's thread."""
 
@@ -179,6 +191,45 @@ class Clips:
             )
         return self.count() - before
 
+    def seed(self, camera: str, found: Sequence[InBucket]) -> int:
+        """Objects the bucket holds for ``camera``, as delivered clips: a new gateway's
+        ledger learns what is already in S3, so gap detection sees the time the site had
+        no relay and back-fill never fetches what S3 holds. Their id is 's3:<key>', their
+        source 's3'. Returns the rows added."""
+        before = self.count()
+        with transaction(self._db):
+            for obj in found:
+                self._db.execute(
+                    "INSERT INTO clip (clip_id, camera, filename, sequence, bytes, crc32c, received_at, source, "
+                    "origin, state, starts_at, ends_at, starts_source, ends_source, uploaded_at, key, route) "
+                    "VALUES (?, ?, ?, ?, ?, '', ?, 's3', ?, 'uploaded', ?, ?, 's3', 's3', ?, ?, 's3') "
+                    "ON CONFLICT (clip_id) DO NOTHING",
+                    (
+                        f"s3:{obj.key}",
+                        camera,
+                        obj.key.rsplit("/", 1)[-1],
+                        sequence_number(obj.key.rsplit("/", 1)[-1]),
+                        obj.size,
+                        ledger_time(obj.ends),
+                        obj.origin if obj.origin in ("device", "backfill") else "device",
+                        ledger_time(obj.starts),
+                        ledger_time(obj.ends),
+                        ledger_time(obj.ends),
+                        obj.key,
+                    ),
+                )
+        return self.count() - before
+
+    def mark_missing(self, keys: Sequence[str], present: Sequence[str], at: datetime) -> None:
+        """The audit's finding: objects of delivered clips gone from S3 (``keys``), and
+        those found again (``present``)."""
+        with transaction(self._db):
+            self._db.executemany(
+                "UPDATE clip SET missing_at = ? WHERE key = ? AND missing_at IS NULL",
+                [(ledger_time(at), k) for k in keys],
+            )
+            self._db.executemany("UPDATE clip SET missing_at = NULL WHERE key = ?", [(k,) for k in present])
+
     def prune(self, cutoff: datetime) -> int:
         """Rows received before ``cutoff``, never one still queued; inside the caller's
         transaction."""
@@ -206,6 +257,15 @@ class Clips:
         rows = self._db.execute(sql + " ORDER BY received_at, clip_id", params).fetchall()
         return [ClipRecord(*row) for row in rows]
 
+    def overlapping(self, camera: str, span: Span) -> list[ClipRecord]:
+        """The clips of ``camera`` whose footage overlaps ``span``, whenever they arrived
+        (back-fill brings old footage late), by footage start."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM clip WHERE camera = ? AND starts_at < ? AND ends_at > ? ORDER BY starts_at",
+            (camera, ledger_time(span.ends), ledger_time(span.starts)),
+        ).fetchall()
+        return [ClipRecord(*row) for row in rows]
+
     def spans(self, camera: str, since: datetime) -> list[ClipSpan]:
         """Every clip of ``camera`` whose footage ends after ``since``, oldest first."""
         return self._spans("", camera, since)
@@ -226,10 +286,26 @@ class Clips:
         """The back-fill clips that already hold footage of ``span``."""
         rows = self._db.execute(
             "SELECT starts_at, ends_at FROM clip WHERE camera = ? AND origin = 'backfill' AND state != 'evicted' "
-            "AND starts_at < ? AND ends_at > ?",
+            "AND missing_at IS NULL AND starts_at < ? AND ends_at > ?",
             (camera, ledger_time(span.ends), ledger_time(span.starts)),
         ).fetchall()
         return [Span(from_iso(s), from_iso(e)) for s, e in rows]
+
+    def by_minute(self, camera: str, since: datetime) -> dict[int, tuple[float, float, bool]]:
+        """Minute (since ``since``) -> (seconds from the device, seconds back-filled,
+        whether a clip starting then was found gone from S3), for the delivered clips of
+        ``camera``: the status page's strip, summed in SQLite (a day is thousands of
+        clips), each clip counted in the minute it starts."""
+        rows = self._db.execute(
+            "SELECT CAST((julianday(starts_at) - julianday(:since)) * 1440 AS INTEGER) AS minute, "
+            "sum(CASE WHEN origin = 'device' THEN (julianday(ends_at) - julianday(starts_at)) * 86400 ELSE 0 END), "
+            "sum(CASE WHEN origin = 'backfill' THEN (julianday(ends_at) - julianday(starts_at)) * 86400 ELSE 0 END), "
+            "max(missing_at IS NOT NULL) "
+            "FROM clip WHERE camera = :camera AND starts_at >= :since AND state IN ('uploaded', 'queued') "
+            "GROUP BY minute",
+            {"camera": camera, "since": ledger_time(since)},
+        ).fetchall()
+        return {int(m): (float(d or 0), float(b or 0), bool(x)) for m, d, b, x in rows}
 
     def by_camera(self, today: datetime) -> dict[str, CameraDay]:
         """Per camera: only today's rows and those still waiting or quarantined."""

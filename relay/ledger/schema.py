@@ -79,6 +79,11 @@ MIGRATIONS: tuple[str, ...] = (
         since          TEXT NOT NULL
     );
     """,
+    # 3: when the audit (relay.coverage.audit) found a delivered clip's object gone from
+    # S3; cleared when it is there again. Back-fill does not count such a clip as held.
+    """
+    ALTER TABLE clip ADD COLUMN missing_at TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

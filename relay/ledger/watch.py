@@ -21,3 +21,12 @@ class Watch:
             self._db.execute("INSERT OR IGNORE INTO watch (camera, since) VALUES (?, ?)", (camera, ledger_time(now)))
         row = self._db.execute("SELECT since FROM watch WHERE camera = ?", (camera,)).fetchone()
         return from_iso(row[0])
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM watch").fetchone()[0])
+
+    def start_at(self, camera: str, since: datetime) -> None:
+        """Watch ``camera`` from ``since`` (a new gateway seeded from S3: the time since
+        the bucket's earliest footage of it in the lookback), unless it is watched already."""
+        with transaction(self._db):
+            self._db.execute("INSERT OR IGNORE INTO watch (camera, since) VALUES (?, ?)", (camera, ledger_time(since)))

@@ -276,6 +276,20 @@ def _cameras(stats: RelayStats, rules: HealthRules, now: float) -> list[Reason]:
                     camera=camera,
                 )
             )
+    for camera, missing_s in sorted(stats.coverage_missing_s.items()):
+        if missing_s > 0:
+            reasons.append(
+                Reason(
+                    "coverage_missing_in_s3",
+                    "degraded",
+                    f"{camera}: {human_duration(missing_s)} of footage the ledger counts as delivered is no longer in "
+                    "S3 (found by the coverage audit)",
+                    "check the bucket's lifecycle rules and who may delete objects; while the camera's card still "
+                    f"holds it, back-fill fetches it again ('axis-relay coverage --camera {camera} --source both')",
+                    since=stats.coverage_audited_at,
+                    camera=camera,
+                )
+            )
     for camera, status in sorted(stats.cameras.items()):
         offset = status.clock_offset_s
         if status.clock_synced is False or (offset is not None and abs(offset) >= CLOCK_TOLERANCE_S):

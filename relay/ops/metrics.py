@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -24,8 +24,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from relay.ingest.connections import ConnectionGuard
-from relay.ledger import LedgerError, LedgerWriter
+from relay.ledger import Ledger, LedgerError, LedgerWriter
 from relay.ops import status as status_page
+from relay.ops import timeline
 from relay.ops.health import LEVELS, DiskFacts, Health, HealthRules, evaluate
 from relay.ops.stats import RelayStats
 from relay.ops.version import BUILD_INFO, VERSION
@@ -130,6 +131,7 @@ class RelayCollector(Collector):
             value=self._disk.quarantined,
         )
         yield from self._backfill()
+        yield from self._coverage()
         yield from self._commissioning()
         buckets = [
             ("+Inf" if bound == float("inf") else f"{bound:g}", count)
@@ -181,6 +183,32 @@ class RelayCollector(Collector):
                 "When the relay's TLS certificate expires",
                 value=self._stats.cert_not_after,
             )
+
+    def _coverage(self) -> Iterator[Metric]:
+        """The last coverage audit (relay.coverage.audit): absent until one has run."""
+        s = self._stats
+        if s.coverage_audited_at is None:
+            return
+        ratio = GaugeMetricFamily(
+            "axis_relay_coverage_ratio",
+            "Share of the device's time over audit.window_hours that S3 holds, at the last audit",
+            labels=["device"],
+        )
+        missing = GaugeMetricFamily(
+            "axis_relay_coverage_missing_in_s3_seconds",
+            "Seconds of footage the ledger counts as delivered that S3 no longer held at the last audit",
+            labels=["device"],
+        )
+        for device, value in sorted(s.coverage_ratio.items()):
+            ratio.add_metric([device], value)
+            missing.add_metric([device], s.coverage_missing_s.get(device, 0.0))
+        yield ratio
+        yield missing
+        yield GaugeMetricFamily(
+            "axis_relay_coverage_audit_timestamp_seconds",
+            "When the last coverage audit ended",
+            value=s.coverage_audited_at,
+        )
 
     def _backfill(self) -> Iterator[Metric]:
         s = self._stats
@@ -281,6 +309,19 @@ class Observed:
         return evaluate(self.stats, self.spool, self.rules, disk, ledger_failing=failing, now=now), disk
 
 
+def _strips(book: Ledger, devices: Sequence[str], stats: RelayStats) -> dict[str, str]:
+    """Each camera's last 24 h (relay.ops.timeline), on the ledger's thread."""
+    since = (datetime.now(UTC) - timedelta(days=1)).replace(second=0, microsecond=0)
+    audited = stats.coverage_audited_until
+    until = datetime.fromtimestamp(audited, UTC) if audited is not None else None
+    strips = {}
+    for camera in devices:
+        gaps = [g for g in book.gaps.find(camera=camera, since=since)]
+        states = timeline.minute_states(since, book.clips.by_minute(camera, since), gaps, until)
+        strips[camera] = timeline.strip(camera, since, states)
+    return strips
+
+
 def metrics_app(seen: Observed) -> web.Application:
     stats, spool, ledger = seen.stats, seen.spool, seen.ledger
 
@@ -297,13 +338,14 @@ def metrics_app(seen: Observed) -> web.Application:
     async def page(_: web.Request) -> web.Response:
         """The status page (relay.ops.status): today is the gateway's local day."""
         today = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
-        rows = None
+        rows = strips = None
         if ledger is not None:
             # A ledger that cannot be written (full disk) must not hang the page: it
             # shows without the ledger's counts, and says so.
             with contextlib.suppress(LedgerError, TimeoutError):
                 async with asyncio.timeout(LEDGER_WAIT_S):
                     rows = await ledger.run(lambda book: book.clips.by_camera(today))
+                    strips = await ledger.run(lambda book: _strips(book, seen.devices, stats))
         health, disk = await seen.look()
         text = status_page.page(
             status_page.PageFacts(
@@ -315,6 +357,7 @@ def metrics_app(seen: Observed) -> web.Application:
                 stats=stats,
                 rows=rows,
                 backfill=seen.rules.backfill,
+                strips=strips,
             )
         )
         return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})

@@ -88,6 +88,12 @@ class RelayStats:
     gap_totals: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     # camera -> (open gaps older than backfill.retry_max_s, gaps found unfillable in 24 h).
     gap_attention: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # The last coverage audit (relay.coverage.audit): per camera, the share of its time in
+    # S3 and the seconds the ledger counts as delivered that S3 no longer holds.
+    coverage_ratio: dict[str, float] = field(default_factory=dict)
+    coverage_missing_s: dict[str, float] = field(default_factory=dict)
+    coverage_audited_at: float | None = None
+    coverage_audited_until: float | None = None  # the end of the last audit's window
     # Upload durations as a histogram: cumulative counts per upper bound (seconds).
     upload_seconds_bounds: tuple[float, ...] = (1, 5, 15, 60, 300, 900, float("inf"))
     upload_seconds_counts: list[int] = field(default_factory=lambda: [0] * 7)
@@ -115,6 +121,10 @@ class RelayStats:
             "cameras",
             "gap_totals",
             "gap_attention",
+            "coverage_ratio",
+            "coverage_missing_s",
+            "coverage_audited_at",
+            "coverage_audited_until",
             "upload_failing_since",
             "last_upload_error",
             "destination_refusal",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from relay.ledger import CameraDay
+from relay.ops import timeline
 from relay.ops.health import Health, human_duration
 from relay.ops.stats import CameraStatus, RelayStats
 
@@ -36,6 +37,8 @@ class PageFacts:
     stats: RelayStats
     rows: dict[str, CameraDay] | None  # None: the ledger could not be read
     backfill: bool
+    # Each camera's last 24 h as an SVG strip (relay.ops.timeline); None: not read.
+    strips: dict[str, str] | None = None
 
 
 def _clock(status: CameraStatus | None) -> str:
@@ -75,7 +78,10 @@ def _camera_row(device: str, p: PageFacts, now: float) -> str:
         f"<td data-field='tls'>{tls}</td>",
         f"<td data-field='clock'>{e(_clock(p.stats.cameras.get(device)))}</td>",
     ]
-    return f"<tr data-camera='{e(device)}' class='{'warn' if attention else ''}'>{''.join(cells)}</tr>"
+    row_html = f"<tr data-camera='{e(device)}' class='{'warn' if attention else ''}'>{''.join(cells)}</tr>"
+    if p.strips is not None and device in p.strips:
+        row_html += f"<tr class='strip'><td colspan='{len(cells)}'>{p.strips[device]}</td></tr>"
+    return row_html
 
 
 def page(p: PageFacts, now: float | None = None) -> str:
@@ -96,6 +102,8 @@ def page(p: PageFacts, now: float | None = None) -> str:
     body = "".join(_camera_row(device, p, now) for device in p.devices)
     stamp = datetime.now().astimezone().isoformat(timespec="seconds")
     ledger_note = "" if p.rows is not None else "<p class='warn'>The ledger cannot be read: counts are missing.</p>"
+    legend = f"<div id='legend'>Each camera's last 24 h, hover for the times: {timeline.legend()}</div>"
+    legend = legend if p.strips else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{REFRESH_S}">
@@ -112,6 +120,9 @@ th {{ background: #eee; }} tr.warn td {{ background: #fff4e5; }} p.warn {{ color
 #reasons li {{ margin: .4em 0; }} #reasons li.failing b {{ color: #c62828; }}
 #reasons li.degraded b {{ color: #8a4b00; }}
 .fix {{ font-size: .9em; color: #444; }}
+tr.strip td {{ padding: 0 .7em .5em; border-bottom: 1px solid #ddd; }} svg.timeline {{ display: block; }}
+#legend {{ font-size: .8em; color: #555; margin-top: .5em; }} #legend i {{ display: inline-block; width: .9em;
+height: .9em; margin: 0 .3em 0 1em; vertical-align: -.1em; }}
 </style></head><body>
 <h1>axis-relay <span class="state" id="health" data-status="{p.health.status}" style="background:{colour}">{word}</span>
 <small id="version">{e(p.version)}</small></h1>
@@ -124,5 +135,6 @@ th {{ background: #eee; }} tr.warn td {{ background: #fff4e5; }} p.warn {{ color
 <ul id="reasons">{reasons}</ul>{ledger_note}
 <table id="cameras"><thead><tr>{head}</tr></thead>
 <tbody>{body}</tbody></table>
+{legend}
 <p style="color:#777;font-size:.85em">Refreshes every {REFRESH_S} s. Read-only. {e(stamp)}</p>
 </body></html>"""

@@ -46,6 +46,12 @@ def ledger_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(LEDGER_TIME)
 
 
+def footage_time(moment: datetime) -> str:
+    """A footage time as objects carry it (metadata, keys): UTC to the millisecond,
+    '2026-12-02T10:30:15.120Z'."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def sequence_number(filename: str) -> int | None:
     """The device's sequence number in a clip's file name, if the name carries one."""
     stem = filename.rsplit(".", 1)[0] if "." in filename else filename

@@ -19,6 +19,7 @@ from relay.upload.body import FileRange
 from relay.upload.delivery import Completion, OpenUpload, StoredObject
 from relay.upload.failures import EndpointError
 from relay.upload.gateway import Endpoint, HandoffUnavailable
+from relay.upload.metadata import object_metadata
 
 
 def _presigned(answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
@@ -38,15 +39,10 @@ class HandoffStore:
 
     @staticmethod
     def _object_fields(meta: ClipMeta, key: str) -> dict[str, Any]:
-        return {
-            "key": key,
-            "clip_id": meta.clip_id,
-            "camera": meta.camera,
-            "content_type": meta.content_type,
-            "crc32c": meta.crc32c,
-            "received_at": meta.received_at,
-            "size": meta.size,
-        }
+        """What the function signs into the presigned request: the object's metadata
+        (relay.upload.s3.object_metadata, names with '_' for '-'), its key and size."""
+        fields: dict[str, Any] = {k.replace("-", "_"): v for k, v in object_metadata(meta).items()}
+        return {"key": key, "content_type": meta.content_type, "size": meta.size, **fields}
 
     async def put(self, meta: ClipMeta, key: str, body: FileRange) -> bool:
         url, headers = _presigned(await self._endpoint.call("put", **self._object_fields(meta, key)))

@@ -38,6 +38,7 @@ from relay.upload.failures import (
     error_code,
     http_status,
 )
+from relay.upload.metadata import object_metadata
 
 log = structlog.get_logger("relay.s3")
 
@@ -50,11 +51,6 @@ def payload_signing(endpoint_url: str | None) -> dict[str, bool]:
     HTTP (a local test server) the payload stays signed."""
     https = endpoint_url is None or endpoint_url.startswith("https://")
     return {"payload_signing_enabled": False} if https else {}
-
-
-def object_metadata(meta: ClipMeta) -> dict[str, str]:
-    """User metadata stored with every object: how a retry recognises its own clip."""
-    return {"clip-id": meta.clip_id, "camera": meta.camera, "received-at": meta.received_at, "crc32c": meta.crc32c}
 
 
 class S3Store:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -120,6 +121,15 @@ def s3_client(endpoint_url: str, tls: TLS | None) -> Any:
     session = aioboto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
     config = BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 2})
     return session.client("s3", endpoint_url=endpoint_url, verify=str(tls.ca_file) if tls else None, config=config)
+
+
+_STAMPS = re.compile(r"^\d{8}T\d{6}\.\d{6}_\d{8}T\d{6}\.\d{6}_")
+
+
+def clip_name(key: str) -> str:
+    """The device's file name in a key made by the default template
+    ('<camera>/<day>/<start>_<end>_<file name>'), or the key's last segment."""
+    return _STAMPS.sub("", key.rsplit("/", 1)[-1])
 
 
 async def list_keys(s3: Any, bucket: str) -> list[str]:
