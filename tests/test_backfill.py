@@ -290,6 +290,10 @@ async def test_a_clock_that_is_not_synced_is_reported_and_its_own_time_used(
     config = config_for(tmp_path, tls, s3_server, bucket, section)
     with structlog.testing.capture_logs() as logs:
         async with running_relay(config, tls) as relay:
+            # Back-fill's first round (its clock check) before the clips: a fresh relay
+            # reads the bucket first, and clips of past footage sent meanwhile would look
+            # like a camera that went quiet between them.
+            await wait_until(lambda: any(e["event"] == "camera_clock_unsynced" for e in logs), what="round one")
             await camera.run_schedule(relay.device, PATH, start, 3, CADENCE)
             # Then it goes quiet. On the relay's clock its last clip ends two minutes in
             # the future; only on the camera's own is it silent, and the gap found.

@@ -96,8 +96,9 @@ def test_holes_are_what_no_object_covers_and_disagreements_are_both_ways() -> No
         ObjectFootage("c", 1, at(40), at(60), "backfill"),
         ObjectFootage("d", 1, at(50), at(58), "device"),  # inside c: back-fill counts only what the device lacks
         ObjectFootage("e", 1, None, None, ""),
+        ObjectFootage("f", 1, None, None, ""),  # silent, but the ledger knows its footage
     ]
-    rows = [record("a", 0, 15), record("b", 15, 30), record("gone", 30, 40)]
+    rows = [record("a", 0, 15), record("b", 15, 30), record("gone", 30, 40), record("f", 60, 70)]
     report = judge(
         "cam", Span(at(0), at(60)), source="both", continuous=True, min_hole_s=2.0,
         objects=objects, ledger_clips=rows,
@@ -110,7 +111,7 @@ def test_holes_are_what_no_object_covers_and_disagreements_are_both_ways() -> No
         ("not_in_ledger", "d"),
         ("not_in_ledger", "e"),
     ]
-    assert report.unreadable == ["e"]
+    assert report.unreadable == ["e"]  # "f" counts from the ledger's span (outside the window here)
     assert not report.complete
     assert report.ratio == 50 / 60
 

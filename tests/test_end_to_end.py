@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import base64
 import os
+from pathlib import Path
 from typing import Any
 
 import crc32c
 
-from tests.support.harness import DEVICE, PATH, RunningRelay, clip_name, has_object, list_keys, object_bytes, wait_until
+from relay.dev.local_s3 import LocalS3
+from tests.support.harness import (
+    DEVICE,
+    PATH,
+    TLS,
+    RunningRelay,
+    clip_name,
+    has_object,
+    list_keys,
+    object_bytes,
+    relay_config,
+    running_relay,
+    wait_until,
+)
 
 
 def crc(data: bytes) -> str:
@@ -119,7 +133,16 @@ async def test_basic_auth_is_accepted(relay: RunningRelay, s3: Any, bucket: str)
     await delivered(s3, bucket)
 
 
-async def test_existing_key_with_other_content_is_never_overwritten(relay: RunningRelay, s3: Any, bucket: str) -> None:
+async def test_existing_key_with_other_content_is_never_overwritten(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, s3: Any, bucket: str
+) -> None:
+    # Keys made of the file name alone (the default's times would keep these apart).
+    config = relay_config(tmp_path, tls, s3_server.endpoint_url, bucket, s3={"key_template": "{camera}/{filename}"})
+    async with running_relay(config, tls) as relay:
+        await _never_overwritten(relay, s3, bucket)
+
+
+async def _never_overwritten(relay: RunningRelay, s3: Any, bucket: str) -> None:
     clip = os.urandom(10_000)
     first = await relay.device.post_clip(PATH, clip, filename="same.mkv")
     assert first.status == 200

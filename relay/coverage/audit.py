@@ -48,15 +48,16 @@ class Audit:
         self._stats = stats
 
     async def run(self) -> None:
-        """Audit now and every interval, until cancelled; a round that fails is logged
-        and the next one tries again."""
+        """Audit every interval, the first an interval after start (a relay just started
+        has uploads of its own to make first), until cancelled; a round that fails is
+        logged and the next one tries again."""
         async with open_client(self._s3) as (client, _):
             while True:
+                await asyncio.sleep(self._config.audit.interval_s)
                 try:
                     await self.round(client)
                 except (ClientError, BotoCoreError, OSError, LedgerError) as exc:
                     log.warning("coverage_audit_failed", error=str(exc), retry_in_s=self._config.audit.interval_s)
-                await asyncio.sleep(self._config.audit.interval_s)
 
     async def round(self, client: Any) -> None:
         now = datetime.now(UTC)

@@ -124,8 +124,17 @@ def judge(
         delivered = [r for r in ledger_clips or () if r.state == "uploaded"]
         footage = [(Span(_at(r.starts_at), _at(r.ends_at)), r.origin) for r in delivered if r.starts_at and r.ends_at]
     else:
-        footage = [(o.span, o.origin) for o in objects or () if o.span is not None]
-        report.unreadable = [o.key for o in objects or () if o.span is None]
+        # An object whose key and metadata are silent (written before objects said their
+        # footage, or by the seed's function) counts where the ledger knows its span.
+        known = {r.key: r for r in ledger_clips or () if r.key and r.starts_at and r.ends_at}
+        footage = []
+        for o in objects or ():
+            if o.span is not None:
+                footage.append((o.span, o.origin))
+            elif (row := known.get(o.key)) is not None:
+                footage.append((Span(_at(row.starts_at), _at(row.ends_at)), row.origin))
+            else:
+                report.unreadable.append(o.key)
     device = merge(clip((s for s, origin in footage if origin != "backfill"), window))
     everything = merge(clip((s for s, _ in footage), window))
     report.device_s = seconds(device)

@@ -30,7 +30,7 @@ SEED_TIMEOUT_S = 120.0
 async def needs_seeding(config: RelayConfig, ledger: LedgerWriter) -> bool:
     """Asked at start-up, before the first clip is noted: is this ledger empty (no clip,
     no camera watched), with back-fill on and S3 to read?"""
-    if not config.backfill.enabled or config.destination != "s3" or config.s3 is None or not config.devices:
+    if not config.backfill.enabled or config.destination != "s3" or config.s3 is None or not _cameras(config):
         return False
     return bool(await ledger.run(lambda book: book.clips.count() == 0 and book.watch.count() == 0))
 
@@ -44,7 +44,7 @@ async def seed_history(config: RelayConfig, ledger: LedgerWriter) -> int:
     added = 0
     try:
         async with asyncio.timeout(SEED_TIMEOUT_S), open_client(s3) as (client, _):
-            for camera in config.devices:
+            for camera in _cameras(config):
                 added += await _seed_camera(client, s3, ledger, camera, window)
     except (TimeoutError, ClientError, BotoCoreError, OSError) as exc:
         log.error(
@@ -56,18 +56,25 @@ async def seed_history(config: RelayConfig, ledger: LedgerWriter) -> int:
     return added
 
 
+def _cameras(config: RelayConfig) -> list[str]:
+    """The devices whose cards back-fill can reach: the time without a relay is theirs to fetch."""
+    return [name for name, device in config.devices.items() if device.camera is not None]
+
+
 async def _seed_camera(client: Any, s3: S3Config, ledger: LedgerWriter, camera: str, window: Span) -> int:
     reading = await read_bucket(client, s3.bucket, layouts(s3), camera, window)
     found = [InBucket(o.key, o.size, o.starts, o.ends, o.origin) for o in reading.objects if o.starts and o.ends]
-    since = max(window.starts, min(f.starts for f in found)) if found else None
 
-    def write(book: Ledger) -> int:
-        rows = book.clips.seed(camera, found)
+    def write(book: Ledger) -> tuple[int, datetime | None]:
+        added = book.clips.seed(camera, found)
+        # Watched from the bucket's earliest footage the ledger did not have: what this
+        # relay uploaded itself since it started is no history to look back over.
+        since = max(window.starts, min(f.starts for f in added)) if added else None
         if since is not None:
             book.watch.start_at(camera, since)
-        return rows
+        return len(added), since
 
-    rows = await ledger.run(write) or 0
+    rows, since = await ledger.run(write) or (0, None)
     log.info(
         "ledger_seeded_from_s3",
         camera=camera,

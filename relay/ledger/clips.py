@@ -191,18 +191,20 @@ class Clips:
             )
         return self.count() - before
 
-    def seed(self, camera: str, found: Sequence[InBucket]) -> int:
+    def seed(self, camera: str, found: Sequence[InBucket]) -> list[InBucket]:
         """Objects the bucket holds for ``camera``, as delivered clips: a new gateway's
         ledger learns what is already in S3, so gap detection sees the time the site had
         no relay and back-fill never fetches what S3 holds. Their id is 's3:<key>', their
-        source 's3'. Returns the rows added."""
-        before = self.count()
+        source 's3'. Returns those added (not those this relay uploaded itself)."""
+        added = []
         with transaction(self._db):
             for obj in found:
-                self._db.execute(
+                cursor = self._db.execute(
                     "INSERT INTO clip (clip_id, camera, filename, sequence, bytes, crc32c, received_at, source, "
                     "origin, state, starts_at, ends_at, starts_source, ends_source, uploaded_at, key, route) "
-                    "VALUES (?, ?, ?, ?, ?, '', ?, 's3', ?, 'uploaded', ?, ?, 's3', 's3', ?, ?, 's3') "
+                    "SELECT ?, ?, ?, ?, ?, '', ?, 's3', ?, 'uploaded', ?, ?, 's3', 's3', ?, ?, 's3' "
+                    # A clip this relay received itself while the bucket was read is known already.
+                    "WHERE NOT EXISTS (SELECT 1 FROM clip WHERE key = ?) "
                     "ON CONFLICT (clip_id) DO NOTHING",
                     (
                         f"s3:{obj.key}",
@@ -216,9 +218,12 @@ class Clips:
                         ledger_time(obj.ends),
                         ledger_time(obj.ends),
                         obj.key,
+                        obj.key,
                     ),
                 )
-        return self.count() - before
+                if cursor.rowcount:
+                    added.append(obj)
+        return added
 
     def mark_missing(self, keys: Sequence[str], present: Sequence[str], at: datetime) -> None:
         """The audit's finding: objects of delivered clips gone from S3 (``keys``), and

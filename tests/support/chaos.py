@@ -15,7 +15,7 @@ from typing import Any
 import crc32c
 
 from tests.support.device import Device
-from tests.support.harness import PATH, TLS, list_keys, object_bytes, wait_until, write_config
+from tests.support.harness import PATH, TLS, clip_name, list_keys, object_bytes, wait_until, write_config
 from tests.support.relay_process import relay_process
 
 CYCLES = int(os.environ.get("CHAOS_CYCLES", "6"))
@@ -58,7 +58,7 @@ async def kill_at_random(raw: dict[str, Any], tmp_path: Path, tls: TLS, s3: Any,
         await wait_until(lambda: not list(queue.iterdir()), timeout=120, what="the queue to drain")
 
     keys = await list_keys(s3, bucket)
-    names = [k.rsplit("/", 1)[1] for k in keys]
+    names = [clip_name(k) for k in keys]
     base_names = [n.split("~")[0].removesuffix(".mkv") + ".mkv" for n in names]
     duplicated = len(base_names) - len(set(base_names))
     lost = sorted(set(acked) - set(base_names))
