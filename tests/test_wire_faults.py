@@ -82,11 +82,14 @@ async def test_upload_bandwidth_limit_holds(tmp_path: Path, tls: TLS, s3_server:
         for n, clip in enumerate(clips):
             assert (await relay.device.post_clip(PATH, clip, filename=f"bw{n}.mkv")).status == 200
         await wait_until(lambda: relay.stats.clips_uploaded == 3, timeout=60, what="three uploads")
-        rate = total / (loop.time() - started)
+        elapsed = loop.time() - started
+    rate = total / elapsed
     print(f"\nupload rate {rate / 1e6:.2f} MB/s with a limit of {limit / 1e6:.2f} MB/s: {rate / limit:.1%}")
-    # A slow machine can only make the rate lower, so only the upper bound is asserted
-    # here; bench/ measures how close to the limit it gets.
-    assert rate <= limit * 1.10
+    # A token bucket lets a second's worth through at once (its burst), then the limit:
+    # at most burst + limit * t in any t. A slow machine can only send less, so only the
+    # upper bound is asserted here; bench/ measures how close to the limit it gets.
+    burst = limit
+    assert total <= burst + limit * elapsed * 1.05
     assert len(await list_keys(s3, bucket)) == 3
 
 

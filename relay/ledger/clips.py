@@ -302,7 +302,10 @@ class Clips:
         ``camera``: the status page's strip, summed in SQLite (a day is thousands of
         clips), each clip counted in the minute it starts."""
         rows = self._db.execute(
-            "SELECT CAST((julianday(starts_at) - julianday(:since)) * 1440 AS INTEGER) AS minute, "
+            # Milliseconds first, rounded: a start on a whole minute must not fall into the
+            # minute before through julianday's floating point.
+            "SELECT CAST(CAST((julianday(starts_at) - julianday(:since)) * 86400000 + 0.5 AS INTEGER) / 60000 "
+            "AS INTEGER) AS minute, "
             "sum(CASE WHEN origin = 'device' THEN (julianday(ends_at) - julianday(starts_at)) * 86400 ELSE 0 END), "
             "sum(CASE WHEN origin = 'backfill' THEN (julianday(ends_at) - julianday(starts_at)) * 86400 ELSE 0 END), "
             "max(missing_at IS NOT NULL) "

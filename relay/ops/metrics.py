@@ -185,10 +185,8 @@ class RelayCollector(Collector):
             )
 
     def _coverage(self) -> Iterator[Metric]:
-        """The last coverage audit (relay.coverage.audit): absent until one has run."""
+        """The last coverage audit (relay.coverage.audit): no samples until one has run."""
         s = self._stats
-        if s.coverage_audited_at is None:
-            return
         ratio = GaugeMetricFamily(
             "axis_relay_coverage_ratio",
             "Share of the device's time over audit.window_hours that S3 holds, at the last audit",
@@ -204,6 +202,8 @@ class RelayCollector(Collector):
             missing.add_metric([device], s.coverage_missing_s.get(device, 0.0))
         yield ratio
         yield missing
+        if s.coverage_audited_at is None:
+            return
         yield GaugeMetricFamily(
             "axis_relay_coverage_audit_timestamp_seconds",
             "When the last coverage audit ended",

@@ -121,7 +121,8 @@ th {{ background: #eee; }} tr.warn td {{ background: #fff4e5; }} p.warn {{ color
 #reasons li.degraded b {{ color: #8a4b00; }}
 .fix {{ font-size: .9em; color: #444; }}
 tr.strip td {{ padding: 0 .7em .5em; border-bottom: 1px solid #ddd; }} svg.timeline {{ display: block; }}
-#legend {{ font-size: .8em; color: #555; margin-top: .5em; }} #legend i {{ display: inline-block; width: .9em;
+#legend {{ font-size: .8em; color: #555; margin-top: .5em; }} .key {{ white-space: nowrap; }}
+#legend i {{ display: inline-block; width: .9em;
 height: .9em; margin: 0 .3em 0 1em; vertical-align: -.1em; }}
 </style></head><body>
 <h1>axis-relay <span class="state" id="health" data-status="{p.health.status}" style="background:{colour}">{word}</span>
