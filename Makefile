@@ -58,8 +58,10 @@ system-tools:
 run: $(VENV)/.run-installed
 	$(BIN)/axis-relay dev
 
+# Two workers (CI has two cores): each starts its own test S3. One file or test at a
+# time, as a person runs it: .venv/bin/pytest tests/test_x.py
 test: $(VENV)/.dev-installed system-tools
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 lint: $(VENV)/.dev-installed system-tools
 	$(BIN)/ruff check relay tests bench cloud
