@@ -71,22 +71,28 @@ class Audit:
         device = self._config.devices[camera]
         reading = await read_bucket(client, self._s3.bucket, layouts(self._s3), camera, window)
         rows, gaps = await self._ledger.run(lambda book: _rows(book, camera, window)) or ([], [])
-        report = judge(
-            camera,
-            window,
-            source="s3",
-            continuous=device.camera is not None and device.camera.expect == "continuous",
-            min_hole_s=device.camera.gap_threshold_s if device.camera else 2.0,
-            objects=reading.objects,
-            ledger_clips=rows,
-            ledger_gaps=gaps,
-        )
+        # Time is owed only since the relay watches the camera (a new site, a camera added
+        # yesterday), or its ratio would sit below 1 for a day and alert; footage it
+        # delivered and lost counts whenever it was.
+        since = await self._ledger.run(lambda book: book.watch.get(camera))
+        owed = Span(max(window.starts, since), window.ends) if since is not None else window
+        if owed.ends > owed.starts:
+            report = judge(
+                camera,
+                owed,
+                source="s3",
+                continuous=device.camera is not None and device.camera.expect == "continuous",
+                min_hole_s=device.camera.gap_threshold_s if device.camera else 2.0,
+                objects=reading.objects,
+                ledger_clips=rows,
+                ledger_gaps=gaps,
+            )
+            self._stats.coverage_ratio[camera] = report.ratio
         in_s3 = merge(clip((o.span for o in reading.objects if o.span), window))
         held = {o.key for o in reading.objects}
         gone = [r for r in rows if r.state == "uploaded" and r.key and r.key not in held]
         # A sliver is a clip's edge meeting its neighbour's, not a loss.
         missing = [piece for r in gone for piece in subtract(_span(r), in_s3) if piece.seconds >= SLIVER_S]
-        self._stats.coverage_ratio[camera] = report.ratio
         self._stats.coverage_missing_s[camera] = seconds(merge(missing))
         gone_keys = [r.key for r in gone if r.key]
         back = [r.key for r in rows if r.key in held and r.missing_at]

@@ -22,6 +22,11 @@ class Watch:
         row = self._db.execute("SELECT since FROM watch WHERE camera = ?", (camera,)).fetchone()
         return from_iso(row[0])
 
+    def get(self, camera: str) -> datetime | None:
+        """Since when ``camera`` is watched; None if it is not yet."""
+        row = self._db.execute("SELECT since FROM watch WHERE camera = ?", (camera,)).fetchone()
+        return from_iso(row[0]) if row else None
+
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM watch").fetchone()[0])
 

@@ -199,7 +199,8 @@ class RelayCollector(Collector):
         )
         for device, value in sorted(s.coverage_ratio.items()):
             ratio.add_metric([device], value)
-            missing.add_metric([device], s.coverage_missing_s.get(device, 0.0))
+        for device, seconds in sorted(s.coverage_missing_s.items()):
+            missing.add_metric([device], seconds)
         yield ratio
         yield missing
         if s.coverage_audited_at is None:
