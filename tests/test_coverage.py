@@ -257,6 +257,9 @@ async def test_with_a_custom_key_template_coverage_reads_each_objects_metadata(
     assert code == 0, report
     assert report["device_s"] == 45.0
     assert report["requests"] == {"list": 1, "head": 3}  # one prefix for every day; a HEAD per object
+    # Three days: the template has no day in its prefix, so it is still listed once.
+    _, [days] = await coverage_cli(config_file, start - timedelta(days=3), start + timedelta(seconds=3 * CLIP_S))
+    assert days["requests"] == {"list": 1, "head": 3}
 
 
 async def test_a_replaced_gateway_finds_the_time_it_was_gone_and_uploads_nothing_twice(

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from relay.backfill.gaps import Span
 from relay.coverage.keys import KeyLayout
 
@@ -79,6 +81,8 @@ async def read_bucket(
         for prefix, layout in prefixes.items():
             if any(other != prefix and prefix.startswith(other) for other in prefixes):
                 continue  # listed with the shorter prefix
+            if any(prefix.startswith(done) for done in reading.prefixes):
+                continue  # a template without the day in its prefix: listed once for every day
             after = layout.start_after(camera, window.starts - REACH) if n == 0 else None
             reading.prefixes.append(prefix)
             listed |= await _list(client, bucket, prefix, after, reading, page_size)
@@ -121,8 +125,8 @@ async def present(client: Any, bucket: str, keys: Sequence[str], reading: Bucket
     async def exists(key: str) -> bool:
         try:
             await client.head_object(Bucket=bucket, Key=key)
-        except Exception as exc:
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        except ClientError as exc:
+            if _gone(exc):
                 return False
             raise
         finally:
@@ -137,15 +141,25 @@ async def _heads(
 ) -> list[ObjectFootage]:
     limit = asyncio.Semaphore(HEADS_AT_ONCE)
 
-    async def head(key: str, size: int) -> ObjectFootage:
+    async def head(key: str, size: int) -> ObjectFootage | None:
         async with limit:
-            answer = await client.head_object(Bucket=bucket, Key=key)
-            reading.head_requests += 1
+            try:
+                answer = await client.head_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                if _gone(exc):
+                    return None  # deleted between the listing and now
+                raise
+            finally:
+                reading.head_requests += 1
         meta = answer.get("Metadata", {})
         starts, ends = _time(meta.get("footage-start")), _time(meta.get("footage-end"))
         return ObjectFootage(key, size, starts, ends, meta.get("origin", ""))
 
-    return list(await asyncio.gather(*(head(k, s) for k, s in keys)))
+    return [o for o in await asyncio.gather(*(head(k, s) for k, s in keys)) if o is not None]
+
+
+def _gone(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 def _time(text: str | None) -> datetime | None:
