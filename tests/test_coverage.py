@@ -112,6 +112,12 @@ def test_holes_are_what_no_object_covers_and_disagreements_are_both_ways() -> No
         ("not_in_ledger", "e"),
     ]
     assert report.unreadable == ["e"]  # "f" counts from the ledger's span (outside the window here)
+    # A camera that sends on events: its quiet time is no loss; only a gap the ledger knows is.
+    quiet = judge(
+        "cam", Span(at(0), at(60)), source="s3", continuous=False, min_hole_s=2.0,
+        objects=objects[:1], ledger_clips=rows,
+    )  # fmt: skip
+    assert (quiet.ratio, quiet.holes, quiet.complete) == (1.0, [], True)
     assert not report.complete
     assert report.ratio == 50 / 60
 

@@ -88,7 +88,14 @@ class CameraCoverage:
 
     @property
     def ratio(self) -> float:
-        return min(1.0, self.covered_s / self.window.seconds) if self.window.seconds > 0 else 1.0
+        """The share of the window in S3 (a camera that records all the time); for one
+        that sends on events, the share not lost to a hole the ledger knows (its quiet
+        hours are no loss)."""
+        if self.window.seconds <= 0:
+            return 1.0
+        if not self.continuous:
+            return max(0.0, 1.0 - sum(h.span.seconds for h in self.holes) / self.window.seconds)
+        return min(1.0, self.covered_s / self.window.seconds)
 
     @property
     def complete(self) -> bool:
