@@ -34,6 +34,7 @@ from tests.support.harness import (
     http_get,
     list_keys,
     metric,
+    raw_config,
     running_relay,
     wait_until,
     write_config,
@@ -434,3 +435,17 @@ async def test_the_status_page_strip_shows_each_minutes_state_in_chromium(
     [(_, a, b, title)] = [r for r in rects if r[0] == "missing"]
     assert title.startswith(f"{a:%H:%M} - {b:%H:%M} missing")  # the times on hover
     assert 'id="legend"' in dom
+
+
+async def test_coverage_says_what_is_wrong_with_its_arguments(tmp_path: Path, tls: TLS, bucket: str) -> None:
+    raw = raw_config(tmp_path, tls, "https://127.0.0.1:1", bucket)
+    config_file = write_config(tmp_path / "relay.toml", raw)
+    for args, said in (
+        (["--day", "2026-13-01"], "--day '2026-13-01': give a UTC day as YYYY-MM-DD"),
+        (["--day", "2999-01-01"], "--day 2999-01-01: that day has not begun yet (UTC)"),
+        (["--day", "2026-12-01", "--from", "2h"], "give --day, or --from and --to, not both"),
+        (["--from", "1h", "--to", "2h"], "must be after --from"),
+        (["--camera", "nope"], "--camera 'nope': no such device in [devices] (known: cam-entrance)"),
+    ):
+        code, _, err = await axis_relay("coverage", "--config", str(config_file), *args)
+        assert (code, said in err) == (2, True), (args, err)

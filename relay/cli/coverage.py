@@ -33,6 +33,8 @@ def window(args: argparse.Namespace, now: datetime | None = None) -> Span:
             day = datetime.strptime(args.day, "%Y-%m-%d").replace(tzinfo=UTC)
         except ValueError:
             raise CliError(f"--day {args.day!r}: give a UTC day as YYYY-MM-DD") from None
+        if day >= now:
+            raise CliError(f"--day {args.day}: that day has not begun yet (UTC)")
         return Span(day, min(now, day + timedelta(days=1)))
     try:
         start = render.parse_since(args.start or "24h", now)
