@@ -31,6 +31,7 @@ from tests.support.harness import (
     TLS,
     RunningRelay,
     axis_relay,
+    healthz,
     http_get,
     list_keys,
     metric,
@@ -181,11 +182,6 @@ async def send(relay: RunningRelay, start: datetime, clips: int) -> None:
         name = f"video{begins:%y-%m-%d_%H-%M-%S}-00_{n + 1:05d}.mkv"
         assert (await relay.device.post_clip(PATH, data, filename=name)).status == 200
     await wait_until(lambda: relay.stats.clips_uploaded == clips, what="the clips uploaded")
-
-
-async def healthz(base: str) -> tuple[int, dict[str, Any]]:
-    status, body = await http_get(base + "/healthz")
-    return status, json.loads(body)
 
 
 async def coverage_cli(config_file: Path, start: datetime, end: datetime, *extra: str) -> tuple[int, list[Any]]:

@@ -26,6 +26,7 @@ from tests.support.harness import (
     RunningRelay,
     axis_relay,
     clip_name,
+    healthz,
     http_get,
     list_keys,
     metric,
@@ -38,11 +39,6 @@ from tests.support.harness import (
     wait_until,
     write_config,
 )
-
-
-async def healthz(base: str) -> tuple[int, dict[str, Any]]:
-    status, body = await http_get(base + "/healthz")
-    return status, json.loads(body)
 
 
 async def status_cli(config_file: Path) -> tuple[int, str]:

@@ -18,6 +18,7 @@ from relay.cli.errors import CliError, load
 from relay.config import RelayConfig
 from relay.coverage.report import CameraCoverage
 from relay.coverage.survey import CoverageUnavailable, survey
+from relay.spool.clip import footage_time
 
 # S3 Standard request prices (US East, per 1000 requests): LIST as a PUT-class request,
 # HEAD as a GET-class one.
@@ -63,10 +64,6 @@ def coverage(args: argparse.Namespace) -> int:
     return 0 if all(r.complete for r in reports) else 1
 
 
-def _t(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def cost(requests: dict[str, int]) -> float:
     return sum(PRICE_PER_1000.get(kind, 0.0) * n / 1000 for kind, n in requests.items())
 
@@ -77,8 +74,8 @@ def as_json(reports: list[CameraCoverage]) -> str:
             {
                 "camera": r.camera,
                 "source": r.source,
-                "from": _t(r.window.starts),
-                "to": _t(r.window.ends),
+                "from": footage_time(r.window.starts),
+                "to": footage_time(r.window.ends),
                 "camera_s": round(r.window.seconds, 3),
                 "device_s": round(r.device_s, 3),
                 "backfill_s": round(r.backfill_s, 3),
@@ -86,8 +83,8 @@ def as_json(reports: list[CameraCoverage]) -> str:
                 "complete": r.complete,
                 "holes": [
                     {
-                        "from": _t(h.span.starts),
-                        "to": _t(h.span.ends),
+                        "from": footage_time(h.span.starts),
+                        "to": footage_time(h.span.ends),
                         "seconds": round(h.span.seconds, 3),
                         "reason": h.reason,
                     }
@@ -97,8 +94,8 @@ def as_json(reports: list[CameraCoverage]) -> str:
                     {
                         "kind": d.kind,
                         "key": d.key,
-                        "from": _t(d.span.starts) if d.span else None,
-                        "to": _t(d.span.ends) if d.span else None,
+                        "from": footage_time(d.span.starts) if d.span else None,
+                        "to": footage_time(d.span.ends) if d.span else None,
                         "detail": d.detail,
                     }
                     for d in r.disagreements
@@ -117,13 +114,15 @@ def as_text(config: RelayConfig, reports: list[CameraCoverage]) -> str:
     lines = []
     for r in reports:
         state = "complete" if r.complete else "INCOMPLETE"
+        starts, ends = footage_time(r.window.starts), footage_time(r.window.ends)
         lines.append(
-            f"{r.camera}: {state}, {r.ratio:.4%} of {r.window.seconds:.0f} s from {_t(r.window.starts)} to "
-            f"{_t(r.window.ends)} ({r.source}): {r.device_s:.1f} s from the device, {r.backfill_s:.1f} s back-filled"
+            f"{r.camera}: {state}, {r.ratio:.4%} of {r.window.seconds:.0f} s from {starts} to {ends} ({r.source}): "
+            f"{r.device_s:.1f} s from the device, {r.backfill_s:.1f} s back-filled"
         )
         for hole in r.holes:
             why = hole.reason or "nothing in the ledger explains it"
-            lines.append(f"  hole {_t(hole.span.starts)} - {_t(hole.span.ends)} ({hole.span.seconds:.1f} s): {why}")
+            starts, ends = footage_time(hole.span.starts), footage_time(hole.span.ends)
+            lines.append(f"  hole {starts} - {ends} ({hole.span.seconds:.1f} s): {why}")
         for d in r.disagreements:
             lines.append(f"  {d.kind.replace('_', ' ')}: {d.key}: {d.detail}")
         for key in r.unreadable:

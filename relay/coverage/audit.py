@@ -26,8 +26,8 @@ from relay.backfill.gaps import FoundGap, Span, subtract
 from relay.config import RelayConfig, S3Config
 from relay.coverage.bucket import read_bucket
 from relay.coverage.report import clip, judge, merge, seconds
-from relay.coverage.survey import layouts
-from relay.ledger import ClipRecord, GapRecord, Ledger, LedgerError, LedgerWriter
+from relay.coverage.survey import history, layouts
+from relay.ledger import ClipRecord, GapRecord, LedgerError, LedgerWriter
 from relay.ops.stats import RelayStats
 from relay.upload.s3 import open_client
 
@@ -70,7 +70,7 @@ class Audit:
     async def _camera(self, client: Any, camera: str, window: Span, now: datetime) -> None:
         device = self._config.devices[camera]
         reading = await read_bucket(client, self._s3.bucket, layouts(self._s3), camera, window)
-        rows, gaps = await self._ledger.run(lambda book: _rows(book, camera, window)) or ([], [])
+        rows, gaps = await self._ledger.run(lambda book: history(book, camera, window)) or ([], [])
         # Time is owed only since the relay watches the camera (a new site, a camera added
         # yesterday), or its ratio would sit below 1 for a day and alert; footage it
         # delivered and lost counts whenever it was.
@@ -92,22 +92,31 @@ class Audit:
         held = {o.key for o in reading.objects}
         gone = [r for r in rows if r.state == "uploaded" and r.key and r.key not in held]
         # A sliver is a clip's edge meeting its neighbour's, not a loss.
-        missing = [piece for r in gone for piece in subtract(_span(r), in_s3) if piece.seconds >= SLIVER_S]
-        self._stats.coverage_missing_s[camera] = seconds(merge(missing))
+        missing = [
+            piece for r in gone if (span := r.span) for piece in subtract(span, in_s3) if piece.seconds >= SLIVER_S
+        ]
+        lost_s = seconds(merge(missing))
+        self._stats.coverage_missing_s[camera] = lost_s
         gone_keys = [r.key for r in gone if r.key]
         back = [r.key for r in rows if r.key in held and r.missing_at]
         if gone_keys or back:
             await self._ledger.run(lambda book: book.clips.mark_missing(gone_keys, back, now))
         if missing:
-            await self._found_missing(camera, missing, gone, gaps, now)
+            await self._found_missing(camera, missing, lost_s, gone, gaps, now)
 
     async def _found_missing(
-        self, camera: str, missing: list[Span], rows: list[ClipRecord], gaps: list[GapRecord], now: datetime
+        self,
+        camera: str,
+        missing: list[Span],
+        lost_s: float,
+        rows: list[ClipRecord],
+        gaps: list[GapRecord],
+        now: datetime,
     ) -> None:
         log.warning(
             "coverage_missing_in_s3",
             camera=camera,
-            seconds=round(seconds(merge(missing)), 1),
+            seconds=round(lost_s, 1),
             objects=len(rows),
             keys=[r.key for r in rows[:KEYS_LOGGED]],
             fix="check the bucket's lifecycle rules and who may delete objects; while the camera's card still "
@@ -126,14 +135,3 @@ class Audit:
                 for s in fresh
             ]
             await self._ledger.run(lambda book: book.gaps.record(camera, found, now))
-
-
-def _rows(book: Ledger, camera: str, window: Span) -> tuple[list[ClipRecord], list[GapRecord]]:
-    gaps = [g for g in book.gaps.find(camera=camera, since=window.starts) if g.span.starts < window.ends]
-    return book.clips.overlapping(camera, window), gaps
-
-
-def _span(row: ClipRecord) -> Span:
-    assert row.starts_at is not None
-    assert row.ends_at is not None
-    return Span(datetime.fromisoformat(row.starts_at), datetime.fromisoformat(row.ends_at))

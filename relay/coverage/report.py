@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Literal
 
 from relay.backfill.gaps import Span
@@ -102,10 +101,15 @@ class CameraCoverage:
         return not self.holes and not self.disagreements and not self.unreadable
 
 
+def _gap_said(gap: GapRecord) -> str:
+    """What a hole's reason says of the gap the ledger has for it."""
+    return f"gap {gap.gap_id} {gap.state}: {gap.reason or gap.found}"
+
+
 def _hole_reason(hole: Span, gaps: Sequence[GapRecord]) -> str:
     for gap in gaps:
         if gap.span.starts < hole.ends and gap.span.ends > hole.starts:
-            return f"gap {gap.gap_id} {gap.state}: {gap.reason or gap.found}"
+            return _gap_said(gap)
     return ""
 
 
@@ -129,17 +133,17 @@ def judge(
     report = CameraCoverage(camera, source, window, continuous, requests=dict(requests or {}))
     if source == "ledger":
         delivered = [r for r in ledger_clips or () if r.state == "uploaded"]
-        footage = [(Span(_at(r.starts_at), _at(r.ends_at)), r.origin) for r in delivered if r.starts_at and r.ends_at]
+        footage: list[tuple[Span, str]] = [(s, r.origin) for r in delivered if (s := r.span) is not None]
     else:
         # An object whose key and metadata are silent (written before objects said their
         # footage, or by the seed's function) counts where the ledger knows its span.
-        known = {r.key: r for r in ledger_clips or () if r.key and r.starts_at and r.ends_at}
+        known = {r.key: (r.span, r.origin) for r in ledger_clips or () if r.key and r.span is not None}
         footage = []
         for o in objects or ():
             if o.span is not None:
                 footage.append((o.span, o.origin))
-            elif (row := known.get(o.key)) is not None:
-                footage.append((Span(_at(row.starts_at), _at(row.ends_at)), row.origin))
+            elif (from_ledger := known.get(o.key)) is not None:
+                footage.append(from_ledger)
             else:
                 report.unreadable.append(o.key)
     device = merge(clip((s for s, origin in footage if origin != "backfill"), window))
@@ -154,7 +158,7 @@ def judge(
         report.holes = [
             Hole(
                 Span(max(g.span.starts, window.starts), min(g.span.ends, window.ends)),
-                f"gap {g.gap_id} {g.state}: {g.reason or g.found}",
+                _gap_said(g),
             )
             for g in ledger_gaps
             if g.state != "filled" and g.span.starts < window.ends and g.span.ends > window.starts
@@ -177,7 +181,7 @@ def _disagreements(
             Disagreement(
                 "missing_in_s3",
                 row.key,
-                Span(_at(row.starts_at), _at(row.ends_at)) if row.starts_at and row.ends_at else None,
+                row.span,
                 f"the ledger says clip {row.clip_id} was delivered at {row.uploaded_at}, but S3 does not hold it "
                 "(deleted? a lifecycle rule?)",
             )
@@ -194,8 +198,3 @@ def _disagreements(
                 )
             )
     return found
-
-
-def _at(text: str | None) -> datetime:
-    assert text is not None
-    return datetime.fromisoformat(text)

@@ -24,11 +24,16 @@ def layouts(s3: S3Config) -> Layouts:
     return Layouts(KeyLayout(s3.key_template), KeyLayout(s3.backfill_key_template))
 
 
+def history(book: Ledger, camera: str, window: Span) -> tuple[list[ClipRecord], list[GapRecord]]:
+    """What the ledger knows of ``camera`` over ``window``: its clips, and its gaps."""
+    gaps = [g for g in book.gaps.find(camera=camera, since=window.starts) if g.span.starts < window.ends]
+    return book.clips.overlapping(camera, window), gaps
+
+
 def _ledger_rows(path: Path, camera: str, window: Span) -> tuple[list[ClipRecord], list[GapRecord]]:
     ledger = Ledger.open_readonly(path)
     try:
-        gaps = [g for g in ledger.gaps.find(camera=camera, since=window.starts) if g.span.starts < window.ends]
-        return ledger.clips.overlapping(camera, window), gaps
+        return history(ledger, camera, window)
     finally:
         ledger.close()
 

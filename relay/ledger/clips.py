@@ -62,6 +62,13 @@ class ClipRecord:
     reason: str | None
     missing_at: str | None = None  # when the audit found its object gone from S3
 
+    @property
+    def span(self) -> Span | None:
+        """The footage's span, where the clip's times are known."""
+        if self.starts_at is None or self.ends_at is None:
+            return None
+        return Span(from_iso(self.starts_at), from_iso(self.ends_at))
+
 
 _COLUMNS = ", ".join(f.name for f in dataclasses.fields(ClipRecord))
 

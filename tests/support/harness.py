@@ -268,6 +268,12 @@ async def http_get(url: str) -> tuple[int, str]:
         return answer.status, await answer.text()
 
 
+async def healthz(base: str) -> tuple[int, dict[str, Any]]:
+    """The status and the report of /healthz on the relay's metrics listener at ``base``."""
+    status, body = await http_get(base + "/healthz")
+    return status, json.loads(body)
+
+
 def metric(text: str, name: str) -> float:
     """One sample's value from Prometheus text (the first line that names it)."""
     line = next(x for x in text.splitlines() if x.startswith(name + " ") or x.startswith(name + "{"))
