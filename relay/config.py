@@ -30,6 +30,8 @@ from relay.config_footage import DEFAULT_STREAM_OPTIONS as DEFAULT_STREAM_OPTION
 from relay.config_footage import MAX_EXPORT_PIECE_S as MAX_EXPORT_PIECE_S
 from relay.config_footage import BackfillConfig as BackfillConfig
 from relay.config_footage import CameraConfig as CameraConfig
+from relay.config_pair import HaConfig as HaConfig
+from relay.config_pair import SiteConfig as SiteConfig
 from relay.templates import FilenameTemplate
 
 # Secrets may come from the environment instead of the file, so that the file
@@ -237,6 +239,8 @@ DEVICE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 class RelayConfig(Strict):
     # Where clips go: "s3" (the [s3] section) or "apigw" (the [apigw] section).
     destination: Literal["s3", "apigw"] = "s3"
+    site: SiteConfig = SiteConfig()
+    ha: HaConfig = HaConfig()
     ingest: IngestConfig = IngestConfig()
     spool: SpoolConfig = SpoolConfig()
     s3: S3Config | None = None
@@ -274,6 +278,33 @@ class RelayConfig(Strict):
             raise ValueError('destination is "apigw" but there is no [apigw] section; add one with at least url = ...')
         if self.destination == "apigw" and self.apigw and self.apigw.fallback == "s3" and self.s3 is None:
             raise ValueError('apigw.fallback is "s3" but there is no [s3] section; add one, or set fallback = "none"')
+        return self
+
+    @model_validator(mode="after")
+    def _a_pair_can_coordinate(self) -> RelayConfig:
+        """Two gateways coordinate through the bucket alone, and split the cameras by
+        their URLs: both must be known, and a clip's key must not depend on which relay
+        received it."""
+        if not self.site.paired:
+            return self
+        if self.destination != "s3" or self.s3 is None:
+            raise ValueError(
+                'site.peers: two gateways coordinate through S3; set destination = "s3" with an [s3] section, or '
+                "remove site.peers"
+            )
+        own = self.ingest.public_url
+        if own is None:
+            raise ValueError(
+                "site.peers: a pair splits the cameras by each relay's URL; set ingest.public_url to this relay's "
+                "URL as cameras (and the peer's site.peers) name it"
+            )
+        if own in self.site.peers:
+            raise ValueError(f"site.peers: {own} is this relay's own ingest.public_url; list the other relay's URL")
+        if "{clip_id}" in self.s3.key_template.replace(" ", ""):
+            raise ValueError(
+                "s3.key_template: {clip_id} differs between the two relays of a pair, so each clip would be stored "
+                "twice; use the default template (camera, footage times, file name)"
+            )
         return self
 
     @property

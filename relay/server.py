@@ -38,6 +38,7 @@ from relay.ops.metrics import Observed, metrics_app
 from relay.ops.stats import RelayStats
 from relay.ops.systemd import Notifier, keep_informed
 from relay.ops.version import VERSION
+from relay.pair import Pair
 from relay.spool import lock as spool_lock
 from relay.spool.spool import Spool
 from relay.spool.store import SpoolStore
@@ -270,13 +271,19 @@ async def serve(
                 "s3: no AWS credentials found; set s3.access_key_id/secret_access_key, "
                 "AXIS_RELAY_S3_ACCESS_KEY_ID/AXIS_RELAY_S3_SECRET_ACCESS_KEY, or the standard AWS chain"
             )
-        uploader = Uploader(spool, destination, config.retry, stats, config.upload_workers)
+        pair = None
+        if config.site.paired:
+            assert isinstance(destination, S3Destination)  # a pair is an S3 site (the config checks)
+            pair = await stack.enter_async_context(Pair.open(config, stats, spool, destination.stored_by_peer))
+        uploader = Uploader(spool, destination, config.retry, stats, config.upload_workers, pair)
         # Every long-lived task has this one owner: one that ends on its own ends the relay.
         tasks = await stack.enter_async_context(TaskOwner.owning())
         tasks.start("uploader", uploader.run())
         tasks.start("requeue-scan", _rescan(spool, requeue_scan_s))
+        if pair is not None:
+            tasks.start("pair", pair.run())
         if config.backfill.enabled:
-            backfill = Backfill(config.backfill, config.devices, spool, ledger, stats)
+            backfill = Backfill(config.backfill, config.devices, spool, ledger, stats, pair)
             # Asked before ingest opens: a new gateway's empty ledger learns from S3 what the
             # bucket already holds, before back-fill's first round (relay.coverage.seed).
             history = seed_history(config, ledger) if await needs_seeding(config, ledger) else None
@@ -316,6 +323,8 @@ async def serve(
             "relay_started",
             version=VERSION,
             destination=_destination_name(config),
+            relay_id=config.site.relay_id,
+            peers=config.site.peers,
             max_connections=budget.cap,
             listen=listening.ingest,
             metrics=listening.metrics,

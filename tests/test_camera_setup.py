@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from relay.camera import soap
+from relay.camera import check, setup, soap
 from relay.camera.setup import Options
 from relay.camera.vapix import VapixClient
 from relay.cli import camera as commands
@@ -20,17 +20,19 @@ from tests.support.harness import DEVICE, TLS, TOKEN, axis_relay, list_keys, run
 from tests.support.vapix_camera import CameraEmulator
 
 NEW_TOKEN = "a-new-token-of-forty-characters-0123456789"
+RELAY_ID = "gw-a"
 
 
 def config(
     tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator, **cam: Any
 ) -> RelayConfig:
     raw = backfill_config(tmp_path, tls, s3_server.endpoint_url, bucket, camera_section(camera, tls, **cam))
+    raw["site"] = {"relay_id": RELAY_ID}
     return parse_config(raw, environ={})
 
 
 def options(url: str = "https://127.0.0.1:1", **overrides: Any) -> Options:
-    return Options(relay_url=url, **overrides)
+    return Options(relay_url=url, **{"relay_id": RELAY_ID, **overrides})
 
 
 async def add_foreign_rule(camera: CameraEmulator, tls: TLS, cfg: RelayConfig) -> None:
@@ -64,7 +66,7 @@ async def test_setup_twice_replaces_and_never_duplicates(
     assert "INTERVAL=30" in pulse["icalendar"]
     ours = [c["name"] for c in (*s.recipients.values(), *s.actions.values(), *s.events.values(), *s.rules.values())]
     assert sorted(n for n in ours if n.startswith("axis-relay:")) == sorted(
-        f"axis-relay:{DEVICE}:{part}" for part in ("recipient", "clip", "pulse", "rule")
+        f"axis-relay:{RELAY_ID}:{DEVICE}:{part}" for part in ("recipient", "clip", "pulse", "rule")
     )
     assert {"motion to VMS", "nightly", "motion rule"} <= set(ours)  # left alone
     [clip] = [a for a in s.actions.values() if a["name"].startswith("axis-relay:")]
@@ -325,3 +327,64 @@ async def test_check_json_is_one_document_while_the_camera_expires_nonces(
     assert report["camera"] == DEVICE
     assert "camera_nonce_stale" in err
     assert "camera_nonce_stale" not in out
+
+
+async def test_two_relays_set_up_one_camera_side_by_side_and_each_replaces_only_its_own(
+    tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
+) -> None:
+    """A pair (#26): gw-a and gw-b each set the camera up; it holds two recipients, two
+    actions, two schedules and two rules of ours, the installer's rule untouched; setting
+    gw-a up again replaces gw-a's only; an earlier version's unnamed set-up pointing at
+    gw-a is taken as gw-a's, not gw-b's."""
+    url = {"gw-a": "https://10.0.0.1:8443", "gw-b": "https://10.0.0.2:8443"}
+    configs = {}
+    for me, other in (("gw-a", "gw-b"), ("gw-b", "gw-a")):
+        raw = backfill_config(tmp_path, tls, s3_server.endpoint_url, bucket, camera_section(camera, tls))
+        raw["site"] = {"relay_id": me, "peers": [url[other]]}
+        raw["ingest"]["public_url"] = url[me]
+        configs[me] = parse_config(raw, environ={})
+    await add_foreign_rule(camera, tls, configs["gw-a"])
+    # What a version before relay ids left, pointing at gw-a.
+    legacy = Options(relay_url=url["gw-a"], relay_id="x")
+    legacy_plan = setup.plan(DEVICE, configs["gw-a"].devices[DEVICE], legacy)
+    camera_config = configs["gw-a"].devices[DEVICE].camera
+    assert camera_config is not None
+    async with VapixClient.open(DEVICE, camera_config) as client:
+        values = {**legacy_plan.recipient}
+        await client.soap(
+            soap.add_configuration("Recipient", f"axis-relay:{DEVICE}:recipient", soap.RECIPIENT_TEMPLATE, values)
+        )
+    s = camera.services
+
+    def ours() -> list[str]:
+        every = (*s.recipients.values(), *s.actions.values(), *s.events.values(), *s.rules.values())
+        return sorted(c["name"] for c in every if c["name"].startswith("axis-relay:"))
+
+    for me in ("gw-b", "gw-a", "gw-a"):  # gw-a twice: the second replaces the first
+        text, _ = await commands.run_setup(configs[me], DEVICE, options(url[me], relay_id=me), dry_run=False)
+        assert "set-up failed" not in text, text
+        # The unnamed set-up points at gw-a: gw-b's set-up leaves it, gw-a's replaces it.
+        assert (f"axis-relay:{DEVICE}:recipient" in ours()) == (me == "gw-b")
+    assert ours() == sorted(
+        f"axis-relay:{me}:{DEVICE}:{part}" for me in ("gw-a", "gw-b") for part in ("recipient", "clip", "pulse", "rule")
+    )
+    assert len(s.recipients) == len([r for r in s.rules.values() if r["name"].startswith("axis-relay:")]) == 2
+    targets = sorted(a["parameters"]["upload_url"] for a in s.actions.values() if a["name"].startswith("axis-relay:"))
+    assert targets == [f"{url['gw-a']}/upload/{DEVICE}", f"{url['gw-b']}/upload/{DEVICE}"]
+    assert {"motion to VMS", "nightly", "motion rule"} <= {
+        c["name"] for c in (*s.actions.values(), *s.events.values(), *s.rules.values())
+    }
+    # camera check on gw-b shows both: its own recipient and rule, and its peer's.
+    report = await check.check(DEVICE, configs["gw-b"].devices[DEVICE], url["gw-b"], peers=[url["gw-a"]])
+    lines = {line.what: line for line in report.lines}
+    assert lines["recipient"].value.startswith(f"{url['gw-b']}/upload/{DEVICE}")
+    assert lines["peer recipient"].ok, lines["peer recipient"]
+    assert f"{url['gw-a']}/upload/{DEVICE}" in lines["peer recipient"].value
+    # gw-b removes what is its own, and the camera still sends to gw-a.
+    text, code = await commands.run_remove(configs["gw-b"], DEVICE)
+    assert code == 0, text
+    assert ours() == sorted(f"axis-relay:gw-a:{DEVICE}:{part}" for part in ("recipient", "clip", "pulse", "rule"))
+    report = await check.check(DEVICE, configs["gw-a"].devices[DEVICE], url["gw-a"], peers=[url["gw-b"]])
+    peer_line = next(line for line in report.lines if line.what == "peer recipient")
+    assert not peer_line.ok
+    assert peer_line.fix == f"run 'axis-relay camera setup {DEVICE}' on the relay at {url['gw-b']}"

@@ -43,8 +43,10 @@ LAYERS: list[tuple[str, ...]] = [
         "relay._compat",
         "relay.backoff",
         "relay.digest",
+        # The key template read backwards: beside the template itself.
+        "relay.coverage.keys",
     ),
-    ("relay.config", "relay.config_base", "relay.config_footage", "relay.config_destinations"),
+    ("relay.config", "relay.config_base", "relay.config_footage", "relay.config_destinations", "relay.config_pair"),
     # What every part reports into: counts, logs, systemd, a check's report.
     ("relay.ops.stats", "relay.ops.checks", "relay.ops.logs", "relay.ops.journal", "relay.ops.systemd"),
     # Clips on disk, and the arithmetic of spans of footage (pure; the ledger stores them).
@@ -52,8 +54,8 @@ LAYERS: list[tuple[str, ...]] = [
     # The ledger: every clip's history, the gaps, in SQLite; the only package that speaks SQL.
     ("relay.ledger",),
     ("relay.ingest", "relay.camera", "relay.upload"),
-    # Footage over time: gaps fetched back, coverage read from the bucket.
-    ("relay.backfill", "relay.coverage"),
+    # Footage over time: gaps fetched back, coverage read from the bucket, the pair's leases.
+    ("relay.backfill", "relay.coverage", "relay.pair"),
     # What watches everything: health, metrics, the status page, certificates, site checks.
     ("relay.ops",),
     ("relay.server",),

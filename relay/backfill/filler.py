@@ -15,6 +15,10 @@ through the gaps that are due, oldest first:
 - a camera that cannot be asked (unreachable, a timeout, nonsense) puts the gap in
   ``retrying`` with capped exponential backoff; it never stops the relay or the uploads.
 
+On a site with two gateways (relay.pair), a gap in this relay's ledger is first judged
+against the bucket: what the peer stored is no gap, and what S3 lacks is fetched only
+by the relay that holds the camera's lease, which it checks again before each piece.
+
 At most one export per camera at a time (its task does one thing at a time), at most
 ``backfill.max_concurrent`` over all cameras, and none while more than
 ``backfill.max_queued_bytes`` waits for upload: the uplink carries what the devices
@@ -30,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.backfill.camera_state import CameraState
 from relay.backfill.export import SpoolFull, export_piece
@@ -40,6 +45,7 @@ from relay.camera.vapix import VapixClient
 from relay.config import BackfillConfig, DeviceConfig
 from relay.ledger import GapRecord, GapState, Ledger, LedgerError, LedgerWriter
 from relay.ops.stats import CameraStatus, RelayStats
+from relay.pair import Pair
 from relay.spool.spool import Spool
 
 log = structlog.get_logger("relay.backfill")
@@ -47,6 +53,8 @@ log = structlog.get_logger("relay.backfill")
 # After the first round, each reads again at least this far back: a long clip that
 # arrives late, or one put back with 'spool retry', still counts.
 RESCAN_S = 600.0
+# Less missing than this (in S3, on a pair) is no gap to fetch.
+NOTHING_S = 0.5
 
 
 def now_utc() -> datetime:
@@ -61,7 +69,9 @@ class Backfill:
         spool: Spool,
         ledger: LedgerWriter,
         stats: RelayStats,
+        pair: Pair | None = None,
     ) -> None:
+        self._pair = pair
         self._config = config
         self._devices = devices
         self._spool = spool
@@ -179,6 +189,20 @@ class Backfill:
 
     async def _fill(self, name: str, gap: GapRecord) -> None:
         client = self._clients.get(name)
+        in_s3: list[Span] = []
+        if self._pair is not None:
+            try:
+                verdict = await self._pair.judge(name, gap.span, fillable=client is not None)
+            except (ClientError, BotoCoreError, OSError) as exc:
+                await self._retry(gap, f"cannot read the bucket to judge the gap: {exc}", self._config.retry_max_s)
+                return
+            if verdict.missing_s < NOTHING_S:
+                await self._settle(gap, "filled", "S3 holds it: the peer stored it", missing_s=0.0)
+                return
+            if verdict.wait_s is not None:
+                await self._retry(gap, verdict.reason, verdict.wait_s)
+                return
+            in_s3 = verdict.in_s3
         if client is None:
             await self._settle(
                 gap,
@@ -189,7 +213,10 @@ class Backfill:
         async with self._exports:
             await self._update(gap, "fetching", attempts=gap.attempts + 1)
             try:
-                state, reason, missing = await self._fetch(name, client, gap)
+                state, reason, missing = await self._fetch(name, client, gap, in_s3)
+            except LeaseLost as exc:
+                await self._retry(gap, str(exc), self._pair.leases.next_slot_in() if self._pair else 60.0)
+                return
             except CameraError as exc:
                 await self._camera_failed(name, gap, exc)
                 return
@@ -204,7 +231,9 @@ class Backfill:
         self._cameras[name].answered()
         await self._settle(gap, state, reason, missing_s=missing)
 
-    async def _fetch(self, name: str, client: VapixClient, gap: GapRecord) -> tuple[GapState, str, float]:
+    async def _fetch(
+        self, name: str, client: VapixClient, gap: GapRecord, in_s3: list[Span]
+    ) -> tuple[GapState, str, float]:
         camera = client.config
         disks = await client.disks()
         disk = next((d for d in disks if d.disk_id == camera.disk), None)
@@ -242,9 +271,11 @@ class Backfill:
             if start >= piece.ends:
                 continue
             wanted_here = Span(start, piece.ends)
-            have = await self._backfilled(name, wanted_here)
+            have = await self._backfilled(name, wanted_here) + in_s3
             for todo in subtract(wanted_here, have):
                 for part in _pieces(todo, self._config.piece_s):
+                    if self._pair is not None and not self._pair.still_held(name):
+                        raise LeaseLost(f"the lease on {name}'s back-fill moved to the peer mid-gap")
                     stored = await export_piece(self._spool, self._stats, client, recording, part)
                     if stored is None:
                         not_on_card.append(part)
@@ -318,6 +349,10 @@ class Backfill:
 
     async def _update(self, gap: GapRecord, state: GapState, **fields: object) -> None:
         await self._ledger.run(lambda ledger: ledger.gaps.update(gap.gap_id, state, now_utc(), **fields))
+
+
+class LeaseLost(Exception):
+    """The pair's other relay took the camera's back-fill over (this relay's slot ended)."""
 
 
 def _about(gap: GapRecord) -> dict[str, object]:

@@ -5,6 +5,7 @@ with its fix. Read-only: nothing is changed on the camera."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,9 +41,17 @@ class CameraReport:
         return {"camera": self.camera, "ok": self.ok, "lines": [asdict(line) for line in self.lines]}
 
 
-async def check(name: str, device: DeviceConfig, relay_url: str | None, last_clip: str | None = None) -> CameraReport:
+async def check(
+    name: str,
+    device: DeviceConfig,
+    relay_url: str | None,
+    last_clip: str | None = None,
+    *,
+    peers: Sequence[str] = (),
+) -> CameraReport:
     """``last_clip``: the newest clip from this device in the relay's ledger (it logged in
-    to send it), the evidence when the camera will not show the credentials it sends."""
+    to send it), the evidence when the camera will not show the credentials it sends.
+    ``peers``: the other relay of a pair, whose recipient and rule are checked too."""
     report = CameraReport(name)
     camera = device.camera
     if camera is None:
@@ -51,6 +60,8 @@ async def check(name: str, device: DeviceConfig, relay_url: str | None, last_cli
     async with VapixClient.open(name, camera) as client:
         try:
             await _check(report, client, name, device, camera, relay_url, last_clip)
+            for peer in peers:
+                await _check_peer(report, client, name, peer)
         except CameraError as exc:
             if exc.transient:
                 report.add("reachable", False, exc.reason, f"check that {camera.url} is on and reachable from here")
@@ -166,6 +177,24 @@ async def _check_rule(
         report.lines[-1].value += "; configured by hand, not by 'camera setup'"
 
 
+async def _check_peer(report: CameraReport, client: VapixClient, name: str, peer: str) -> None:
+    """The pair's other relay: an action sending this device's clips to it, with an
+    enabled rule (its credentials are the peer's to check)."""
+    actions = soap.configurations(await client.soap(soap.get("GetActionConfigurations")), "Action")
+    rules = soap.action_rules(await client.soap(soap.get("GetActionRules")))
+    target = f"{peer}/upload/{name}"
+    pointing = [a for a in actions if a.template == soap.CLIP_TEMPLATE and target in a.parameters.get("upload_url", "")]
+    ids = {a.configuration_id for a in pointing}
+    enabled = [r for r in rules if r.primary_action in ids and r.enabled]
+    if not pointing:
+        value = "none"
+    elif not enabled:
+        value = f"{target}, but no enabled rule uses it"
+    else:
+        value = f"{target} ({enabled[0].name or enabled[0].rule_id})"
+    report.add("peer recipient", bool(enabled), value, f"run 'axis-relay camera setup {name}' on the relay at {peer}")
+
+
 def credentials_readable(parameters: dict[str, str]) -> bool:
     """False when the camera does not show the secrets an action sends: masked with
     asterisks, or echoed empty (whether firmware masks them is not documented)."""
@@ -201,9 +230,11 @@ async def check_all(
     names: list[str],
     relay_url: str | None,
     last_clips: dict[str, str] | None = None,
+    *,
+    peers: Sequence[str] = (),
 ) -> list[CameraReport]:
     clips = last_clips or {}
-    return list(await asyncio.gather(*(check(n, devices[n], relay_url, clips.get(n)) for n in names)))
+    return list(await asyncio.gather(*(check(n, devices[n], relay_url, clips.get(n), peers=peers) for n in names)))
 
 
 def table(reports: list[CameraReport]) -> str:

@@ -1,8 +1,13 @@
 """`axis-relay camera setup` and `remove`: what the relay puts on a camera so that it
 sends its clips here, records continuously to its card and keeps that long enough.
 
-What setup creates is named ``axis-relay:<device>:...``, so it is recognised and
-replaced, never duplicated, and nothing else on the camera is touched:
+What setup creates is named ``axis-relay:<relay>:<device>:...`` (``<relay>`` is
+``site.relay_id``), so it is recognised and replaced, never duplicated, and nothing
+else on the camera is touched, not even what the other relay of a pair set up for the
+same camera: each relay has its own recipient, action, schedule and rule, and the
+camera sends every clip to both. What an earlier version named ``axis-relay:<device>:...``
+is taken as this relay's when its URL is this relay's (or, with no URL to compare, on
+a site with one relay):
 
 - the HTTPS recipient (the relay's URL for this device, its token or login);
 - the "send video clip" action, repeating the recipient's parameters as the device
@@ -32,6 +37,8 @@ from relay.config import DEFAULT_STREAM_OPTIONS, DeviceConfig
 from relay.ingest.secret_hash import is_hashed
 
 PREFIX = "axis-relay:"
+# What setup creates for one device, by the last part of its name.
+PARTS = ("recipient", "clip", "pulse", "rule")
 # Each Remove* operation, and the id element that both it and its Add* answer carry.
 _ANSWER = {
     "RemoveActionRule": "RuleID",
@@ -50,6 +57,7 @@ class SetupError(Exception):
 @dataclass(frozen=True)
 class Options:
     relay_url: str  # how the camera reaches the relay, e.g. https://gateway:8443
+    relay_id: str  # site.relay_id: in every name setup creates
     interval_s: int = 15
     pre_ms: int = 0
     post_ms: int | None = None  # default: the interval, so the clips cover all time
@@ -64,6 +72,7 @@ class Options:
 @dataclass(frozen=True)
 class Plan:
     device: str
+    relay_id: str
     recipient: dict[str, str]
     action: dict[str, str]
     interval_s: int
@@ -73,7 +82,7 @@ class Plan:
     recording_options: str = DEFAULT_STREAM_OPTIONS
 
     def name(self, part: str) -> str:
-        return f"{PREFIX}{self.device}:{part}"
+        return own_name(self.relay_id, self.device, part)
 
     @property
     def filename_template(self) -> str:
@@ -85,6 +94,10 @@ class Outcome:
     lines: list[str] = field(default_factory=list)
     created: list[tuple[str, str]] = field(default_factory=list)  # (remove operation, id)
     removed: list[str] = field(default_factory=list)
+
+
+def own_name(relay_id: str, device: str, part: str) -> str:
+    return f"{PREFIX}{relay_id}:{device}:{part}"
 
 
 def plain_secrets(device: DeviceConfig) -> tuple[str | None, str | None]:
@@ -123,7 +136,7 @@ def plan(name: str, device: DeviceConfig, options: Options) -> Plan:
     }
     recording = device.camera.stream_options if device.camera else DEFAULT_STREAM_OPTIONS
     days = max(1, math.ceil(options.retention_hours / 24))
-    return Plan(name, recipient, action, options.interval_s, days, recording_options=recording)
+    return Plan(name, options.relay_id, recipient, action, options.interval_s, days, recording_options=recording)
 
 
 def describe(p: Plan) -> list[str]:
@@ -135,7 +148,7 @@ def describe(p: Plan) -> list[str]:
         f"AddActionRule {p.name('rule')} on {soap.PULSE_TOPIC} -> the action",
         "record/continuous/addconfiguration.cgi, if the card has no continuous recording",
         f"param.cgi Storage.<disk>.CleanupMaxAge >= {p.retention_days} day(s)",
-        f"then remove the device's earlier {PREFIX}{p.device}:* configuration, if any",
+        f"then remove the device's earlier {PREFIX}{p.relay_id}:{p.device}:* configuration, if any",
     ]
 
 
@@ -158,24 +171,31 @@ class Ours:
         )
 
 
-async def ours(client: VapixClient, device: str) -> Ours:
-    mine = f"{PREFIX}{device}:"
+async def ours(client: VapixClient, device: str, relay_id: str, upload_url: str | None) -> Ours:
+    """What this relay set up for ``device``: its own names, and those an earlier
+    version gave without a relay id when they point at ``upload_url`` (None: adopted
+    whatever they point at, for a site with one relay and no URL to compare)."""
     recipients = soap.configurations(await client.soap(soap.get("GetRecipientConfigurations")), "Recipient")
     actions = soap.configurations(await client.soap(soap.get("GetActionConfigurations")), "Action")
     events = soap.scheduled_events(await client.soap(soap.get("GetScheduledEvents")))
     rules = soap.action_rules(await client.soap(soap.get("GetActionRules")))
+    mine = {own_name(relay_id, device, part) for part in PARTS}
+    legacy = {f"{PREFIX}{device}:{part}" for part in PARTS}
+    pointing = [c.parameters.get("upload_url", "").split("?")[0] for c in (*recipients, *actions) if c.name in legacy]
+    if upload_url is None or upload_url.split("?")[0] in pointing:
+        mine |= legacy
     return Ours(
-        [r for r in recipients if r.name.startswith(mine)],
-        [a for a in actions if a.name.startswith(mine)],
-        [e for e in events if e.name.startswith(mine)],
-        [r for r in rules if r.name.startswith(mine)],
+        [r for r in recipients if r.name in mine],
+        [a for a in actions if a.name in mine],
+        [e for e in events if e.name in mine],
+        [r for r in rules if r.name in mine],
     )
 
 
 async def apply(client: VapixClient, p: Plan, disk: str) -> Outcome:
     """Set the camera up as planned; SetupFailed (after rolling back) on a fault."""
     outcome = Outcome()
-    before = await ours(client, p.device)
+    before = await ours(client, p.device, p.relay_id, p.recipient["upload_url"])
     try:
         recipient = await _add(
             client,
@@ -258,10 +278,11 @@ async def _roll_back(client: VapixClient, outcome: Outcome) -> list[str]:
     return left
 
 
-async def remove(client: VapixClient, device: str) -> list[str]:
-    """Remove what setup created for this device, and nothing else; their names."""
+async def remove(client: VapixClient, device: str, relay_id: str, upload_url: str | None) -> list[str]:
+    """Remove what this relay's setup created for this device, and nothing else (not the
+    other relay's of a pair); their names."""
     removed = []
-    for operation, identifier, name in (await ours(client, device)).removals():
+    for operation, identifier, name in (await ours(client, device, relay_id, upload_url)).removals():
         await client.soap(soap.remove(operation, _ANSWER[operation], identifier))
         removed.append(name)
     return removed

@@ -40,6 +40,7 @@ def _setup_options(config: RelayConfig, args: argparse.Namespace) -> setup.Optio
         raise CliError("--interval is 1-3600 s; --pre-ms and --post-ms are 0 or more")
     return setup.Options(
         relay_url=url,
+        relay_id=config.site.relay_id,
         interval_s=args.interval,
         pre_ms=args.pre_ms,
         post_ms=args.post_ms,
@@ -61,6 +62,13 @@ def relay_url(config: RelayConfig, given: str | None) -> str | None:
     return (given or config.ingest.public_url or "").rstrip("/") or None
 
 
+def upload_url(config: RelayConfig, name: str) -> str | None:
+    """Where this relay's set-up points the device, when the config says (what tells an
+    earlier version's unnamed set-up apart from the other relay's)."""
+    base = relay_url(config, None)
+    return f"{base}/upload/{name}" if base else None
+
+
 async def run_check(config: RelayConfig, names: list[str], given_url: str | None, as_json: bool) -> tuple[str, int]:
     names = names or [n for n, d in config.devices.items() if d.camera is not None]
     if not names:
@@ -70,7 +78,9 @@ async def run_check(config: RelayConfig, names: list[str], given_url: str | None
     last_clips = {
         name: found for name in names if (found := await asyncio.to_thread(_last_clip, config, name)) is not None
     }
-    reports = await check.check_all(config.devices, names, relay_url(config, given_url), last_clips)
+    reports = await check.check_all(
+        config.devices, names, relay_url(config, given_url), last_clips, peers=config.site.peers
+    )
     text = json.dumps([r.as_json() for r in reports], indent=1) if as_json else check.table(reports)
     return text, 0 if all(r.ok for r in reports) else 1
 
@@ -102,7 +112,7 @@ async def run_setup(config: RelayConfig, name: str, options: setup.Options, dry_
             f'  add to [devices.{name}] so clips are placed in time by name too: filename_template = "'
             f'{plan.filename_template}"'
         )
-    report = await check.check(name, device, options.relay_url)
+    report = await check.check(name, device, options.relay_url, peers=config.site.peers)
     lines.append(check.table([report]))
     ok = report.ok
     if options.wait_s:
@@ -167,7 +177,7 @@ async def run_remove(config: RelayConfig, name: str) -> tuple[str, int]:
     assert camera is not None
     async with VapixClient.open(name, camera) as client:
         try:
-            removed = await setup.remove(client, name)
+            removed = await setup.remove(client, name, config.site.relay_id, upload_url(config, name))
         except CameraFailure as exc:
             return f"{name}: remove failed: {exc}", 1
     if not removed:

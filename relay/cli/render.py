@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from relay.ledger import ClipRecord, GapRecord
 from relay.ops.units import human_bytes
@@ -127,10 +128,32 @@ def health(report: dict[str, object]) -> str:
         lines.append(f"  {reason['level']:<9} {reason['code']}{where}: {reason['message']}")
         lines.append(f"  {'':<9} fix: {reason['fix']}")
     for key, value in report.items():
-        if key not in ("status", "reasons", "healthy", "problems"):
+        if key == "pair" and isinstance(value, dict):
+            lines += pair(value)
+        elif key not in ("status", "reasons", "healthy", "problems"):
             shown = human_bytes(value) if key.endswith("_bytes") else value
             lines.append(f"{key.replace('_', ' '):<24} {'-' if value is None else shown}")
     return "\n".join(lines)
+
+
+def pair(report: dict[str, Any]) -> list[str]:
+    """The pair's lines of `axis-relay status`: the peer, then each camera's roles."""
+    peer = report["peer"]
+    reach = {True: "reachable", False: f"UNREACHABLE ({peer['unreachable_because']})", None: "not tried yet"}
+    age = peer["heartbeat_age_s"]
+    heard = f"heartbeat {age:.0f} s ago" if age is not None else f"no heartbeat seen ({peer['heartbeat_problem']})"
+    lines = [
+        f"{'this relay':<24} {report['relay_id']}",
+        f"{'peer':<24} {peer['relay_id'] or '?'} at {peer['url']}: {reach[peer['reachable']]}, {heard}, "
+        f"{peer['queued_clips']} clip(s) queued",
+    ]
+    for camera, roles in report["cameras"].items():
+        stored = roles["peer_last_stored_age_s"]
+        lines.append(
+            f"  {camera:<22} primary {roles['primary']}, lease {roles['lease_holder'] or 'unknown'}, peer stored "
+            f"{'never' if stored is None else f'{stored:.0f} s ago'}, {roles['delivered_by_peer']} delivered by peer"
+        )
+    return lines
 
 
 def certificate(paths: dict[str, Path], names: list[str], ca_fingerprint: str, *, ca_was_there: bool) -> str:

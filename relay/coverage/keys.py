@@ -135,6 +135,23 @@ class KeyLayout:
         ]
         return _common_prefix(*samples)
 
+    def start_prefix(self, camera: str, start: datetime) -> str:
+        """The longest prefix every key of ``camera`` whose footage starts at ``start``
+        shares, whatever its end, file name, arrival, id or origin: where the same clip,
+        named otherwise by another relay (its own ``#s``), would be."""
+        samples = [
+            self.template.format(
+                **key_fields(
+                    camera=camera, filename=filename, date=date, clip_id=clip_id, origin=origin, start=start, end=end
+                )
+            )
+            for end, date, filename, clip_id, origin in (
+                (start, start - timedelta(days=1), "0.mkv", "0", "backfill"),
+                (start + timedelta(days=1), start + timedelta(days=1), "~~.mp4", "~", "device"),
+            )
+        ]
+        return _common_prefix(*samples)
+
     def start_after(self, camera: str, moment: datetime) -> str | None:
         """A StartAfter for listing ``camera``'s day of ``moment`` from ``moment`` on: below
         every key whose footage starts at or after it. None unless keys sort by start

@@ -6,7 +6,8 @@ returns, so they can never disagree. Three levels:
 - ``ok``: clips arrive and reach the destination; nothing needs a person.
 - ``degraded``: something needs attention, but clips still flow or wait safely (a clip
   in quarantine, a silent camera, a gap the back-fill cannot close, a camera's clock,
-  a camera that fails its TLS handshake, a certificate near its end, the ledger).
+  a camera that fails its TLS handshake, a certificate near its end, the ledger, the
+  other gateway of a pair silent).
 - ``failing``: clips are not reaching S3, or are being refused (credentials, bucket,
   a dead endpoint, a full spool, an expired certificate).
 
@@ -96,6 +97,8 @@ class HealthRules:
     # A continuous camera is silent with no clip for this long (cadence + grace).
     silent_after_s: Mapping[str, float]
     backfill: bool
+    # A pair's peer is silent after this long without its heartbeat moving (ha.peer_silent_s).
+    peer_silent_s: float = 300.0
 
     @classmethod
     def of(cls, config: RelayConfig) -> HealthRules:
@@ -104,7 +107,13 @@ class HealthRules:
             for name, device in config.devices.items()
             if device.camera is not None and device.camera.expect == "continuous"
         }
-        return cls(config.health.upload_failing_after_s, config.metrics.upload_stall_s, silent, config.backfill.enabled)
+        return cls(
+            config.health.upload_failing_after_s,
+            config.metrics.upload_stall_s,
+            silent,
+            config.backfill.enabled,
+            config.ha.peer_silent_s,
+        )
 
 
 def human_duration(seconds: float) -> str:
@@ -136,6 +145,7 @@ def evaluate(
         *_spool(stats, spool, disk, now),
         *_cameras(stats, rules, now),
         *_certificate(stats, now),
+        *_peer(stats, rules, now),
     ]
     if ledger_failing is not None:
         since, why = ledger_failing
@@ -315,6 +325,30 @@ def _cameras(stats: RelayStats, rules: HealthRules, now: float) -> list[Reason]:
             )
         )
     return reasons
+
+
+def _peer(stats: RelayStats, rules: HealthRules, now: float) -> list[Reason]:
+    """A pair whose other relay is silent is one gateway again: clips still reach S3
+    (this relay uploads every camera's, after ha.peer_delay_s), but nothing stands in
+    for this one if it fails too."""
+    pair = stats.pair
+    if pair is None or (silent := pair.peer_silent_for(now)) <= rules.peer_silent_s:
+        return []
+    peer = pair.peer
+    name = f"{peer.relay_id} ({peer.url})" if peer.relay_id else peer.url
+    why = f": {peer.heartbeat_error}" if peer.heartbeat_error else ""
+    lan = " and does not answer on its port" if peer.reachable is False else ""
+    return [
+        Reason(
+            "peer_silent",
+            "degraded",
+            f"the peer relay {name} has written no heartbeat to S3 for {human_duration(silent)}{lan}{why}; this relay "
+            "now uploads every camera's clips and back-fills alone",
+            "bring the peer gateway back (systemctl status axis-relay on it); if it was retired for good, remove "
+            "site.peers here",
+            now - silent,
+        )
+    ]
 
 
 def _certificate(stats: RelayStats, now: float) -> list[Reason]:

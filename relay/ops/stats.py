@@ -43,6 +43,41 @@ class HandshakeTrouble:
 
 
 @dataclass
+class PeerStatus:
+    """The other relay of a pair, as its heartbeat in S3 and a connection to it tell."""
+
+    url: str
+    heartbeat_key: str
+    relay_id: str | None = None  # as its heartbeat names it
+    reachable: bool | None = None  # a connection to its ingest port; None until tried
+    probe_error: str = ""
+    heard_at: float | None = None  # our clock, when its heartbeat was last seen to move
+    heartbeat_error: str = ""  # why its heartbeat could not be read, if it could not
+    last_stored: dict[str, float] = field(default_factory=dict)  # camera -> when it last stored one
+    queued_clips: int = 0
+    queued_since: float | None = None  # when its oldest clip still queued arrived
+
+
+@dataclass
+class PairStatus:
+    """Two gateways per site (relay.pair): this relay's part and what it knows of the peer."""
+
+    relay_id: str
+    url: str
+    peer: PeerStatus
+    watching_since: float = field(default_factory=time.time)
+    primary: dict[str, bool] = field(default_factory=dict)  # camera -> this relay uploads first
+    lease_holder: dict[str, str] = field(default_factory=dict)  # camera -> relay id holding its slot now
+    lease_held: dict[str, bool] = field(default_factory=dict)  # camera -> this relay holds it now
+    lease_moves: int = 0  # leases this relay took over from the peer
+    lease_requests: int = 0  # S3 requests for leases, to cost them
+    delivered_by_peer: Counter[str] = field(default_factory=Counter)  # per device
+
+    def peer_silent_for(self, now: float) -> float:
+        return now - (self.peer.heard_at or self.watching_since)
+
+
+@dataclass
 class RelayStats:
     clips_accepted: int = 0
     bytes_accepted: int = 0
@@ -94,6 +129,9 @@ class RelayStats:
     coverage_missing_s: dict[str, float] = field(default_factory=dict)
     coverage_audited_at: float | None = None
     coverage_audited_until: float | None = None  # the end of the last audit's window
+    # When this relay last stored a clip of each device in S3 itself (for its peer).
+    last_stored_at: dict[str, float] = field(default_factory=dict)
+    pair: PairStatus | None = None
     # Upload durations as a histogram: cumulative counts per upper bound (seconds).
     upload_seconds_bounds: tuple[float, ...] = (1, 5, 15, 60, 300, 900, float("inf"))
     upload_seconds_counts: list[int] = field(default_factory=lambda: [0] * 7)
@@ -131,7 +169,12 @@ class RelayStats:
             "tls_handshake_failures",
             "tls_trouble",
             "cert_not_after",
+            "last_stored_at",
+            "pair",
         ):
             out.pop(detail)
         out["tls_handshake_failures"] = sum(self.tls_handshake_failures.values())
+        if self.pair is not None:
+            out["clips_delivered_by_peer"] = sum(self.pair.delivered_by_peer.values())
+            out["lease_moves"] = self.pair.lease_moves
         return out

@@ -2,7 +2,8 @@
 reads without Grafana, refreshing itself: the relay's health level and its reasons
 (relay.ops.health, the same as /healthz), version, destination, uptime and disk; per
 camera its last clip, clips today, clips waiting, quarantined (with the reasons), gaps
-and back-fill (where back-fill is on), failed TLS handshakes and its clock.
+and back-fill (where back-fill is on), failed TLS handshakes and its clock; on a site with
+two gateways, the peer (reachable? its heartbeat) and each camera's roles.
 Read-only; no external assets; every value escaped."""
 
 from __future__ import annotations
@@ -84,6 +85,34 @@ def _camera_row(device: str, p: PageFacts, now: float) -> str:
     return row_html
 
 
+def _pair(report: object) -> str:
+    """The pair's section, from /healthz's ``pair`` (relay.ops.metrics.pair_report)."""
+    if not isinstance(report, dict):
+        return ""
+    e = html.escape
+    peer = report["peer"]
+    reach = {True: "reachable", False: f"UNREACHABLE: {peer['unreachable_because']}", None: "not tried yet"}
+    age = peer["heartbeat_age_s"]
+    heard = f"heartbeat {human_duration(age)} ago" if age is not None else f"no heartbeat: {peer['heartbeat_problem']}"
+    rows = "".join(
+        f"<tr data-camera='{e(camera)}'><td class='name'>{e(camera)}</td><td data-field='primary'>"
+        f"{e(str(roles['primary']))}</td><td data-field='lease'>{e(roles['lease_holder'] or 'unknown')}</td>"
+        f"<td data-field='peer-stored'>"
+        f"{'never' if roles['peer_last_stored_age_s'] is None else e(human_duration(roles['peer_last_stored_age_s']))}"
+        f"{'' if roles['peer_last_stored_age_s'] is None else ' ago'}</td>"
+        f"<td data-field='by-peer'>{roles['delivered_by_peer']}</td></tr>"
+        for camera, roles in report["cameras"].items()
+    )
+    warn = "warn" if peer["reachable"] is False or age is None else ""
+    return (
+        f"<h2>Two gateways</h2><p id='peer' class='{warn}' data-reachable='{str(peer['reachable']).lower()}'>"
+        f"This relay: <b>{e(report['relay_id'])}</b>. Peer <b>{e(peer['relay_id'] or '?')}</b> at "
+        f"{e(peer['url'])}: {e(reach[peer['reachable']])}, {e(heard)}, {peer['queued_clips']} clip(s) queued.</p>"
+        "<table id='pair'><thead><tr><th>camera</th><th>uploads first</th><th>back-fill lease</th>"
+        f"<th>peer last stored</th><th>delivered by peer</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
 def page(p: PageFacts, now: float | None = None) -> str:
     now = now or time.time()
     e = html.escape
@@ -117,7 +146,8 @@ table {{ border-collapse: collapse; width: 100%; margin-top: 1em; background: #f
 th, td {{ text-align: left; padding: .45em .7em; border-bottom: 1px solid #ddd; vertical-align: top; }}
 th {{ background: #eee; }} tr.warn td {{ background: #fff4e5; }} p.warn {{ color: #b26a00; }}
 .reason {{ font-size: .85em; color: #8a4b00; }} .facts span {{ margin-right: 1.5em; }}
-#reasons li {{ margin: .4em 0; }} #reasons li.failing b {{ color: #c62828; }}
+#reasons li {{ margin: .4em 0; }} h2 {{ font-size: 1.1em; margin: 1.2em 0 0; }}
+#reasons li.failing b {{ color: #c62828; }}
 #reasons li.degraded b {{ color: #8a4b00; }}
 .fix {{ font-size: .9em; color: #444; }}
 tr.strip td {{ padding: 0 .7em .5em; border-bottom: 1px solid #ddd; }} svg.timeline {{ display: block; }}
@@ -137,5 +167,6 @@ height: .9em; margin: 0 .3em 0 1em; vertical-align: -.1em; }}
 <table id="cameras"><thead><tr>{head}</tr></thead>
 <tbody>{body}</tbody></table>
 {legend}
+{_pair(p.facts.get("pair"))}
 <p style="color:#777;font-size:.85em">Refreshes every {REFRESH_S} s. Read-only. {e(stamp)}</p>
 </body></html>"""

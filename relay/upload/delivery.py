@@ -37,7 +37,8 @@ log = structlog.get_logger("relay.delivery")
 Completion = Literal["done", "taken", "gone", "conflict"]
 # How a clip went, for the log, the metrics and the ledger: straight to S3, or through
 # API Gateway as one POST, through the presigned hand-off, or to the fallback bucket.
-Route = Literal["s3", "post", "handoff", "fallback_s3"]
+# "peer": the other relay of a pair stored it; this one found it there and sent nothing.
+Route = Literal["s3", "post", "handoff", "fallback_s3", "peer"]
 # What a key holds when a conditional commit did not go through.
 KeyContent = Literal["this clip", "other content", "nothing"]  # what a key holds
 
@@ -329,6 +330,10 @@ class ObjectDelivery:
     async def _abort(self, key: str, upload_id: str, clip_id: str) -> None:
         await self._store.abort(key, upload_id)
         await asyncio.to_thread(self._spool.save_upload_state, clip_id, None)
+
+    async def holds(self, key: str, meta: ClipMeta) -> bool:
+        """Does ``key`` hold this clip (the same bytes, whoever stored them)?"""
+        return await self._what_key_holds(key, meta) == "this clip"
 
     async def _what_key_holds(self, key: str, meta: ClipMeta) -> KeyContent:
         """'this clip', 'other content' or 'nothing': what the key holds now."""

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from relay._compat import OneAttemptHTTPSession
 from relay.config import S3Config
+from relay.coverage.keys import KeyLayout
 from relay.spool.clip import ClipMeta
 from relay.spool.progress import Part
 from relay.spool.store import SpoolStore
@@ -214,10 +215,16 @@ async def open_client(config: S3Config) -> AsyncIterator[tuple[Any, bool]]:
         yield client, has_credentials
 
 
+# Keys of one camera starting at one instant that are looked at for a peer's copy.
+PEER_CANDIDATES = 8
+
+
 class S3Destination:
     def __init__(self, client: Any, config: S3Config, spool: SpoolStore, has_credentials: bool) -> None:
         self.has_credentials = has_credentials
         self._config = config
+        self._client = client
+        self._layout = KeyLayout(config.key_template)
         self._delivery = ObjectDelivery(
             S3Store(client, config.bucket, stall_warning_s=config.stall_warning_s, give_up_s=config.read_timeout_s),
             spool,
@@ -235,6 +242,33 @@ class S3Destination:
     async def deliver(self, meta: ClipMeta) -> Delivered:
         template = self._config.backfill_key_template if meta.origin == "backfill" else self._config.key_template
         return await self._delivery.deliver(meta, object_key(template, meta))
+
+    async def stored_by_peer(self, meta: ClipMeta) -> str | None:
+        """The key where the other relay of a pair stored this clip (the same bytes), or
+        None. Its key is this relay's, unless the file names differ (a camera counts
+        ``#s`` per action): then it is among the keys of the same camera and start."""
+        key = object_key(self._config.key_template, meta)
+        if await self._delivery.holds(key, meta):
+            return key
+        if meta.starts is None or meta.ends is None or not self._layout.spans_in_key:
+            return None
+        prefix = self._layout.start_prefix(meta.camera, meta.starts)
+        try:
+            page = await self._client.list_objects_v2(
+                Bucket=self._config.bucket, Prefix=prefix, MaxKeys=PEER_CANDIDATES
+            )
+        except ClientError as exc:
+            if http_status(exc) == 403:
+                return None  # no s3:ListBucket: the exact key is all there is to go by
+            raise
+        for found in page.get("Contents", []):
+            other = str(found["Key"])
+            span = self._layout.span(other)
+            if other == key or span is None or (span.starts, span.ends) != (meta.starts, meta.ends):
+                continue
+            if int(found.get("Size", -1)) == meta.size and await self._delivery.holds(other, meta):
+                return other
+        return None
 
     async def abandon(self, meta: ClipMeta) -> None:
         await self._delivery.abandon(meta)

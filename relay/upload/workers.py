@@ -51,6 +51,20 @@ class Destination(Protocol):
     async def abandon(self, meta: ClipMeta) -> None: ...
 
 
+class Pairing(Protocol):
+    """The other relay of a pair, as upload needs it (relay.pair.Pair)."""
+
+    def secondary(self, meta: ClipMeta) -> bool: ...
+
+    def stale(self, meta: ClipMeta) -> bool: ...
+
+    def hold_back_s(self, meta: ClipMeta) -> float: ...
+
+    async def stored_by_peer(self, meta: ClipMeta) -> str | None: ...
+
+    def delivered_by_peer(self, meta: ClipMeta) -> None: ...
+
+
 class DeliveryPause:
     """Holds every worker while the destination refuses the relay, until ``retry_s`` has
     passed or ``wake()`` (SIGHUP) is called; then the workers try again."""
@@ -100,8 +114,15 @@ class DeliveryPause:
 
 class Uploader:
     def __init__(
-        self, spool: Spool, destination: Destination, retry: RetryConfig, stats: RelayStats, workers: int
+        self,
+        spool: Spool,
+        destination: Destination,
+        retry: RetryConfig,
+        stats: RelayStats,
+        workers: int,
+        pair: Pairing | None = None,
     ) -> None:
+        self._pair = pair
         self._spool = spool
         self._destination = destination
         self._retry = retry
@@ -140,6 +161,10 @@ class Uploader:
         except (OSError, ValueError, TypeError) as exc:
             await self._quarantine(clip_id, f"metadata is unreadable: {exc}", {})
             return
+        if self._pair is not None and (wait := self._pair.hold_back_s(meta)) > 0:
+            # The peer uploads this camera first: look for its copy once it has had time.
+            self._spool.release(clip_id, after_s=wait)
+            return
         started = time.monotonic()
         attempts = before
         try:
@@ -153,7 +178,7 @@ class Uploader:
             ):
                 with attempt:
                     attempts = before + attempt.retry_state.attempt_number
-                    delivered = await self._destination.deliver(meta)
+                    delivered = await self._deliver(meta)
         except Exception as exc:
             verdict = classify(exc) or PermanentUploadError(str(exc))
             if isinstance(verdict, DestinationRefused):
@@ -166,9 +191,14 @@ class Uploader:
                 await self._destination.abandon(meta)
             await self._quarantine(clip_id, verdict.reason, {**verdict.detail, "attempts": str(attempts)})
             return
+        if delivered.route == "peer":
+            await self._by_peer(clip_id, meta, delivered)
+            return
         # Counted and logged as soon as the destination confirmed, before the spool lets
         # the clip go: a crash during the removal must not make a delivered clip look
         # lost (the next start finds its directory in trash/ and finishes the removal).
+        if not delivered.already_present:
+            self._stats.last_stored_at[meta.camera] = time.time()
         self._stats.clips_uploaded += 1
         self._stats.bytes_uploaded += meta.size
         self._stats.uploads_by_route[delivered.route] += 1
@@ -188,6 +218,28 @@ class Uploader:
             already_present=delivered.already_present,
             route=delivered.route,
         )
+        await self._spool.delivered(clip_id, key=delivered.key, route=delivered.route)
+
+    async def _deliver(self, meta: ClipMeta) -> Delivered:
+        """The secondary of a pair first looks for the peer's copy (same bytes) in S3, and
+        either relay does for a clip that waited long (relay.pair.Pair.stored_by_peer);
+        only when there is none does it upload (and the conditional commit settles a
+        race with a peer uploading the same clip just then)."""
+        if self._pair is not None and (self._pair.secondary(meta) or self._pair.stale(meta)):
+            key = await self._pair.stored_by_peer(meta)
+            if key is not None:
+                return Delivered(key, already_present=True, route="peer")
+        return await self._destination.deliver(meta)
+
+    async def _by_peer(self, clip_id: str, meta: ClipMeta, delivered: Delivered) -> None:
+        assert self._pair is not None
+        self._pair.delivered_by_peer(meta)
+        # The queue moved and the clip is in S3 (its bytes checked there): for health,
+        # that is delivery, though this relay's uplink carried none of it.
+        self._stats.last_upload_at = time.time()
+        self._stats.upload_failing_since = None
+        self.pause.delivered()
+        log.info("clip_delivered_by_peer", camera=meta.camera, key=delivered.key, bytes=meta.size)
         await self._spool.delivered(clip_id, key=delivered.key, route=delivered.route)
 
     def _failed(self, error: str) -> None:

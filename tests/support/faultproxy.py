@@ -22,6 +22,8 @@ class Faults:
     stall_connections: int = 0  # ... or stalled (forward nothing more, close nothing) ...
     after_bytes: int = 256 * 1024  # ... after this many upstream bytes
     injected: list[str] = field(default_factory=list)  # what actually happened
+    upstream_bytes: int = 0  # every byte forwarded to the server: the relay's uplink, as a meter
+    connections: int = 0
 
 
 class FaultProxy:
@@ -55,6 +57,7 @@ class FaultProxy:
                 writer.write(chunk)
                 await writer.drain()
                 sent += len(chunk)
+                f.upstream_bytes += len(chunk)
                 if f.bytes_per_s and (ahead := sent / f.bytes_per_s - (loop.time() - started)) > 0:
                     await asyncio.sleep(ahead)  # pacing is what makes the link slow
         except OSError:
@@ -74,6 +77,7 @@ class FaultProxy:
             writer.close()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.faults.connections += 1
         fault = None
         if self.faults.reset_connections > 0:
             self.faults.reset_connections -= 1

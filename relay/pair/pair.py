@@ -1,0 +1,158 @@
+"""This relay's part in a pair, as upload and back-fill ask it.
+
+Upload: a camera's primary uploads its clips at once; the secondary holds each of its
+copies back for ``ha.peer_delay_s``, then looks for the primary's copy in S3 and
+uploads only when there is none (relay.upload.workers).
+
+Back-fill (relay.backfill.filler): a gap in this relay's ledger is judged against the
+bucket, not the ledger: footage the peer stored is no gap. What S3 lacks is fetched
+only by the relay holding the camera's lease (relay.pair.leases), and not while the
+peer, alive, still holds clips from that time in its queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from relay.backfill.gaps import Span, subtract
+from relay.config import RelayConfig
+from relay.coverage.bucket import read_bucket
+from relay.coverage.survey import layouts
+from relay.ops.stats import PairStatus, PeerStatus, RelayStats
+from relay.pair.leases import Leases
+from relay.pair.peer import PeerWatch, heartbeat_key
+from relay.pair.split import primary_of
+from relay.spool.clip import ClipMeta
+from relay.spool.spool import Spool
+from relay.upload.s3 import open_client
+
+# How long after its footage ended a clip can still reach a relay (a device's post-buffer,
+# its retries): a peer with clips queued since before then may still deliver the footage.
+ARRIVAL_SLACK = timedelta(minutes=2)
+# Less footage missing than this is no reason to ask a camera.
+NOTHING_S = 0.5
+# A clip whose footage S3 holds but for this much is not uploaded again: about a frame.
+HELD_BUT_S = 0.1
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A gap judged against the bucket: the footage S3 holds in it, and whether to
+    fetch the rest now (``wait_s`` None) or later, and why."""
+
+    in_s3: list[Span]
+    missing_s: float
+    wait_s: float | None = None
+    reason: str = ""
+
+
+# Where the peer's copy of a clip is in S3, if it is there (S3Destination.stored_by_peer).
+FindCopy = Callable[[ClipMeta], Awaitable[str | None]]
+
+
+class Pair:
+    def __init__(self, config: RelayConfig, client: Any, stats: RelayStats, spool: Spool, find_copy: FindCopy) -> None:
+        # The config checks both.
+        assert config.s3 is not None
+        assert config.ingest.public_url is not None
+        own, peer = config.ingest.public_url, config.site.peers[0]
+        self.status = stats.pair = PairStatus(
+            config.site.relay_id, own, PeerStatus(peer, heartbeat_key(config.ha.prefix, peer))
+        )
+        self.status.primary = {d: primary_of(d, (own, peer)) == own for d in config.devices}
+        self._config = config
+        self._client = client
+        self._find_copy = find_copy
+        self._bucket = config.s3.bucket
+        self._layouts = layouts(config.s3)
+        self.leases = Leases(
+            client,
+            config.s3.bucket,
+            config.ha.prefix,
+            self.status,
+            [name for name, device in config.devices.items() if device.camera is not None],
+            config.ha.lease_slot_s,
+        )
+        self.watch = PeerWatch(client, config.s3.bucket, config.ha.prefix, stats, spool, config.ha.heartbeat_s)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, config: RelayConfig, stats: RelayStats, spool: Spool, find_copy: FindCopy
+    ) -> AsyncIterator[Pair]:
+        assert config.s3 is not None
+        async with open_client(config.s3) as (client, _):
+            yield cls(config, client, stats, spool, find_copy)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.leases.run(), name="pair-leases")
+            group.create_task(self.watch.run(), name="pair-heartbeat")
+
+    # ----- upload ---------------------------------------------------------
+
+    def secondary(self, meta: ClipMeta) -> bool:
+        """Does the peer upload this clip first? (Back-fill's own clips: never.)"""
+        return meta.origin == "device" and not self.status.primary.get(meta.camera, True)
+
+    def hold_back_s(self, meta: ClipMeta) -> float:
+        """How much longer the secondary waits before it looks for the peer's copy."""
+        if not self.secondary(meta):
+            return 0.0
+        return meta.received.timestamp() + self._config.ha.peer_delay_s - time.time()
+
+    def stale(self, meta: ClipMeta) -> bool:
+        """A device's clip that waited so long (an outage, a relay down with it queued)
+        that the peer may have back-filled its footage meanwhile."""
+        return meta.origin == "device" and time.time() - meta.received.timestamp() > self._config.ha.peer_silent_s
+
+    async def stored_by_peer(self, meta: ClipMeta) -> str | None:
+        """Where S3 holds this clip already: the peer's copy (the same bytes); or, for a
+        stale clip, footage the peer fetched back while this relay was down (else its
+        clip would be a second copy of that time). None: upload it."""
+        if (key := await self._find_copy(meta)) is not None or not self.stale(meta):
+            return key
+        if meta.starts is None or meta.ends is None:
+            return None
+        span = Span(meta.starts, meta.ends)
+        reading = await read_bucket(self._client, self._bucket, self._layouts, meta.camera, span)
+        covering = [o for o in reading.objects if o.span is not None]
+        if sum(s.seconds for s in subtract(span, [o.span for o in covering if o.span])) > HELD_BUT_S:
+            return None
+        return next((o.key for o in covering if o.span and o.span.ends > span.starts), None)
+
+    def delivered_by_peer(self, meta: ClipMeta) -> None:
+        self.status.delivered_by_peer[meta.camera] += 1
+
+    # ----- back-fill ------------------------------------------------------
+
+    async def judge(self, camera: str, gap: Span, *, fillable: bool) -> Verdict:
+        """What of ``gap`` the bucket lacks, and whether this relay fetches it now.
+        ``fillable``: the camera can be asked at all (else only S3 is looked at)."""
+        reading = await read_bucket(self._client, self._bucket, self._layouts, camera, gap)
+        in_s3 = [span for o in reading.objects if (span := o.span) is not None]
+        missing = sum(s.seconds for s in subtract(gap, in_s3))
+        if missing < NOTHING_S or not fillable:
+            return Verdict(in_s3, missing)
+        peer, now = self.status.peer, time.time()
+        alive = self.status.peer_silent_for(now) < self._config.ha.peer_silent_s
+        if alive and peer.queued_since is not None and peer.queued_since <= (gap.ends + ARRIVAL_SLACK).timestamp():
+            return Verdict(
+                in_s3,
+                missing,
+                self._config.ha.heartbeat_s,
+                f"the peer still has {peer.queued_clips} clip(s) queued from that time; waiting for its uploads",
+            )
+        if not self.leases.held(camera):
+            holder = self.status.lease_holder.get(camera) or "nobody yet"
+            return Verdict(in_s3, missing, self.leases.next_slot_in(), f"back-fill of {camera} is leased to {holder}")
+        return Verdict(in_s3, missing)
+
+    def still_held(self, camera: str) -> bool:
+        return self.leases.held(camera)
