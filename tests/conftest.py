@@ -61,6 +61,16 @@ def function_s3(s3_server: LocalS3, tls: TLS) -> Iterator[Any]:
     client.close()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "long: minutes of real time (started first, so two workers share the rest)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first: with two workers, one runs each while the other works
+    through the short ones, instead of a long test starting last and alone."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 # A test that skips proves nothing, and a green run would hide it: every skip fails the
 # run unless AXIS_RELAY_ALLOW_SKIPS=1 says a person chose it (a laptop without root,
 # say). `make system-tools` installs what the skipping tests need.

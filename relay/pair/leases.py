@@ -95,7 +95,7 @@ class Leases:
     async def _keep(self, camera: str) -> None:
         # At start, the slot under way: taken only if no relay holds it (both were down).
         tried = self.slot_at(self._clock())
-        await self._try(camera, tried)
+        await self._attempt(camera, tried)
         while True:
             now = self._clock()
             # The holder tries before its slot ends: the slot after the one tried last.
@@ -104,8 +104,15 @@ class Leases:
             at = following * self._slot_s + (-self._lead_s if holding else self._lag_s)
             if at > now:
                 await asyncio.sleep(at - now)
-            await self._try(camera, following)
+            await self._attempt(camera, following)
             tried = following
+
+    async def _attempt(self, camera: str, slot: int) -> None:
+        try:
+            await self._try(camera, slot)
+        except Exception:
+            # A bug here must not end the relay: without the lease, back-fill waits.
+            log.exception("lease_error", camera=camera, slot=slot)
 
     async def _try(self, camera: str, slot: int) -> None:
         """Create the slot's key, or learn who did; a store that cannot be reached is

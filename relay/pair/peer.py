@@ -66,7 +66,11 @@ class PeerWatch:
 
     async def run(self) -> None:
         while True:
-            await self.beat()
+            try:
+                await self.beat()
+            except Exception:
+                # A bug here must not end the relay: clips flow without a heartbeat.
+                log.exception("heartbeat_error")
             await asyncio.sleep(self._every)
 
     async def beat(self) -> None:
