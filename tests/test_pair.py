@@ -11,7 +11,7 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ from relay.dev.local_s3 import LocalS3, free_port
 from relay.ops.stats import PairStatus, PeerStatus
 from relay.pair.leases import Leases
 from relay.pair.split import primary_of
-from tests.support.backfill import FAST_BACKFILL, backfill_config, camera_section
+from tests.support.backfill import FAST_BACKFILL, backfill_config, camera_section, wait_for_footage
 from tests.support.faultproxy import Faults, in_front_of
+from tests.support.footage import frames_between
 from tests.support.harness import (
     DEVICE,
     TLS,
@@ -258,6 +259,15 @@ async def test_a_pair_stores_every_clip_once_and_covers_each_relay_dying_in_turn
             by_peer = sum(len(r.named("clip_delivered_by_peer")) for r in (a, b))
             assert by_peer >= 9  # the secondary found each of the primary's clips
 
+            # ----- a clip the camera's buffer loses reaches neither relay: both find the
+            # gap, one fetches it (the lease holder), the other finds it in S3
+            lost = (camera.now().timestamp() // INTERVAL + 2) * INTERVAL
+            services.lost_pulses.add(lost)
+            at = datetime.fromtimestamp(lost, UTC)
+            await wait_for_footage(
+                s3, bucket, DEVICE, set(frames_between(at, at + timedelta(seconds=INTERVAL), snap_to_key=False))
+            )
+
             # ----- relay A dies for 60 s: B stores everything, and says its peer is silent
             await a.kill()
             killed_a = time.time()
@@ -312,6 +322,10 @@ async def test_a_pair_stores_every_clip_once_and_covers_each_relay_dying_in_turn
             for (_, ends, k1), (starts, _, k2) in itertools.pairwise(spans):
                 assert ends - starts <= margin, (k1, k2)
             assert [k for k in keys if "/backfill/" in k], "the time neither relay received, fetched back"
+            # The camera was asked for each moment once: by one relay at a time.
+            exports = sorted((starts, stops) for _, starts, stops, _ in camera.exports)
+            for (_, stops), (starts, _) in itertools.pairwise(exports):
+                assert stops - starts <= margin, exports
             taken += a.named("lease_taken") + b.named("lease_taken")
             assert taken, "the lease never changed hands"
             total_uplink = meters["gw-a"].upstream_bytes + meters["gw-b"].upstream_bytes

@@ -59,6 +59,9 @@ class EventServices:
     parameters: dict[str, str] = field(default_factory=dict)  # what param.cgi updated
     # The rule engine's pushes: (HTTP status or exception name, file name).
     pushes: list[tuple[str, str]] = field(default_factory=list)
+    # Pulses (epoch seconds) whose clip the buffer loses: produced (#s counted), sent to
+    # no recipient, as com.axis.Streamer.Buffer.Error.Retry does.
+    lost_pulses: set[float] = field(default_factory=set)
     trust: ssl.SSLContext | None = None  # what the camera trusts when it validates the relay
     # Firmware that does not echo secrets: GetActionConfigurations answers these masked.
     masks_secrets: bool = False
@@ -271,6 +274,9 @@ class EventServices:
         if first:
             return  # the rule was just made: its first pulse is the next one
         rule["fired"] += 1
+        if pulse in self.lost_pulses:
+            self.pushes.append(("lost in the buffer", str(pulse)))
+            return
         await self._send_clip(camera, session, action["parameters"], datetime.fromtimestamp(pulse, UTC), rule["fired"])
 
     async def _send_clip(
