@@ -274,7 +274,7 @@ async def serve(
         pair = None
         if config.site.paired:
             assert isinstance(destination, S3Destination)  # a pair is an S3 site (the config checks)
-            pair = await stack.enter_async_context(Pair.open(config, stats, spool, destination.stored_by_peer))
+            pair = await stack.enter_async_context(Pair.open(config, stats, spool, ledger, destination.stored_by_peer))
         uploader = Uploader(spool, destination, config.retry, stats, config.upload_workers, pair)
         # Every long-lived task has this one owner: one that ends on its own ends the relay.
         tasks = await stack.enter_async_context(TaskOwner.owning())

@@ -15,7 +15,7 @@ from relay.cli import camera as commands
 from relay.cli.errors import CliError
 from relay.config import RelayConfig, parse_config
 from relay.dev.local_s3 import LocalS3
-from tests.support.backfill import backfill_config, camera_section
+from tests.support.backfill import add_owners_rule, backfill_config, camera_section
 from tests.support.harness import DEVICE, TLS, TOKEN, axis_relay, list_keys, running_relay, wait_until, write_config
 from tests.support.vapix_camera import CameraEmulator
 
@@ -35,23 +35,11 @@ def options(url: str = "https://127.0.0.1:1", **overrides: Any) -> Options:
     return Options(relay_url=url, **{"relay_id": RELAY_ID, **overrides})
 
 
-async def add_foreign_rule(camera: CameraEmulator, tls: TLS, cfg: RelayConfig) -> None:
-    """An installer's own rule (an e-mail on motion, say): set-up must never touch it."""
-    camera_config = cfg.devices[DEVICE].camera
-    assert camera_config is not None
-    async with VapixClient.open("x", camera_config) as client:
-        values = {"upload_url": "https://elsewhere.example/upload", "qos": "0", "validate_server_cert": "1"}
-        root = await client.soap(soap.add_configuration("Action", "motion to VMS", soap.CLIP_TEMPLATE, values))
-        action = soap.answer_text(root, "ConfigurationID")
-        event = soap.answer_text(await client.soap(soap.add_pulse("nightly", 86400)), "EventID")
-        await client.soap(soap.add_rule("motion rule", event, action))
-
-
 async def test_setup_twice_replaces_and_never_duplicates(
     tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
 ) -> None:
     cfg = config(tmp_path, tls, s3_server, bucket, camera)
-    await add_foreign_rule(camera, tls, cfg)
+    await add_owners_rule(cfg)
     first, code = await commands.run_setup(cfg, DEVICE, options(), dry_run=False)
     assert code == 0, first
     assert "schedule 7 (every 15 s)" in first
@@ -125,7 +113,7 @@ async def test_remove_takes_away_only_what_setup_made(
     tmp_path: Path, tls: TLS, s3_server: LocalS3, bucket: str, camera: CameraEmulator
 ) -> None:
     cfg = config(tmp_path, tls, s3_server, bucket, camera)
-    await add_foreign_rule(camera, tls, cfg)
+    await add_owners_rule(cfg)
     await commands.run_setup(cfg, DEVICE, options(), dry_run=False)
     text, code = await commands.run_remove(cfg, DEVICE)
     assert code == 0, text
@@ -343,7 +331,7 @@ async def test_two_relays_set_up_one_camera_side_by_side_and_each_replaces_only_
         raw["site"] = {"relay_id": me, "peers": [url[other]]}
         raw["ingest"]["public_url"] = url[me]
         configs[me] = parse_config(raw, environ={})
-    await add_foreign_rule(camera, tls, configs["gw-a"])
+    await add_owners_rule(configs["gw-a"])
     # What a version before relay ids left, pointing at gw-a.
     legacy = Options(relay_url=url["gw-a"], relay_id="x")
     legacy_plan = setup.plan(DEVICE, configs["gw-a"].devices[DEVICE], legacy)

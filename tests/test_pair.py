@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import json
 import time
+import tomllib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +27,14 @@ from relay.dev.local_s3 import LocalS3, free_port
 from relay.ops.stats import PairStatus, PeerStatus
 from relay.pair.leases import Leases
 from relay.pair.split import primary_of
-from tests.support.backfill import FAST_BACKFILL, backfill_config, camera_section, wait_for_footage
+from tests.support.backfill import (
+    FAST_BACKFILL,
+    OWNERS,
+    add_owners_rule,
+    backfill_config,
+    camera_section,
+    wait_for_footage,
+)
 from tests.support.faultproxy import Faults, in_front_of
 from tests.support.footage import frames_between
 from tests.support.harness import (
@@ -228,6 +236,7 @@ async def test_a_pair_stores_every_clip_once_and_covers_each_relay_dying_in_turn
             relay_process(config_a, tls.client_context()) as a,
             relay_process(config_b, tls.client_context()) as b,
         ):
+            await add_owners_rule(parse_config(tomllib.loads(config_a.read_text()), environ={}))
             for config in (config_a, config_b):
                 code, out, err = await axis_relay(
                     "camera", "setup", DEVICE, "--config", str(config), "--interval", str(INTERVAL), "--no-wait"
@@ -237,8 +246,15 @@ async def test_a_pair_stores_every_clip_once_and_covers_each_relay_dying_in_turn
             assert code == 0, out
             assert f"peer recipient        https://127.0.0.1:{ports['gw-b']}/upload/{DEVICE}" in out
             services = camera.services
-            ours = [r["name"] for r in services.rules.values() if r["name"].startswith("axis-relay:")]
-            assert sorted(ours) == [f"axis-relay:gw-a:{DEVICE}:rule", f"axis-relay:gw-b:{DEVICE}:rule"]
+            for kind, part in (
+                (services.recipients, "recipient"),
+                (services.actions, "clip"),
+                (services.rules, "rule"),
+            ):
+                ours = sorted(c["name"] for c in kind.values() if c["name"].startswith("axis-relay:"))
+                assert ours == [f"axis-relay:{me}:{DEVICE}:{part}" for me in ("gw-a", "gw-b")]
+            every = (*services.actions.values(), *services.events.values(), *services.rules.values())
+            assert {c["name"] for c in every} >= OWNERS  # the owner's rule, untouched
 
             # ----- steady state: every clip once, the uplink carries it about once
             await wait_until(lambda: len(services.pushes) >= 6, timeout=20, what="both rules pushing")
@@ -258,6 +274,10 @@ async def test_a_pair_stores_every_clip_once_and_covers_each_relay_dying_in_turn
             assert steady_ratio <= 1.02, (uplink, sum(new.values()))
             by_peer = sum(len(r.named("clip_delivered_by_peer")) for r in (a, b))
             assert by_peer >= 9  # the secondary found each of the primary's clips
+            said = [(await http_get(r.metrics_url + "/metrics"))[1] for r in (a, b)]
+            series = f'{{device="{DEVICE}"}}'
+            assert sum(metric(t, f"axis_relay_clips_delivered_by_peer_total{series}") for t in said) == by_peer
+            assert sorted(metric(t, f"axis_relay_backfill_lease_held{series}") for t in said) == [0, 1]
 
             # ----- a clip the camera's buffer loses reaches neither relay: both find the
             # gap, one fetches it (the lease holder), the other finds it in S3

@@ -294,6 +294,16 @@ class Clips:
         ).fetchall()
         return [ClipSpan(from_iso(s), from_iso(e), seq, origin, state) for s, e, seq, origin, state in rows]
 
+    def queued_from(self) -> dict[str, str]:
+        """Per camera, where the footage of its device clips still queued begins (the
+        arrival, where the footage's start is not known): what a pair's peer must not
+        back-fill yet, for this relay will upload it."""
+        rows = self._db.execute(
+            "SELECT camera, min(coalesce(starts_at, received_at)) FROM clip "
+            "WHERE state = 'queued' AND origin = 'device' GROUP BY camera"
+        ).fetchall()
+        return {str(camera): str(at) for camera, at in rows}
+
     def backfilled(self, camera: str, span: Span) -> list[Span]:
         """The back-fill clips that already hold footage of ``span``."""
         rows = self._db.execute(

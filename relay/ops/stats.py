@@ -54,8 +54,10 @@ class PeerStatus:
     heard_at: float | None = None  # our clock, when its heartbeat was last seen to move
     heartbeat_error: str = ""  # why its heartbeat could not be read, if it could not
     last_stored: dict[str, float] = field(default_factory=dict)  # camera -> when it last stored one
+    heartbeat_at: float | None = None  # the time its last heartbeat carried (its clock)
     queued_clips: int = 0
-    queued_since: float | None = None  # when its oldest clip still queued arrived
+    # Per camera, where the footage it still has queued begins: time it will upload.
+    queued_from: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

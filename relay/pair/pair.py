@@ -24,6 +24,7 @@ from relay.backfill.gaps import Span, subtract
 from relay.config import RelayConfig
 from relay.coverage.bucket import read_bucket
 from relay.coverage.survey import layouts
+from relay.ledger import LedgerWriter
 from relay.ops.stats import PairStatus, PeerStatus, RelayStats
 from relay.pair.leases import Leases
 from relay.pair.peer import PeerWatch, heartbeat_key
@@ -32,9 +33,6 @@ from relay.spool.clip import ClipMeta
 from relay.spool.spool import Spool
 from relay.upload.s3 import open_client
 
-# How long after its footage ended a clip can still reach a relay (a device's post-buffer,
-# its retries): a peer with clips queued since before then may still deliver the footage.
-ARRIVAL_SLACK = timedelta(minutes=2)
 # Less footage missing than this is no reason to ask a camera.
 NOTHING_S = 0.5
 # A clip whose footage S3 holds but for this much is not uploaded again: about a frame.
@@ -57,7 +55,15 @@ FindCopy = Callable[[ClipMeta], Awaitable[str | None]]
 
 
 class Pair:
-    def __init__(self, config: RelayConfig, client: Any, stats: RelayStats, spool: Spool, find_copy: FindCopy) -> None:
+    def __init__(
+        self,
+        config: RelayConfig,
+        client: Any,
+        stats: RelayStats,
+        spool: Spool,
+        ledger: LedgerWriter,
+        find_copy: FindCopy,
+    ) -> None:
         # The config checks both.
         assert config.s3 is not None
         assert config.ingest.public_url is not None
@@ -79,16 +85,16 @@ class Pair:
             [name for name, device in config.devices.items() if device.camera is not None],
             config.ha.lease_slot_s,
         )
-        self.watch = PeerWatch(client, config.s3.bucket, config.ha.prefix, stats, spool, config.ha.heartbeat_s)
+        self.watch = PeerWatch(client, config.s3.bucket, config.ha.prefix, stats, spool, ledger, config.ha.heartbeat_s)
 
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, config: RelayConfig, stats: RelayStats, spool: Spool, find_copy: FindCopy
+        cls, config: RelayConfig, stats: RelayStats, spool: Spool, ledger: LedgerWriter, find_copy: FindCopy
     ) -> AsyncIterator[Pair]:
         assert config.s3 is not None
         async with open_client(config.s3) as (client, _):
-            yield cls(config, client, stats, spool, find_copy)
+            yield cls(config, client, stats, spool, ledger, find_copy)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -140,15 +146,18 @@ class Pair:
         missing = sum(s.seconds for s in subtract(gap, in_s3))
         if missing < NOTHING_S or not fillable:
             return Verdict(in_s3, missing)
-        peer, now = self.status.peer, time.time()
-        alive = self.status.peer_silent_for(now) < self._config.ha.peer_silent_s
-        if alive and peer.queued_since is not None and peer.queued_since <= (gap.ends + ARRIVAL_SLACK).timestamp():
-            return Verdict(
-                in_s3,
-                missing,
-                self._config.ha.heartbeat_s,
-                f"the peer still has {peer.queued_clips} clip(s) queued from that time; waiting for its uploads",
-            )
+        ha, peer, now = self._config.ha, self.status.peer, time.time()
+        if self.status.peer_silent_for(now) < ha.peer_silent_s:
+            # The peer lives: what it received of this time is in its queue or in S3. Its
+            # heartbeat must be from after the gap's clips reached it (and its secondary
+            # wait), and its queue must hold none of them, before the camera is asked.
+            told = (gap.ends + timedelta(seconds=ha.peer_delay_s)).timestamp()
+            if peer.heartbeat_at is None or peer.heartbeat_at < told:
+                return Verdict(in_s3, missing, ha.heartbeat_s, "waiting for the peer's heartbeat after this time")
+            queued = peer.queued_from.get(camera)
+            if queued is not None and queued < gap.ends.timestamp():
+                why = f"the peer still has clips of {camera} from that time queued; waiting for its uploads"
+                return Verdict(in_s3, missing, ha.heartbeat_s, why)
         if not self.leases.held(camera):
             holder = self.status.lease_holder.get(camera) or "nobody yet"
             return Verdict(in_s3, missing, self.leases.next_slot_in(), f"back-fill of {camera} is leased to {holder}")

@@ -3,9 +3,10 @@
 Each relay writes a small heartbeat object every ``ha.heartbeat_s``, at a key made from
 its own URL (``<prefix>relays/<url>.json``), and reads the peer's, at the key made from
 the URL site.peers names: its id, when it last stored a clip of each camera, what it
-has queued. A heartbeat that stops moving for ``ha.peer_silent_s`` makes health
-"degraded"; one that is never found at all means the two configs disagree on a URL,
-and the status says which key was looked for.
+has queued (per camera, where that footage begins: the peer back-fills none of it). A
+heartbeat that stops moving for ``ha.peer_silent_s`` makes health "degraded"; one that
+is never found at all means the two configs disagree on a URL, and the status says
+which key was looked for.
 
 Besides, a connection to the peer's ingest port (TCP, and the TLS handshake where it is
 https), closed at once, says whether it is reachable on the LAN: a relay can be alive
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from relay.ledger import LedgerWriter
 from relay.ops.stats import PairStatus, RelayStats
 from relay.ops.version import VERSION
 from relay.spool.spool import Spool
@@ -51,7 +53,14 @@ def _epoch(text: object) -> float | None:
 
 class PeerWatch:
     def __init__(
-        self, client: Any, bucket: str, prefix: str, stats: RelayStats, spool: Spool, heartbeat_s: float
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str,
+        stats: RelayStats,
+        spool: Spool,
+        ledger: LedgerWriter,
+        heartbeat_s: float,
     ) -> None:
         assert stats.pair is not None
         self._client = client
@@ -59,6 +68,7 @@ class PeerWatch:
         self._status: PairStatus = stats.pair
         self._stats = stats
         self._spool = spool
+        self._ledger = ledger
         self._every = heartbeat_s
         self._own_key = heartbeat_key(prefix, self._status.url)
         self._last_seen: object = None
@@ -77,9 +87,10 @@ class PeerWatch:
         """One round: write ours, read the peer's, knock on its port."""
         await asyncio.gather(self._write(), self._read(), self._probe())
 
-    def _heartbeat(self) -> bytes:
+    async def _heartbeat(self) -> bytes:
         status = self._status
-        oldest = self._spool.oldest_pending_at()
+        # None when the ledger cannot be read: the peer then waits for a heartbeat that says.
+        queued_from = await self._ledger.run(lambda ledger: ledger.clips.queued_from())
         return json.dumps(
             {
                 "relay": status.relay_id,
@@ -88,7 +99,7 @@ class PeerWatch:
                 "at": _iso(time.time()),
                 "last_stored": {c: _iso(t) for c, t in sorted(self._stats.last_stored_at.items())},
                 "queued_clips": self._spool.queued_clips,
-                "queued_since": oldest.isoformat(timespec="seconds") if oldest else None,
+                "queued_from": queued_from,
                 "leases": sorted(c for c, held in status.lease_held.items() if held),
             },
             indent=1,
@@ -97,7 +108,7 @@ class PeerWatch:
     async def _write(self) -> None:
         try:
             await self._client.put_object(
-                Bucket=self._bucket, Key=self._own_key, Body=self._heartbeat(), ContentType="application/json"
+                Bucket=self._bucket, Key=self._own_key, Body=await self._heartbeat(), ContentType="application/json"
             )
         except (ClientError, BotoCoreError, OSError) as exc:
             log.warning("heartbeat_unwritten", key=self._own_key, error=str(exc)[:200])
@@ -130,8 +141,15 @@ class PeerWatch:
         peer.relay_id = str(beat.get("relay") or "") or None
         stored = beat.get("last_stored") or {}
         peer.last_stored = {c: t for c, text in stored.items() if (t := _epoch(text)) is not None}
+        peer.heartbeat_at = _epoch(at)
         peer.queued_clips = int(beat.get("queued_clips") or 0)
-        peer.queued_since = _epoch(beat.get("queued_since"))
+        queued = beat.get("queued_from")
+        # A heartbeat that could not read its ledger says nothing of its queue: all of it waits.
+        peer.queued_from = (
+            {c: t for c, text in queued.items() if (t := _epoch(text)) is not None}
+            if isinstance(queued, dict)
+            else {c: 0.0 for c in self._status.primary}
+        )
 
     def _fail(self, why: str) -> None:
         self._status.peer.heartbeat_error = why

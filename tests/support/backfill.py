@@ -1,11 +1,15 @@
-"""What the back-fill tests share: a relay config with a camera section pointing at an
-emulated camera, the ledger's gaps as the relay wrote them, the footage in S3."""
+"""What the back-fill and camera tests share: a relay config with a camera section
+pointing at an emulated camera, the ledger's gaps as the relay wrote them, the footage
+in S3, the site owner's own rule on the camera."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from relay.camera import soap
+from relay.camera.vapix import VapixClient
+from relay.config import RelayConfig
 from relay.ledger import GapRecord, Ledger
 from tests.support.footage import frames_in
 from tests.support.harness import DEVICE, TLS, TOKEN, list_keys, object_bytes, raw_config, wait_until
@@ -44,6 +48,21 @@ def backfill_config(
         device["camera"] = camera
     backfill = {**FAST_BACKFILL, **sections.pop("backfill", {})}
     return raw_config(tmp_path, tls, endpoint_url, bucket, devices={DEVICE: device}, backfill=backfill, **sections)
+
+
+OWNERS = {"motion to VMS", "nightly", "motion rule"}  # the names add_owners_rule gives
+
+
+async def add_owners_rule(config: RelayConfig) -> None:
+    """An installer's own rule (an e-mail on motion, say): set-up must never touch it."""
+    camera_config = config.devices[DEVICE].camera
+    assert camera_config is not None
+    async with VapixClient.open("x", camera_config) as client:
+        values = {"upload_url": "https://elsewhere.example/upload", "qos": "0", "validate_server_cert": "1"}
+        root = await client.soap(soap.add_configuration("Action", "motion to VMS", soap.CLIP_TEMPLATE, values))
+        action = soap.answer_text(root, "ConfigurationID")
+        event = soap.answer_text(await client.soap(soap.add_pulse("nightly", 86400)), "EventID")
+        await client.soap(soap.add_rule("motion rule", event, action))
 
 
 def ledger_gaps(ledger_path: Path, camera: str | None = None) -> list[GapRecord]:
