@@ -288,32 +288,38 @@ async def test_a_pair_stores_every_clip_once_and_covers_each_relay_dying_in_turn
                 s3, bucket, DEVICE, set(frames_between(at, at + timedelta(seconds=INTERVAL), snap_to_key=False))
             )
 
-            # ----- relay A dies for 60 s: B stores everything, and says its peer is silent
-            await a.kill()
-            killed_a = time.time()
+            # ----- the camera's primary ("A") dies for 60 s: the secondary ("B") stores
+            # everything, and says its peer is silent. (Named by role, not by id: so B
+            # holds a clip back when it dies in turn, as a secondary does.)
+            _, report = await healthz(a.metrics_url)
+            first, second = (a, b) if report["pair"]["cameras"][DEVICE]["primary"] == "gw-a" else (b, a)
+            ids = {a: "gw-a", b: "gw-b"}
+            await first.kill()
+            killed_first = time.time()
 
-            async def b_says_peer_silent() -> bool:
-                _, report = await healthz(b.metrics_url)
+            async def second_says_peer_silent() -> bool:
+                _, report = await healthz(second.metrics_url)
                 return "peer_silent" in [r["code"] for r in report["reasons"]]
 
-            await wait_until(b_says_peer_silent, timeout=30, what="B's health naming the silent peer")
-            code, out, _ = await axis_relay("status", "--config", str(config_b))
-            assert code == 1, out  # degraded: clips still reach S3, through B
+            await wait_until(second_says_peer_silent, timeout=30, what="the live relay naming its silent peer")
+            code, out, _ = await axis_relay("status", "--config", str(second.config_path))
+            assert code == 1, out  # degraded: clips still reach S3, through the live relay
             assert "peer_silent" in out
-            assert f"gw-a at https://127.0.0.1:{ports['gw-a']}: UNREACHABLE" in out
-            _, page = await http_get(b.metrics_url + "/")
+            assert f"{ids[first]} at https://127.0.0.1:{ports[ids[first]]}: UNREACHABLE" in out
+            _, page = await http_get(second.metrics_url + "/")
             assert "data-reachable='false'" in page
             assert "Two gateways" in page
-            await asyncio.sleep(max(0.0, killed_a + KILLED_S - time.time()))
+            await asyncio.sleep(max(0.0, killed_first + KILLED_S - time.time()))
 
-            # ----- then B dies for 60 s, and A comes back (a few clips reach neither)
-            await b.kill()
-            killed_b = time.time()
+            # ----- then B dies for 60 s with a clip held back, and A comes back (a few
+            # clips reach neither); B, back, finds that time fetched and stores it no more
+            await second.kill()
+            killed_second = time.time()
             taken = a.named("lease_taken") + b.named("lease_taken")  # a start clears a process's events
-            await a.start()
-            await asyncio.sleep(max(0.0, killed_b + KILLED_S - time.time()))
-            taken += a.named("lease_taken")
-            await b.start()
+            await first.start()
+            await asyncio.sleep(max(0.0, killed_second + KILLED_S - time.time()))
+            taken += first.named("lease_taken")
+            await second.start()
             back = camera.now()
 
             # ----- S3 holds all of the camera's time, once
@@ -353,7 +359,7 @@ async def test_a_pair_stores_every_clip_once_and_covers_each_relay_dying_in_turn
             moves = [
                 round(datetime.fromisoformat(e["timestamp"]).timestamp() - died, 1)
                 for e in taken
-                for died in (killed_a, killed_b)
+                for died in (killed_first, killed_second)
                 if 0 < datetime.fromisoformat(e["timestamp"]).timestamp() - died < KILLED_S
             ]
             print(
