@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import time
 import tomllib
 from collections.abc import AsyncIterator
@@ -306,6 +307,8 @@ async def test_a_pair_stores_every_clip_once_and_covers_each_relay_dying_in_turn
             assert code == 1, out  # degraded: clips still reach S3, through the live relay
             assert "peer_silent" in out
             assert f"{ids[first]} at https://127.0.0.1:{ports[ids[first]]}: UNREACHABLE" in out
+            # Per camera: who uploads it first, who holds its lease, when the peer last stored one.
+            assert re.search(rf"{DEVICE} +primary {ids[first]}, lease gw-[ab], peer stored \d+ s ago", out), out
             _, page = await http_get(second.metrics_url + "/")
             assert "data-reachable='false'" in page
             assert "Two gateways" in page
