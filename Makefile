@@ -58,10 +58,11 @@ system-tools:
 run: $(VENV)/.run-installed
 	$(BIN)/axis-relay dev
 
-# Two workers (CI has two cores): each starts its own test S3. One file or test at a
-# time, as a person runs it: .venv/bin/pytest tests/test_x.py
+# Two workers (CI has two cores): each starts its own test S3. Work stealing: a worker
+# that runs out takes tests queued behind the other's long one (tests marked "long"
+# start first). One file or test at a time, as a person runs it: .venv/bin/pytest tests/test_x.py
 test: $(VENV)/.dev-installed system-tools
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist worksteal
 
 lint: $(VENV)/.dev-installed system-tools
 	$(BIN)/ruff check relay tests bench cloud

@@ -141,7 +141,8 @@ def pair(report: dict[str, Any]) -> list[str]:
     peer = report["peer"]
     reach = {True: "reachable", False: f"UNREACHABLE ({peer['unreachable_because']})", None: "not tried yet"}
     age = peer["heartbeat_age_s"]
-    heard = f"heartbeat {age:.0f} s ago" if age is not None else f"no heartbeat seen ({peer['heartbeat_problem']})"
+    problem = peer["heartbeat_problem"] or "not read yet"
+    heard = f"heartbeat {age:.0f} s ago" if age is not None else f"no heartbeat seen ({problem})"
     lines = [
         f"{'this relay':<24} {report['relay_id']}",
         f"{'peer':<24} {peer['relay_id'] or '?'} at {peer['url']}: {reach[peer['reachable']]}, {heard}, "

@@ -93,7 +93,8 @@ def _pair(report: object) -> str:
     peer = report["peer"]
     reach = {True: "reachable", False: f"UNREACHABLE: {peer['unreachable_because']}", None: "not tried yet"}
     age = peer["heartbeat_age_s"]
-    heard = f"heartbeat {human_duration(age)} ago" if age is not None else f"no heartbeat: {peer['heartbeat_problem']}"
+    problem = peer["heartbeat_problem"] or "not read yet"
+    heard = f"heartbeat {human_duration(age)} ago" if age is not None else f"no heartbeat: {problem}"
     rows = "".join(
         f"<tr data-camera='{e(camera)}'><td class='name'>{e(camera)}</td><td data-field='primary'>"
         f"{e(str(roles['primary']))}</td><td data-field='lease'>{e(roles['lease_holder'] or 'unknown')}</td>"
