@@ -277,7 +277,9 @@ async def test_a_pair_stores_every_clip_once_and_covers_each_relay_dying_in_turn
             assert by_peer >= 9  # the secondary found each of the primary's clips
             said = [(await http_get(r.metrics_url + "/metrics"))[1] for r in (a, b)]
             series = f'{{device="{DEVICE}"}}'
-            assert sum(metric(t, f"axis_relay_clips_delivered_by_peer_total{series}") for t in said) == by_peer
+            counted = sum(metric(t, f"axis_relay_clips_delivered_by_peer_total{series}") for t in said)
+            # What the metrics say is what the log says (a clip may come between the two reads).
+            assert by_peer <= counted <= sum(len(r.named("clip_delivered_by_peer")) for r in (a, b))
             assert sorted(metric(t, f"axis_relay_backfill_lease_held{series}") for t in said) == [0, 1]
 
             # ----- a clip the camera's buffer loses reaches neither relay: both find the

@@ -123,6 +123,7 @@ class Leases:
                 return
             except (ClientError, BotoCoreError, OSError, ValueError) as exc:
                 self._status.lease_holder[camera] = ""
+                self._status.lease_held[camera] = False  # not for the slot asked for, at least
                 log.warning("lease_unavailable", camera=camera, slot=slot, error=str(exc)[:200])
                 await asyncio.sleep(min(5.0, self._slot_s / 10))
 
