@@ -6,8 +6,8 @@ first creates ``<prefix>lease/<camera>/<N>`` with ``If-None-Match: *``: S3 lets 
 one create succeed, so no other coordinator is needed, and no ``If-Match`` either
 (which not every S3-compatible store has). The holder of slot N tries for N+1 a little
 before N ends (``LEAD``); the other relay tries a little after N+1 began (``LAG``), so
-while the holder lives it keeps the lease, and when it dies the other takes the next
-slot: within one slot. A relay that finds a slot taken reads who took it (for the
+while the holder lives it keeps the lease, and when it dies the other takes the first
+slot it had not claimed: within one slot, plus the lead and the lag. A relay that finds a slot taken reads who took it (for the
 status page, and to recognise its own create from before a restart).
 
 Requests per camera and slot: the holder creates one key; the other relay tries once
