@@ -7,8 +7,9 @@ one create succeed, so no other coordinator is needed, and no ``If-Match`` eithe
 (which not every S3-compatible store has). The holder of slot N tries for N+1 a little
 before N ends (``LEAD``); the other relay tries a little after N+1 began (``LAG``), so
 while the holder lives it keeps the lease, and when it dies the other takes the first
-slot it had not claimed: within one slot, plus the lead and the lag. A relay that finds a slot taken reads who took it (for the
-status page, and to recognise its own create from before a restart).
+slot it had not claimed: within one slot, plus the lead and the lag. A relay that finds
+a slot taken reads who took it (for the status page, and to recognise its own create
+from before a restart).
 
 Requests per camera and slot: the holder creates one key; the other relay tries once
 and reads once. With the default 300 s slot, 36 requests per camera-hour for the pair.
