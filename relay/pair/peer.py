@@ -44,7 +44,7 @@ def heartbeat_key(prefix: str, relay_url: str) -> str:
 
 
 def _iso(moment: float | None) -> str | None:
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds") if moment is not None else None
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds") if moment is not None else None
 
 
 def _epoch(text: object) -> float | None:
