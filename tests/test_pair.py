@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from relay.backfill.gaps import Span
+from relay.backfill.gaps import Span, missing_seconds
 from relay.camera.setup import FILENAME_TEMPLATE as SETUP_FILENAMES
 from relay.config import ConfigError, S3Config, parse_config
 from relay.coverage.bucket import read_bucket
@@ -191,12 +191,6 @@ async def device_objects(s3: Any, bucket: str, window: Span) -> list[Any]:
     return [o for o in reading.objects if o.span is not None]
 
 
-def missing_s(objects: list[Any], window: Span) -> float:
-    from relay.backfill.gaps import subtract
-
-    return sum(s.seconds for s in subtract(window, [o.span for o in objects]))
-
-
 async def stored_bytes(s3: Any, bucket: str) -> dict[str, int]:
     """Every object of the camera (its clips and back-fill's) and its size."""
     listed = await s3.list_objects_v2(Bucket=bucket, Prefix=f"{DEVICE}/")
@@ -330,7 +324,10 @@ async def test_a_pair_stores_every_clip_once_and_covers_each_relay_dying_in_turn
             window = Span(begin, back + timedelta(seconds=3 * INTERVAL))
 
             async def all_time_in_s3() -> bool:
-                return camera.now() > window.ends and missing_s(await device_objects(s3, bucket, window), window) == 0
+                return (
+                    camera.now() > window.ends
+                    and missing_seconds(window, [o.span for o in await device_objects(s3, bucket, window)]) == 0
+                )
 
             await wait_until(all_time_in_s3, timeout=90, what="every second of the camera's time in S3")
             for relay in (a, b):

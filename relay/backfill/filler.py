@@ -53,8 +53,6 @@ log = structlog.get_logger("relay.backfill")
 # After the first round, each reads again at least this far back: a long clip that
 # arrives late, or one put back with 'spool retry', still counts.
 RESCAN_S = 600.0
-# Less missing than this (in S3, on a pair) is no gap to fetch.
-NOTHING_S = 0.5
 
 
 def now_utc() -> datetime:
@@ -196,7 +194,7 @@ class Backfill:
             except (ClientError, BotoCoreError, OSError) as exc:
                 await self._retry(gap, f"cannot read the bucket to judge the gap: {exc}", self._config.retry_max_s)
                 return
-            if verdict.missing_s < NOTHING_S:
+            if verdict.in_s3_already:
                 await self._settle(gap, "filled", "S3 holds it: the peer stored it", missing_s=0.0)
                 return
             if verdict.wait_s is not None:
@@ -274,7 +272,7 @@ class Backfill:
             have = await self._backfilled(name, wanted_here) + in_s3
             for todo in subtract(wanted_here, have):
                 for part in _pieces(todo, self._config.piece_s):
-                    if self._pair is not None and not self._pair.still_held(name):
+                    if self._pair is not None and not self._pair.leases.held(name):
                         raise LeaseLost(f"the lease on {name}'s back-fill moved to the peer mid-gap")
                     stored = await export_piece(self._spool, self._stats, client, recording, part)
                     if stored is None:

@@ -84,8 +84,13 @@ def subtract(span: Span, taken: Iterable[Span]) -> list[Span]:
     return left
 
 
+def missing_seconds(span: Span, by: Iterable[Span]) -> float:
+    """Seconds of ``span`` that none of ``by`` covers."""
+    return sum(p.seconds for p in subtract(span, by))
+
+
 def covered_seconds(span: Span, by: Iterable[Span]) -> float:
-    return span.seconds - sum(p.seconds for p in subtract(span, by))
+    return span.seconds - missing_seconds(span, by)
 
 
 def find_gaps(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from relay.backfill.gaps import Span, subtract
+from relay.backfill.gaps import Span, missing_seconds
 from relay.config import RelayConfig
 from relay.coverage.bucket import read_bucket
 from relay.coverage.survey import layouts
@@ -48,6 +48,11 @@ class Verdict:
     missing_s: float
     wait_s: float | None = None
     reason: str = ""
+
+    @property
+    def in_s3_already(self) -> bool:
+        """Too little is missing to ask a camera for: the gap is settled."""
+        return self.missing_s < NOTHING_S
 
 
 # Where the peer's copy of a clip is in S3, if it is there (S3Destination.stored_by_peer).
@@ -127,11 +132,12 @@ class Pair:
         if meta.starts is None or meta.ends is None:
             return None
         span = Span(meta.starts, meta.ends)
+        # read_bucket keeps only objects that overlap the span (and those it cannot place).
         reading = await read_bucket(self._client, self._bucket, self._layouts, meta.camera, span)
-        covering = [o for o in reading.objects if o.span is not None]
-        if sum(s.seconds for s in subtract(span, [o.span for o in covering if o.span])) > HELD_BUT_S:
+        covering = [(o.key, o.span) for o in reading.objects if o.span is not None]
+        if not covering or missing_seconds(span, [s for _, s in covering]) > HELD_BUT_S:
             return None
-        return next((o.key for o in covering if o.span and o.span.ends > span.starts), None)
+        return covering[0][0]
 
     def delivered_by_peer(self, meta: ClipMeta) -> None:
         self.status.delivered_by_peer[meta.camera] += 1
@@ -143,9 +149,10 @@ class Pair:
         ``fillable``: the camera can be asked at all (else only S3 is looked at)."""
         reading = await read_bucket(self._client, self._bucket, self._layouts, camera, gap)
         in_s3 = [span for o in reading.objects if (span := o.span) is not None]
-        missing = sum(s.seconds for s in subtract(gap, in_s3))
-        if missing < NOTHING_S or not fillable:
-            return Verdict(in_s3, missing)
+        missing = missing_seconds(gap, in_s3)
+        verdict = Verdict(in_s3, missing)
+        if verdict.in_s3_already or not fillable:
+            return verdict
         ha, peer, now = self._config.ha, self.status.peer, time.time()
         if self.status.peer_silent_for(now) < ha.peer_silent_s:
             # The peer lives: what it received of this time is in its queue or in S3. Its
@@ -161,7 +168,4 @@ class Pair:
         if not self.leases.held(camera):
             holder = self.status.lease_holder.get(camera) or "nobody yet"
             return Verdict(in_s3, missing, self.leases.next_slot_in(), f"back-fill of {camera} is leased to {holder}")
-        return Verdict(in_s3, missing)
-
-    def still_held(self, camera: str) -> bool:
-        return self.leases.held(camera)
+        return verdict
