@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.fleet_cameras import TOKEN, Plan, camera_name
 from bench.servers import Gate, Meter, RelayProcess, aws_cli_path, nginx, run_counted, unit_environment
 from relay.dev.local_s3 import ACCESS_KEY, SECRET_KEY, free_port
-from relay.server import CHACHA20_FIRST
+from relay.ingest.tls import CHACHA20_FIRST
 from tests.support.harness import TLS
 
 GB = 1e9

@@ -32,6 +32,7 @@ from relay.coverage.seed import needs_seeding, seed_history
 from relay.ingest.connections import ConnectionGuard, GuardedSite, fd_budget
 from relay.ingest.endpoint import Ingest
 from relay.ingest.handshakes import HandshakeWatch, camera_addresses
+from relay.ingest.tls import TlsError, bound_tls_read_buffers, cert_not_after, tls_context
 from relay.ledger import LedgerWriter
 from relay.ops.health import HealthRules
 from relay.ops.metrics import Observed, metrics_app
@@ -73,45 +74,6 @@ class RelayFailed(RelayError):
     """The relay ran, and a part of it ended that never should (the CLI exits 1)."""
 
 
-# asyncio gives every TLS connection a 256 KiB read buffer, zeroed (so resident) when
-# the connection opens, and asks OpenSSL for up to that much per read. A camera's clip
-# arrives some 32 KiB per read, so 64 KiB is plenty: 192 KiB less per connection (24 MiB
-# with 128 cameras), and no more reads for a fast sender than aiohttp's own 64 KiB.
-TLS_READ_BUFFER = 64 * 1024
-
-
-def bound_tls_read_buffers() -> None:
-    """Every TLS connection of this process (the relay owns it) reads into 64 KiB."""
-    _compat.bound_tls_read_buffers(TLS_READ_BUFFER)
-
-
-# Server-chosen, forward-secret AEAD suites of TLS 1.2, ChaCha20-Poly1305 first.
-CHACHA20_FIRST = (
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
-)
-
-
-def tls_context(cert: Path, key: Path, *, prefer_chacha20: bool = False) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if prefer_chacha20:
-        # On a core without AES instructions (a Raspberry Pi 4), AES-GCM costs several
-        # times what ChaCha20-Poly1305 does: 43 % less ingest CPU with AES-NI masked
-        # (bench/fleet.py --no-aes --tls chacha20). The server can impose its order only
-        # in TLS 1.2: Python's ssl cannot order TLS 1.3 suites, where the camera's
-        # preference (AES-GCM) would win.
-        context.maximum_version = ssl.TLSVersion.TLSv1_2
-        context.set_ciphers(CHACHA20_FIRST)
-        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise RelayError(f"ingest.tls_cert/tls_key: cannot load {cert} / {key}: {exc}") from None
-    return context
-
-
 def startup_problems(config: RelayConfig) -> list[str]:
     """What would stop the relay at start that the config's own validation cannot see:
     a certificate and key that do not load as a pair, a spool directory it cannot
@@ -121,7 +83,7 @@ def startup_problems(config: RelayConfig) -> list[str]:
     if cert and key:
         try:
             tls_context(cert, key)
-        except RelayError as exc:
+        except TlsError as exc:
             problems.append(str(exc))
     existing = config.spool.dir
     while not existing.exists() and existing != existing.parent:
@@ -131,16 +93,6 @@ def startup_problems(config: RelayConfig) -> list[str]:
     elif not os.access(existing, os.W_OK | os.X_OK):
         problems.append(f"spool.dir: {config.spool.dir} cannot be created or written ({existing} is not writable)")
     return problems
-
-
-def cert_not_after(cert: Path) -> float | None:
-    """When the (first) certificate in the file expires, in epoch seconds; None if unreadable."""
-    from cryptography import x509
-
-    try:
-        return x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc.timestamp()
-    except (OSError, ValueError):
-        return None
 
 
 async def _on_reload(
@@ -310,7 +262,10 @@ async def serve(
             metrics = await stack.enter_async_context(_metrics_listener(config.metrics, seen))
         cert, key = config.ingest.tls_cert, config.ingest.tls_key
         chacha20 = config.ingest.tls_prefer_chacha20
-        context = tls_context(cert, key, prefer_chacha20=chacha20) if cert and key else None
+        try:
+            context = tls_context(cert, key, prefer_chacha20=chacha20) if cert and key else None
+        except TlsError as exc:
+            raise RelayError(str(exc)) from None
         if cert:
             stats.cert_not_after = cert_not_after(cert)
         if reload:

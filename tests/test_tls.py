@@ -116,7 +116,7 @@ async def test_sighup_reloads_the_certificate_in_the_real_process(tmp_path: Path
 def test_ingest_refuses_tls_older_than_1_2(tmp_path: Path) -> None:
     # Clients here may not even offer TLS 1.1 any more, so the floor is checked on the
     # context the relay builds rather than by a handshake that could not fail.
-    from relay.server import tls_context
+    from relay.ingest.tls import tls_context
 
     certs = gen_cert(tmp_path / "certs")
     context = tls_context(certs / "relay.crt", certs / "relay.key")

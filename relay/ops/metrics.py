@@ -25,10 +25,10 @@ from prometheus_client.registry import Collector
 
 from relay.ingest.connections import ConnectionGuard
 from relay.ledger import Ledger, LedgerError, LedgerWriter
+from relay.ops import pair_view, timeline
 from relay.ops import status as status_page
-from relay.ops import timeline
 from relay.ops.health import LEVELS, DiskFacts, Health, HealthRules, evaluate
-from relay.ops.stats import PairStatus, RelayStats
+from relay.ops.stats import RelayStats
 from relay.ops.version import BUILD_INFO, VERSION
 from relay.spool.spool import Spool
 
@@ -131,7 +131,8 @@ class RelayCollector(Collector):
             value=self._disk.quarantined,
         )
         yield from self._backfill()
-        yield from self._pair()
+        if self._stats.pair is not None:
+            yield from pair_view.metrics(self._stats.pair)
         yield from self._coverage()
         yield from self._commissioning()
         buckets = [
@@ -184,41 +185,6 @@ class RelayCollector(Collector):
                 "When the relay's TLS certificate expires",
                 value=self._stats.cert_not_after,
             )
-
-    def _pair(self) -> Iterator[Metric]:
-        """Two gateways per site (relay.pair): no samples on a relay without a peer."""
-        pair = self._stats.pair
-        if pair is None:
-            return
-        by_peer = CounterMetricFamily(
-            "axis_relay_clips_delivered_by_peer",
-            "Clips this relay received and found stored by the pair's other relay (nothing uploaded)",
-            labels=["device"],
-        )
-        for device in sorted(pair.primary):
-            by_peer.add_metric([device], pair.delivered_by_peer.get(device, 0))
-        yield by_peer
-        held = GaugeMetricFamily(
-            "axis_relay_backfill_lease_held", "1 while this relay holds the camera's back-fill lease", labels=["device"]
-        )
-        for device, mine in sorted(pair.lease_held.items()):
-            held.add_metric([device], 1 if mine else 0)
-        yield held
-        yield CounterMetricFamily(
-            "axis_relay_backfill_lease_moves", "Leases this relay took over from its peer", value=pair.lease_moves
-        )
-        yield CounterMetricFamily(
-            "axis_relay_lease_requests", "S3 requests made for back-fill leases", value=pair.lease_requests
-        )
-        if pair.peer.reachable is not None:
-            yield GaugeMetricFamily(
-                "axis_relay_peer_reachable", "1 when the peer's ingest port answered", value=int(pair.peer.reachable)
-            )
-        yield GaugeMetricFamily(
-            "axis_relay_peer_silent_seconds",
-            "Seconds since the peer's heartbeat in S3 last moved (since start, if never)",
-            value=pair.peer_silent_for(time.time()),
-        )
 
     def _coverage(self) -> Iterator[Metric]:
         """The last coverage audit (relay.coverage.audit): no samples until one has run."""
@@ -321,34 +287,7 @@ def report(health: Health, disk: DiskFacts, stats: RelayStats, spool: Spool, ver
         "clips_evicted": spool.evicted_clips,
         "upload_retries": stats.upload_retries,
         "tls_handshake_failures": sum(stats.tls_handshake_failures.values()),
-        **({"pair": pair_report(stats.pair, now)} if stats.pair is not None else {}),
-    }
-
-
-def pair_report(pair: PairStatus, now: float) -> dict[str, Any]:
-    """The pair as /healthz and `axis-relay status` show it: the peer, and per camera who
-    uploads first, who holds the back-fill lease, when the peer last stored one."""
-    peer = pair.peer
-    return {
-        "relay_id": pair.relay_id,
-        "peer": {
-            "url": peer.url,
-            "relay_id": peer.relay_id,
-            "reachable": peer.reachable,
-            "unreachable_because": peer.probe_error or None,
-            "heartbeat_age_s": round(pair.peer_silent_for(now), 1) if peer.heard_at else None,
-            "heartbeat_problem": peer.heartbeat_error or None,
-            "queued_clips": peer.queued_clips,
-        },
-        "cameras": {
-            camera: {
-                "primary": pair.relay_id if mine else (peer.relay_id or peer.url),
-                "lease_holder": pair.lease_holder.get(camera) or None,
-                "peer_last_stored_age_s": round(now - t, 1) if (t := peer.last_stored.get(camera)) else None,
-                "delivered_by_peer": pair.delivered_by_peer.get(camera, 0),
-            }
-            for camera, mine in sorted(pair.primary.items())
-        },
+        **({"pair": pair_view.report(stats.pair, now)} if stats.pair is not None else {}),
     }
 
 

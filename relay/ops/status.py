@@ -86,7 +86,7 @@ def _camera_row(device: str, p: PageFacts, now: float) -> str:
 
 
 def _pair(report: object) -> str:
-    """The pair's section, from /healthz's ``pair`` (relay.ops.metrics.pair_report)."""
+    """The pair's section, from /healthz's ``pair`` (relay.ops.pair_view.report)."""
     if not isinstance(report, dict):
         return ""
     e = html.escape
