@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from relay.backfill.gaps import Span
 from relay.coverage.keys import KeyLayout
+from relay.upload.failures import no_such_key
 
 # A clip is never longer than this: how far before the window a clip in it can begin.
 REACH = timedelta(hours=1)
@@ -126,7 +127,7 @@ async def present(client: Any, bucket: str, keys: Sequence[str], reading: Bucket
         try:
             await client.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if _gone(exc):
+            if no_such_key(exc):
                 return False
             raise
         finally:
@@ -146,7 +147,7 @@ async def _heads(
             try:
                 answer = await client.head_object(Bucket=bucket, Key=key)
             except ClientError as exc:
-                if _gone(exc):
+                if no_such_key(exc):
                     return None  # deleted between the listing and now
                 raise
             finally:
@@ -156,10 +157,6 @@ async def _heads(
         return ObjectFootage(key, size, starts, ends, meta.get("origin", ""))
 
     return [o for o in await asyncio.gather(*(head(k, s) for k, s in keys)) if o is not None]
-
-
-def _gone(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 def _time(text: str | None) -> datetime | None:

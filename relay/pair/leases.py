@@ -33,7 +33,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relay.ops.stats import PairStatus
-from relay.upload.failures import error_code
+from relay.upload.failures import error_code, no_such_key
 
 log = structlog.get_logger("relay.pair")
 
@@ -166,7 +166,7 @@ class Leases:
             async with answer["Body"] as stream:
                 text = await stream.read()
         except ClientError as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
+            if no_such_key(exc):
                 return ""  # created and removed meanwhile: nobody to name
             raise
         return str(json.loads(text).get("relay", ""))

@@ -32,7 +32,7 @@ from relay.ledger import LedgerWriter
 from relay.ops.stats import PairStatus, RelayStats
 from relay.ops.version import VERSION
 from relay.spool.spool import Spool
-from relay.upload.failures import error_code
+from relay.upload.failures import no_such_key
 
 log = structlog.get_logger("relay.pair")
 
@@ -120,7 +120,7 @@ class PeerWatch:
             async with answer["Body"] as stream:
                 beat = json.loads(await stream.read())
         except ClientError as exc:
-            missing = error_code(exc) in ("NoSuchKey", "404")
+            missing = no_such_key(exc)
             self._fail(
                 f"no heartbeat at {peer.heartbeat_key}: is the peer running, with ingest.public_url = {peer.url}?"
                 if missing

@@ -113,6 +113,11 @@ def connection_lost(exc: BaseException) -> BaseException | None:
     return None
 
 
+def no_such_key(exc: BaseException) -> bool:
+    """The key is not there: HEAD's bare 404, GET's NoSuchKey, some stores' NotFound."""
+    return error_code(exc) in ("404", "NoSuchKey", "NotFound")
+
+
 def error_code(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "")) or "Unknown"

@@ -38,6 +38,7 @@ from relay.upload.failures import (
     DestinationRefused,
     error_code,
     http_status,
+    no_such_key,
 )
 from relay.upload.metadata import object_metadata
 
@@ -171,7 +172,7 @@ class S3Store:
         try:
             head = await self._client.head_object(Bucket=self._bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if no_such_key(exc):
                 return None
             if http_status(exc) == 403:
                 # A missing permission: the relay's fault, not this clip's (delivery pauses).
