@@ -7,6 +7,9 @@ its version, when a private name the relay relies on is gone.
   connection, turned off (aiohttp 3.14).
 - aiobotocore's ``AIOHTTPSession._get_session``: where botocore's aiohttp session is made,
   so the same switch reaches it (aiobotocore 2.25).
+- the ssl module's ``_ssl._test_decode_cert``: a certificate file's expiry date, read
+  without the cryptography package, which this one date cost 7 MiB of the relay's
+  resident memory for (Python 3.11-3.13).
 - aiohttp's ``TCPSite``/``BaseSite`` slots (``_runner``, ``_ssl_context``, ``_backlog``,
   ``_server``, ``_host``, ``_port``, ``_bound_port``, ``_reuse_address``, ``_reuse_port``):
   ``relay.ingest.connections.GuardedSite.start`` runs the TLS handshake in a task of its
@@ -15,7 +18,9 @@ its version, when a private name the relay relies on is gone.
 
 from __future__ import annotations
 
+import _ssl
 import importlib.metadata
+import ssl
 import sys
 from asyncio import sslproto
 from typing import Any
@@ -53,6 +58,7 @@ def missing(reaches: list[tuple[str, Any, str]]) -> list[str]:
 
 REACHES: list[tuple[str, Any, str]] = [
     ("python", sslproto.SSLProtocol, "max_size"),
+    ("python", _ssl, "_test_decode_cert"),
     ("aiohttp", aiohttp.ClientSession, "_retry_connection"),
     ("aiobotocore", AIOHTTPSession, "_get_session"),
     *(("aiohttp", web.BaseSite, name) for name in ("_runner", "_ssl_context", "_backlog", "_server")),
@@ -72,6 +78,13 @@ def check() -> None:
 def bound_tls_read_buffers(size: int) -> None:
     """Every TLS connection of this process (the relay owns it) reads into ``size`` bytes."""
     sslproto.SSLProtocol.max_size = size
+
+
+def certificate_not_after(path: str) -> float:
+    """When the first certificate of a PEM file expires, in epoch seconds. Raises OSError
+    (ssl.SSLError) for a file that is not one, ValueError for a date it cannot read."""
+    decoded = _ssl._test_decode_cert(path)  # type: ignore[attr-defined]
+    return float(ssl.cert_time_to_seconds(decoded["notAfter"]))
 
 
 def one_attempt(session: aiohttp.ClientSession) -> None:

@@ -55,9 +55,7 @@ def tls_context(cert: Path, key: Path, *, prefer_chacha20: bool = False) -> ssl.
 
 def cert_not_after(cert: Path) -> float | None:
     """When the (first) certificate in the file expires, in epoch seconds; None if unreadable."""
-    from cryptography import x509
-
     try:
-        return x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc.timestamp()
-    except (OSError, ValueError):
+        return _compat.certificate_not_after(str(cert))
+    except (OSError, ValueError, KeyError):
         return None
