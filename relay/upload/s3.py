@@ -14,6 +14,7 @@ from typing import Any, Literal
 import aioboto3
 import structlog
 from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from relay._compat import OneAttemptHTTPSession
@@ -23,6 +24,7 @@ from relay.spool.clip import ClipMeta
 from relay.spool.progress import Part
 from relay.spool.store import SpoolStore
 from relay.upload.body import FileRange
+from relay.upload.botocore_data import lean_loader
 from relay.upload.delivery import (
     Completion,
     Delivered,
@@ -188,7 +190,10 @@ class S3Store:
 @contextlib.asynccontextmanager
 async def open_client(config: S3Config) -> AsyncIterator[tuple[Any, bool]]:
     """The relay's S3 client, and whether any credentials were found for it."""
+    core = get_session()
+    core.register_component("data_loader", lean_loader(core))
     session = aioboto3.Session(
+        botocore_session=core,
         aws_access_key_id=config.access_key_id,
         aws_secret_access_key=config.secret_access_key.get_secret_value() if config.secret_access_key else None,
         region_name=config.region,
