@@ -43,6 +43,7 @@ from relay.pair import Pair
 from relay.spool import lock as spool_lock
 from relay.spool.spool import Spool
 from relay.spool.store import SpoolStore
+from relay.spool.writer import WriteThreads
 from relay.tasks import TaskOwner, cancel_and_wait
 from relay.upload.apigw import ApiGatewayDestination
 from relay.upload.s3 import S3Destination
@@ -210,7 +211,8 @@ async def serve(
         except OSError as exc:
             raise RelayError(f"spool.dir: cannot use {config.spool.dir}: {exc.strerror}") from None
         ledger = await stack.enter_async_context(LedgerWriter.open(config.ledger_path, config.ledger.retention_days))
-        spool = Spool(config.spool, ledger)
+        writes = await stack.enter_async_context(WriteThreads.running())
+        spool = Spool(config.spool, ledger, writes)
         try:
             await spool.recover()
             await ledger.reconcile(await asyncio.to_thread(lambda: list(spool.store.entries())))

@@ -15,7 +15,7 @@ import pytest
 from relay.spool.clip import ClipMeta
 from relay.spool.progress import UploadProgress
 from relay.spool.store import SpoolStore
-from relay.spool.writer import ClipWriter
+from relay.spool.writer import ClipWriter, WriteThreads
 from relay.upload.bandwidth import Unlimited
 from relay.upload.delivery import Delivered, ObjectDelivery
 from relay.upload.failures import CommitConflict, PermanentUploadError
@@ -41,12 +41,13 @@ class Rig:
             source="192.0.2.10",
             origin="device",
         )
-        writer = ClipWriter(self.spool, clip_id, fields, lambda _: None)
-        try:
-            await writer.write(data)
-            return await writer.commit()
-        finally:
-            writer.discard()
+        async with WriteThreads.running() as writes:
+            writer = ClipWriter(self.spool, writes, clip_id, fields, lambda _: None)
+            try:
+                await writer.write(data)
+                return await writer.commit()
+            finally:
+                await writer.close()
 
     def progress(self, clip_id: str = "clip-1") -> UploadProgress | None:
         return self.spool.load_upload_state(clip_id)

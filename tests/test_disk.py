@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from relay.dev.local_s3 import LocalS3, free_port
+from tests.support.disk import small_filesystem
 from tests.support.harness import (
     PATH,
     TLS,
@@ -26,19 +23,6 @@ from tests.support.harness import (
     status_exit,
     wait_until,
 )
-
-
-@contextlib.contextmanager
-def small_filesystem(path: Path, size: str) -> Iterator[Path]:
-    """A size-limited tmpfs (needs root, as CI has)."""
-    path.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 async def test_full_disk_answers_507_and_keeps_accepted_clips(tmp_path: Path, tls: TLS) -> None:

@@ -37,18 +37,18 @@ from relay.ops.stats import RelayStats
 from relay.spool.clip import ClipMeta, Sender, safe_filename
 from relay.spool.spool import Spool
 from relay.spool.timing import device_span_reader
-from relay.spool.writer import WRITE_BATCH, ClipWriter
+from relay.spool.writer import ClipWriter
 
 log = structlog.get_logger("relay.ingest")
 
 READ_SIZE = 256 * 1024
 # Set on a request whose credentials were checked before it was told to continue.
 AUTHENTICATED = web.RequestKey("authenticated", bool)
-# How far ahead of its bytes a body of unknown length makes room: a few write batches,
-# so room is always made before the writes that need it (one free-space check per MiB,
-# not per batch), and a small clip on a nearly full disk is not refused for room it
-# would never use.
-ROOM_CHECK_BYTES = 4 * WRITE_BATCH
+# How far ahead of its bytes a body of unknown length makes room: several write
+# batches, so room is always made before the writes that need it (one free-space check
+# per MiB, not per batch), and a small clip on a nearly full disk is not refused for
+# room it would never use.
+ROOM_CHECK_BYTES = 1024 * 1024
 
 
 def filename_from(disposition: str | None) -> str | None:

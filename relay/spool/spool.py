@@ -20,7 +20,7 @@ from relay.config import SpoolConfig
 from relay.spool.clip import ClipMeta, ClipOrigin, Sender, clip_id_time, new_clip_id
 from relay.spool.queue import UploadQueue
 from relay.spool.store import SpanReader, SpoolStore
-from relay.spool.writer import ClipWriter
+from relay.spool.writer import ClipWriter, WriteThreads
 
 log = structlog.get_logger("relay.spool")
 
@@ -36,8 +36,9 @@ class ClipHistory(Protocol):
 
 
 class Spool:
-    def __init__(self, config: SpoolConfig, history: ClipHistory) -> None:
+    def __init__(self, config: SpoolConfig, history: ClipHistory, writes: WriteThreads) -> None:
         self.store = SpoolStore(config.dir)
+        self._writes = writes
         self.limits = config
         self._queue = UploadQueue()
         self._history = history
@@ -151,12 +152,14 @@ class Spool:
             source=sender.source,
             origin=origin,
         )
-        writer = await asyncio.to_thread(ClipWriter, self.store, new_clip_id(now), fields, self._durable, span_reader)
+        writer = await asyncio.to_thread(
+            ClipWriter, self.store, self._writes, new_clip_id(now), fields, self._durable, span_reader
+        )
         try:
             yield writer
         finally:
             self._promised.pop(writer, None)
-            await asyncio.to_thread(writer.discard)
+            await writer.close()
 
     def _durable(self, meta: ClipMeta) -> None:
         self._queue.admit(meta.clip_id, meta.size)
