@@ -114,7 +114,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--profile", metavar="DIR", help="sample the relay with py-spy; stacks go to DIR")
     parser.add_argument("--no-unit-env", action="store_true", help="run the relay without the unit's Environment=")
     parser.add_argument(
-        "--against", metavar="DIR", help="also run the relay in DIR (e.g. a worktree of an older commit)"
+        "--against",
+        metavar="DIR",
+        help="also run the relay in DIR (e.g. a worktree of an older commit); with --one-core: only that one",
     )
     parser.add_argument("--rounds", type=int, default=3, help="with --against: rounds of each")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, spools)")

@@ -4,6 +4,8 @@ checkout in the same run (``--against``), and how many cameras one core takes
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,14 +15,26 @@ from bench.fleet_cameras import TOKEN
 from bench.servers import Gate, RelayProcess
 
 
+async def settled_disk() -> None:
+    """Once the dirty pages of whatever ran before are on disk (one ``sync``)."""
+    await asyncio.to_thread(os.sync)
+
+
 async def against(bench: Bench, gate: Gate) -> dict[str, Any]:
     """This relay and the one in ``--against DIR`` (an older checkout), fresh processes,
     alternating, on the same load with uploads paused, then uploads resumed: the
-    before and after of a change, measured in one run."""
+    before and after of a change, measured in one run.
+
+    Each relay starts on a settled disk (everything the last one and S3 wrote synced
+    first), and the order turns each round (before-after, after-before): a relay that
+    always came second ingested while the first one's gigabyte was still being written
+    out, and its ack p99 was 5-50 times the first's whichever code it ran."""
     rows: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    sides = [("before", Path(bench.args.against)), ("after", None)]
     for cameras in bench.args.cameras:
         for n in range(bench.args.rounds):
-            for name, source in (("before", Path(bench.args.against)), ("after", None)):
+            for name, source in sides if n % 2 == 0 else sides[::-1]:
+                await settled_disk()
                 config = bench.relay_config(cameras, gate.port)
                 relay = RelayProcess(bench.work, config, cpus=bench.relay_cpus, env=bench.relay_env, source=source)
                 try:
@@ -48,10 +62,14 @@ async def one_core(bench: Bench) -> list[dict[str, Any]]:
     """The relay alone on core 0 (taskset), uploads running straight to S3; more
     cameras each round, each judged: ack p99 within 50 ms, no clip failed, uploads
     keeping up (the backlog clears within one clip's length once the cameras stop).
-    Stops when clips fail, uploads fall behind, or the core is full."""
+    Stops when clips fail, uploads fall behind, or the core is full. With ``--against
+    DIR`` the relay is that checkout's (the same questions asked of older code)."""
     rows = []
+    source = Path(bench.args.against) if bench.args.against else None
     for cameras in bench.args.cameras:
-        relay = RelayProcess(bench.work, bench.relay_config(cameras, bench.s3_port), cpus="0", env=bench.relay_env)
+        await settled_disk()
+        config = bench.relay_config(cameras, bench.s3_port)
+        relay = RelayProcess(bench.work, config, cpus="0", env=bench.relay_env, source=source)
         try:
             url = f"https://127.0.0.1:{relay.config['ingest']['port']}/upload/{{camera}}?accessToken={TOKEN}"
             plan = bench.plan(url, cameras, chunked=False, method="POST", tag=f"{cameras}-one-core")
