@@ -10,6 +10,8 @@ its version, when a private name the relay relies on is gone.
 - the ssl module's ``_ssl._test_decode_cert``: a certificate file's expiry date, read
   without the cryptography package, which this one date cost 7 MiB of the relay's
   resident memory for (Python 3.11-3.13).
+- botocore's ``JSONFileLoader._load_file``: where a data file is parsed, so
+  ``relay.upload.botocore_data`` loads it lean (botocore 1.40).
 - aiohttp's ``TCPSite``/``BaseSite`` slots (``_runner``, ``_ssl_context``, ``_backlog``,
   ``_server``, ``_host``, ``_port``, ``_bound_port``, ``_reuse_address``, ``_reuse_port``):
   ``relay.ingest.connections.GuardedSite.start`` runs the TLS handshake in a task of its
@@ -28,8 +30,9 @@ from typing import Any
 import aiohttp
 from aiobotocore.httpsession import AIOHTTPSession
 from aiohttp import web
+from botocore.loaders import JSONFileLoader
 
-CHECKED = "Python 3.11-3.13, aiohttp 3.14, aiobotocore 2.25"
+CHECKED = "Python 3.11-3.13, aiohttp 3.14, aiobotocore 2.25, botocore 1.40"
 
 
 class CompatError(Exception):
@@ -59,6 +62,7 @@ def missing(reaches: list[tuple[str, Any, str]]) -> list[str]:
 REACHES: list[tuple[str, Any, str]] = [
     ("python", sslproto.SSLProtocol, "max_size"),
     ("python", _ssl, "_test_decode_cert"),
+    ("botocore", JSONFileLoader, "_load_file"),
     ("aiohttp", aiohttp.ClientSession, "_retry_connection"),
     ("aiobotocore", AIOHTTPSession, "_get_session"),
     *(("aiohttp", web.BaseSite, name) for name in ("_runner", "_ssl_context", "_backlog", "_server")),

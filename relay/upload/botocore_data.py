@@ -24,6 +24,7 @@ SERVICES = frozenset({"s3", "sts", "portal.sso", "oidc"})
 
 
 class LeanFileLoader(JSONFileLoader):  # type: ignore[misc]
+    # _load_file is botocore's private parse step (listed in relay._compat's reaches).
     def _load_file(self, full_path: str, open_method: Any) -> Any:
         if not os.path.isfile(full_path):
             return None
