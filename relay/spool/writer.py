@@ -11,7 +11,7 @@ for all of it to reach the disk (bench/fleet.py: ack p50 14 ms with 32 cameras).
 A batch is handed over and not waited for: the event loop learns of the writes only when
 it asks (at commit, or when a clip runs too far ahead of its writes). Awaiting each
 batch in a worker thread, as before, cost a thread hand-off and a wake-up of the loop
-per batch: 8 % of the relay's GIL time with 32 cameras (py-spy), and the reason batches
+per batch: 10 % of the relay's GIL time with 32 cameras (py-spy), and the reason batches
 were 256 KiB, which each connection held in memory.
 """
 
@@ -87,9 +87,9 @@ class WriteThreads:
     TCP slows its sender, as when each batch was awaited. A clip bound to one of a few
     fixed threads would wait behind every other clip's stall on that thread.
 
-    Not a ThreadPoolExecutor: its submit (a future, a work item, a check on its threads)
-    cost more per 64 KiB batch than the batch's write (ingest CPU 1.08x the tree before,
-    128 cameras); a clip with work to do is one put on a queue the threads share."""
+    A clip with work to do is one put on a queue the threads share: no future per
+    batch, as a ThreadPoolExecutor's submit makes (which measured the same on the fleet
+    bench, within its noise)."""
 
     def __init__(self, count: int) -> None:
         self._ready: queue.SimpleQueue[ClipLane | None] = queue.SimpleQueue()
