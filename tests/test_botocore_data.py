@@ -1,5 +1,5 @@
 """botocore loaded lean (relay.upload.botocore_data) resolves and signs as stock botocore
-does: the same presigned URLs (endpoint, addressing, signature) for S3 in each partition,
+does: the same presigned URLs (endpoint, addressing, credential scope) for S3 in each partition,
 the same STS endpoint for the credential chain, with the endpoints of other services gone."""
 
 from __future__ import annotations
