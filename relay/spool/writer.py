@@ -197,10 +197,10 @@ class ClipWriter:
         self.size = 0  # bytes written to the file so far (set by its write thread)
         self.pending_size = 0  # bytes received so far, written or not
         self._written_back = 0  # bytes the disk was asked to start writing
-        # Set by its write thread when a write failed; the batches from then on are kept
+        # Set by its write thread when a write failed; the pieces from then on are kept
         # (in order) for the loop to hand over again once it has made room.
         self._failure: Exception | None = None
-        self._kept: list[tuple[list[bytes], int]] = []
+        self._kept: list[bytes] = []
 
     async def write(self, chunk: bytes) -> None:
         """Take ``chunk``. Raises the OSError of a write that failed (a full disk): the
@@ -219,12 +219,12 @@ class ClipWriter:
         """Write everything received, and wait for it. If the disk is full, the file is
         cut back to what was written before and the bytes kept, so the caller may make
         room and call again."""
-        await self._lane.reached()
         if self._failure is not None:
-            # Nothing of this clip is queued any more: take the kept batches back, in order.
+            # Once nothing of this clip is queued, take the kept pieces back, in order.
+            await self._lane.reached()
             kept, self._kept, self._failure = self._kept, [], None
-            self._pieces = [piece for pieces, _ in kept for piece in pieces] + self._pieces
-            self._batched += sum(length for _, length in kept)
+            self._pieces = kept + self._pieces
+            self._batched += sum(len(piece) for piece in kept)
         self._hand_over()
         await self._lane.reached()
         self._raise_failure()
@@ -246,7 +246,7 @@ class ClipWriter:
     def _write_pieces(self, pieces: list[bytes], length: int) -> None:
         """In a write thread."""
         if self._failure is not None:
-            self._kept.append((pieces, length))
+            self._kept.extend(pieces)
             return
         fd = self._file.fileno()
         views: list[bytes | memoryview] = [p for p in pieces if p]
@@ -267,7 +267,7 @@ class ClipWriter:
             except OSError as cut:
                 failure = cut  # the file cannot be cut back: not a failure to write again
             self._failure = failure
-            self._kept.append((pieces, length))
+            self._kept.extend(pieces)
             return
         crc = self._crc
         for piece in pieces:
