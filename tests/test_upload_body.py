@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.payload import PAYLOAD_REGISTRY
 
 from relay.upload.body import SEND_PIECE, FileRange, FileWindowPayload
+from tests.support.harness import serving_app
 
 BOUND = aiohttp.ClientTimeout(total=10)  # a body short of its Content-Length fails, not hangs
 
@@ -35,15 +36,8 @@ async def receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_put("/kept", kept)
     app.router.add_put("/moved", moved)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", bodies
-    finally:
-        await runner.cleanup()
+    async with serving_app(app) as url:
+        yield url, bodies
 
 
 def spooled(tmp_path: Path, size: int) -> tuple[Path, bytes]:

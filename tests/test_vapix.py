@@ -14,7 +14,7 @@ from relay.camera.answers import CameraError
 from relay.camera.vapix import VapixClient
 from relay.config import CameraConfig
 from tests.support.footage import frames_between, frames_in
-from tests.support.harness import TLS
+from tests.support.harness import TLS, serving_app
 from tests.support.vapix_camera import CameraEmulator
 
 
@@ -199,20 +199,13 @@ async def test_nonsense_is_named(camera: CameraEmulator, tls: TLS) -> None:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", garbage)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        config = client_config(camera, tls, url=f"http://127.0.0.1:{port}", ca_bundle=None)
+    async with serving_app(app) as url:
+        config = client_config(camera, tls, url=url, ca_bundle=None)
         async with VapixClient.open("cam", config) as client:
             with pytest.raises(CameraError) as caught:
                 await client.disks()
             with pytest.raises(CameraError) as json_caught:
                 await client.device_info()
-    finally:
-        await runner.cleanup()
     assert caught.value.transient
     assert "nonsense" in caught.value.reason
     assert json_caught.value.transient

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import aioboto3
 import aiohttp
+import aiohttp.web
 import tomli_w
 import trustme
 from botocore.config import Config as BotoConfig
@@ -291,3 +292,16 @@ async def status_exit(relay: RunningRelay, directory: Path) -> tuple[int, str]:
     }
     code, out, _ = await axis_relay("status", "--config", str(write_config(directory / "status.toml", raw)))
     return code, out
+
+
+@contextlib.asynccontextmanager
+async def serving_app(app: aiohttp.web.Application) -> AsyncIterator[str]:
+    """``app`` on a free loopback port, plain HTTP, for a test's own stand-in server:
+    its base URL."""
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
