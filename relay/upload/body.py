@@ -14,7 +14,8 @@ bodies and the API Gateway's alike), reads SEND_PIECE at a time, on the event lo
 itself when the page cache holds the bytes (RWF_NOWAIT: a clip just received is still
 there), and in a worker thread only when they must come from the disk. The upload leg
 alone (bench/upload_cpu.py: 48 clips of 7.5 MB, two at a time, to the test S3 over TLS):
-1.70 -> 1.16 CPU s/GB, medians of 8 runs each; with 64 KiB pieces 1.33.
+1.70 -> 1.14 CPU s/GB, medians of 8 runs each; 256 KiB pieces against 64 KiB, both
+read on the loop: 1.09 against 1.26.
 """
 
 from __future__ import annotations
