@@ -45,6 +45,8 @@ CHECKSUM_PIECE = 1024 * 1024
 # 4 ms on a Pi 4 core with AES-GCM and 1.3 ms with ChaCha20 (the published `openssl
 # speed` figures in docs/benchmarks.md).
 SEND_PIECE = 256 * 1024
+# Linux 4.14 and later; elsewhere every piece is read in a worker thread, as before.
+_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 
 
 @dataclass(frozen=True)
@@ -134,10 +136,12 @@ class FileWindow(io.RawIOBase):
         wanted = min(size, self._length - self._position)
         if wanted <= 0:
             return bytearray()
+        if _NOWAIT is None:
+            return None
         # A new buffer each time: the TLS transport keeps a reference to what it sends.
         buffer = bytearray(wanted)
         try:
-            got = os.preadv(self._file.fileno(), [buffer], self._start + self._position, os.RWF_NOWAIT)
+            got = os.preadv(self._file.fileno(), [buffer], self._start + self._position, _NOWAIT)
         except OSError:  # EAGAIN: not cached; EOPNOTSUPP: no RWF_NOWAIT here
             return None
         if got == 0:
@@ -173,10 +177,10 @@ class FileWindow(io.RawIOBase):
 
 class FileWindowPayload(IOBasePayload):
     """aiohttp's payload for a FileWindow: IOBasePayload's, reading SEND_PIECE bytes at
-    a time, from the page cache on the loop where it can. The S3 client wraps the window in a proxy before aiohttp
-    sees it; the proxy passes isinstance() for FileWindow, so the registration below
-    finds it either way. Written again (aiohttp re-sends a payload on a redirect), it
-    starts from where it first started."""
+    a time, from the page cache on the loop where it can. The S3 client wraps the
+    window in a proxy before aiohttp sees it; the proxy passes isinstance() for
+    FileWindow, so the registration below finds it either way. Written again (aiohttp
+    re-sends a payload on a redirect), it starts from where it first started."""
 
     _value: FileWindow
     _first_position: int | None = None
