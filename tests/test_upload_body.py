@@ -99,6 +99,12 @@ def test_a_window_reads_its_range_in_pieces_and_seeks_within_it(tmp_path: Path) 
         assert window.read(100) == data[55:60]
         window.seek(0)
         assert window.readall() == data[10:60]
+        window.seek(0)
+        buffer = bytearray(30)
+        assert window.readinto(buffer) == 30
+        assert buffer == data[10:40]
+        assert window.readinto(buffer) == 20  # what is left of the window, not of the file
+        assert buffer[:20] == data[40:60]
 
 
 def evicted(path: Path) -> bool:

@@ -120,12 +120,19 @@ class FileWindow(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
+    def _wanted(self, size: int | None) -> int:
+        """``size`` bytes (all, if None or negative), cut to what is left of the window."""
+        left = self._length - self._position
+        return left if size is None or size < 0 else min(size, left)
+
+    # Every read is positional (pread): the window's position is its own count, and the
+    # file's offset is never used.
+
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        wanted = min(len(buffer), self._length - self._position)
+        wanted = self._wanted(len(buffer))
         if wanted <= 0:
             return 0
-        self._file.seek(self._start + self._position)
-        got = self._file.readinto(memoryview(buffer)[:wanted]) or 0
+        got = os.preadv(self._file.fileno(), [memoryview(buffer)[:wanted]], self._start + self._position)
         self._position += got
         return got
 
@@ -133,7 +140,7 @@ class FileWindow(io.RawIOBase):
         """Up to ``size`` bytes, only if the page cache has them (RWF_NOWAIT): a read
         the event loop can make without a trip to a worker thread. None when they must
         come from the disk (a backlog after an outage), or the filesystem cannot tell."""
-        wanted = min(size, self._length - self._position)
+        wanted = self._wanted(size)
         if wanted <= 0:
             return bytearray()
         if _NOWAIT is None:
@@ -152,10 +159,9 @@ class FileWindow(io.RawIOBase):
         return buffer
 
     def read(self, size: int | None = -1) -> bytes:
-        """One pread: no seek, and no buffer filled and then copied into bytes (what
-        RawIOBase.read does through readinto)."""
-        left = self._length - self._position
-        wanted = left if size is None or size < 0 else min(size, left)
+        """One pread, no buffer filled and then copied into bytes (what RawIOBase.read
+        does through readinto)."""
+        wanted = self._wanted(size)
         if wanted <= 0:
             return b""
         got = os.pread(self._file.fileno(), wanted, self._start + self._position)
